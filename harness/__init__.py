@@ -1,0 +1,1 @@
+"""Datasets, prompts, scoring, the run loop, metrics, reports and the CLI."""

@@ -1,0 +1,107 @@
+"""The contract every backend keeps: generation settings, one sample's result, the Backend protocol.
+
+Names follow OpenAI/vLLM (`max_tokens`, `top_p`, `stop`, `n`, `logprobs`) so users already know them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, Union, runtime_checkable
+
+# A prompt is either raw text (completion endpoints, base models) or a list of chat messages
+# ({"role": ..., "content": ...}); a backend applies the model's chat template to the latter.
+Message = dict[str, str]
+Prompt = Union[str, Sequence[Message]]
+
+
+class BackendError(RuntimeError):
+    """A backend could not be built or could not answer; the message names the spec or server."""
+
+
+@dataclass(frozen=True)
+class GenConfig:
+    """Sampling settings for one batch. Greedy by default so runs are reproducible."""
+
+    max_tokens: int = 512  # new tokens per sample
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()  # generation ends before the first of these strings
+    n: int = 1  # samples per prompt
+    logprobs: int | None = None  # None: no logprobs; 0: chosen-token logprobs; k>0: also top-k
+    seed: int | None = 0  # per-request seed where the backend supports it
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
+            raise ValueError(f"logprobs must be None or in [0, 20], got {self.logprobs}")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
+            raise ValueError("stop must be a tuple of strings")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Generation:
+    """One sample for one prompt."""
+
+    text: str
+    token_logprobs: list[float] | None = None  # logprob of each generated token, when available
+    top_logprobs: list[dict[str, float]] | None = None  # per position: token text -> logprob
+    finish_reason: str | None = None  # "stop" | "length" | "error" | None
+    latency_s: float = 0.0  # wall time of the request that produced this sample
+    ttft_s: float | None = None  # time to first token, when the backend streams
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None  # set when the request failed after its retries; text is then ""
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "token_logprobs": self.token_logprobs,
+            "top_logprobs": self.top_logprobs,
+            "finish_reason": self.finish_reason,
+            "latency_s": self.latency_s,
+            "ttft_s": self.ttft_s,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "error": self.error,
+        }
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Batch in, same-length list out; the backend batches or parallelises inside.
+
+    `generate` returns, for each prompt, `cfg.n` Generations. A request that fails after its
+    retries yields Generations with `error` set rather than raising, so one bad request never
+    loses the rest of the batch. `score_choices` returns the summed log-likelihood of each
+    choice continuing its prompt.
+    """
+
+    spec: str
+
+    def generate(self, prompts: Sequence[Prompt], cfg: GenConfig) -> list[list[Generation]]: ...
+
+    def score_choices(
+        self, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]]
+    ) -> list[list[float]]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A parsed spec string such as `hf:path`, `openai:model@http://host:port/v1`."""
+
+    raw: str
+    kind: str  # prefix: hf | gguf | openai | vllm | replay
+    target: str  # what follows the prefix
+    options: dict[str, str] = field(default_factory=dict)  # `?key=value&...` suffix

@@ -1,0 +1,363 @@
+"""OpenAIBackend against a small OpenAI-imitating server on 127.0.0.1 with scripted behaviour.
+
+The request's `model` field picks the script, so one server serves every test:
+ok / ok-nousage: streamed text (with or without a usage chunk); rate: 429 once per prompt, then
+ok; down: always 500; leak: 500 whose body echoes the Authorization header; bad: 400; slow:
+sleeps past the client's timeout; gate: holds each request until two are in flight (or 2 s), to
+observe the concurrency limit; echo / echo-strict / noecho: non-streamed scoring responses.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pytest
+
+from models.openai_backend import OpenAIBackend, parse_target, retry_delay, sum_choice_logprobs
+from models.registry import load_backend, parse_spec
+from models.types import BackendError, GenConfig, ModelSpec
+
+SECRET = "sk-test-SECRET-0123456789"
+PIECES = ["Hel", "lo", " world"]
+
+
+class FakeState:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bodies: list[dict[str, Any]] = []
+        self.auth: list[str | None] = []
+        self.attempts: Counter[str] = Counter()
+        self.in_flight = 0
+        self.max_in_flight = 0
+
+
+def _tokens(text: str) -> list[str]:
+    """The fake tokenizer: words, each with its leading space."""
+    out: list[str] = []
+    for ch in text:
+        if ch == " " or not out:
+            out.append(ch)
+        else:
+            out[-1] += ch
+    return out
+
+
+class Handler(BaseHTTPRequestHandler):
+    state: FakeState  # set on the subclass each server uses
+
+    def log_message(self, *args: Any) -> None:  # keep pytest output clean
+        pass
+
+    def _json(self, status: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._json(200, {"object": "list", "data": [{"id": "ok"}]})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        st = self.state
+        key = json.dumps(body.get("prompt") or body.get("messages"))
+        with st.lock:
+            st.bodies.append(body)
+            st.auth.append(self.headers.get("Authorization"))
+            st.attempts[key] += 1
+            attempt = st.attempts[key]
+        model = body["model"]
+        if model == "rate" and attempt == 1:
+            return self._json(429, {"error": "slow down"}, {"Retry-After": "0"})
+        if model == "down":
+            return self._json(500, {"error": "boom"})
+        if model == "leak":
+            return self._json(500, {"error": f"bad header {self.headers.get('Authorization')}"})
+        if model == "bad":
+            return self._json(400, {"error": "no such thing"})
+        if model == "slow":
+            time.sleep(1.0)
+        if model == "gate":
+            with st.lock:
+                st.in_flight += 1
+                st.max_in_flight = max(st.max_in_flight, st.in_flight)
+            end = time.monotonic() + 2.0
+            while st.max_in_flight < 2 and time.monotonic() < end:
+                time.sleep(0.01)
+            time.sleep(0.02)
+            with st.lock:
+                st.in_flight -= 1
+        if model.startswith("echo") or model == "noecho":
+            return self._score(body)
+        self._stream(body, chat=self.path.endswith("/chat/completions"), usage=model != "ok-nousage")
+
+    def _stream(self, body: dict[str, Any], chat: bool, usage: bool) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        k = body.get("top_logprobs") if chat else body.get("logprobs")
+        want_lp = body.get("logprobs") not in (None, False)
+
+        def send(obj: Any) -> None:
+            self.wfile.write(f"data: {json.dumps(obj)}\n\n".encode())
+            self.wfile.flush()
+
+        if chat:  # the role-only first chunk real servers send: no text, so no first token yet
+            send({"choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]})
+        for n, piece in enumerate(PIECES):
+            lp_value = -0.5 * (n + 1)
+            last = n == len(PIECES) - 1
+            choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if last else None}
+            if chat:
+                choice["delta"] = {"content": piece}
+                if want_lp:
+                    tops = [{"token": piece, "logprob": lp_value}, {"token": "x", "logprob": -9.0}][:k]
+                    choice["logprobs"] = {"content": [{"token": piece, "logprob": lp_value, "top_logprobs": tops}]}
+            else:
+                choice["text"] = piece
+                if want_lp:
+                    tops = dict(list({piece: lp_value, "x": -9.0}.items())[:k]) if k else None
+                    choice["logprobs"] = {"tokens": [piece], "token_logprobs": [lp_value], "top_logprobs": [tops]}
+            send({"choices": [choice]})
+        if usage and (body.get("stream_options") or {}).get("include_usage"):
+            send({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}})
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def _score(self, body: dict[str, Any]) -> None:
+        if body["model"] == "echo-strict" and body["max_tokens"] == 0:
+            return self._json(400, {"error": "max_tokens must be at least 1"})
+        text = body["prompt"]
+        toks = _tokens(text)
+        offsets = [sum(len(t) for t in toks[:i]) for i in range(len(toks))]
+        lps: list[float | None] = [None] + [-float(len(t)) for t in toks[1:]]
+        if body["max_tokens"] > 0:  # the one generated token, which scoring must ignore
+            toks, offsets, lps = toks + [" gen"], offsets + [len(text)], lps + [-100.0]
+        logprobs = None if body["model"] == "noecho" else {
+            "tokens": toks, "token_logprobs": lps, "text_offset": offsets,
+            "top_logprobs": [None] + [{t: lp} for t, lp in zip(toks[1:], lps[1:])],
+        }
+        self._json(200, {"choices": [{"text": text, "logprobs": logprobs, "finish_reason": "length"}]})
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, FakeState]]:
+    state = FakeState()
+    handler = type("BoundHandler", (Handler,), {"state": state})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1", state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def make(url: str, model: str = "ok", **kw: Any) -> OpenAIBackend:
+    kw = {"backoff_s": 0.001, "max_retries": 2, "timeout_s": 10.0, **kw}
+    return OpenAIBackend(parse_spec(f"openai:{model}@{url}"), **kw)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"
+
+
+# -- spec parsing and pure helpers ------------------------------------------------------------
+
+
+def test_parse_target_splits_on_last_url_at() -> None:
+    spec = parse_spec("openai:org/model@v2@http://127.0.0.1:8000/v1/")
+    assert parse_target(spec) == ("org/model@v2", "http://127.0.0.1:8000/v1")
+
+
+@pytest.mark.parametrize("target", ["qwen", "qwen@localhost:8000", "@http://h/v1", "m@http://"])
+def test_malformed_spec_names_the_spec(target: str) -> None:
+    with pytest.raises(BackendError, match="openai:MODEL@http") as info:
+        OpenAIBackend(ModelSpec(raw=f"openai:{target}", kind="openai", target=target))
+    assert f"openai:{target}" in str(info.value)
+
+
+def test_registry_builds_backend_without_touching_network() -> None:
+    backend = load_backend(f"openai:m@{closed_port_url()}", concurrency=2)
+    assert isinstance(backend, OpenAIBackend) and backend.concurrency == 2
+    backend.close()
+
+
+def test_retry_delay_honours_capped_retry_after_else_backs_off() -> None:
+    assert retry_delay(0, "2", 0.5) == 2.0
+    assert retry_delay(0, "100000", 0.5) == 30.0
+    for attempt in range(3):
+        d = retry_delay(attempt, None, 0.5)
+        assert 0.5 * 2**attempt <= d <= 0.55 * 2**attempt
+    assert 1.0 <= retry_delay(1, "Wed, 21 Oct 2015 07:28:00 GMT", 0.5) <= 1.1
+
+
+def test_sum_choice_logprobs_counts_tokens_after_prompt_only() -> None:
+    lp = {"text_offset": [0, 3, 6, 9], "token_logprobs": [None, -1.0, -2.0, -4.0]}
+    assert sum_choice_logprobs(lp, prompt_len=6, full_len=9) == -2.0  # the token at 9 was generated
+    assert sum_choice_logprobs(lp, prompt_len=4, full_len=9) == -3.0  # straddling token 3..6 counts
+    with pytest.raises(ValueError):
+        sum_choice_logprobs(None, 3, 9)
+
+
+# -- generation -----------------------------------------------------------------------------
+
+
+def test_streamed_completion_with_usage_and_logprobs(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    backend = make(url)
+    out = backend.generate(["2+2=", "hi"], GenConfig(max_tokens=3, logprobs=2, stop=("\n",), seed=5, n=2))
+    assert [len(gens) for gens in out] == [2, 2]
+    g = out[0][0]
+    assert g.text == "Hello world" and g.error is None
+    assert g.finish_reason == "length"
+    assert g.token_logprobs == [-0.5, -1.0, -1.5]
+    assert g.top_logprobs == [{"Hel": -0.5, "x": -9.0}, {"lo": -1.0, "x": -9.0}, {" world": -1.5, "x": -9.0}]
+    assert (g.prompt_tokens, g.completion_tokens) == (7, 3)
+    assert g.ttft_s is not None and 0 <= g.ttft_s <= g.latency_s
+    body = state.bodies[0]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["stop"] == ["\n"] and body["max_tokens"] == 3 and body["logprobs"] == 2
+    # n samples are n requests with consecutive seeds
+    assert sorted(b["seed"] for b in state.bodies if b["prompt"] == "2+2=") == [5, 6]
+    backend.close()
+
+
+def test_without_usage_or_logprobs(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    g = make(url, "ok-nousage").generate(["q"], GenConfig(seed=None))[0][0]
+    assert g.text == "Hello world"
+    assert g.token_logprobs is None and g.top_logprobs is None  # never invented
+    assert (g.prompt_tokens, g.completion_tokens) == (0, 3)  # chunk count stands in
+    assert "seed" not in state.bodies[0] and "logprobs" not in state.bodies[0]
+
+
+def test_chat_messages_and_chat_flag(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    out = make(url).generate([msgs], GenConfig(logprobs=1))
+    g = out[0][0]
+    assert g.text == "Hello world" and g.token_logprobs == [-0.5, -1.0, -1.5]
+    assert g.top_logprobs == [{"Hel": -0.5}, {"lo": -1.0}, {" world": -1.5}]
+    assert state.bodies[0]["messages"] == msgs
+    assert state.bodies[0]["logprobs"] is True and state.bodies[0]["top_logprobs"] == 1
+    make(url, chat=True).generate(["plain"], GenConfig())
+    assert state.bodies[1]["messages"] == [{"role": "user", "content": "plain"}]
+
+
+def test_429_is_retried_then_succeeds(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    g = make(url, "rate").generate(["a"], GenConfig())[0][0]
+    assert g.error is None and g.text == "Hello world"
+    assert state.attempts[json.dumps("a")] == 2
+
+
+def test_500_until_retries_run_out_yields_error_and_batch_continues(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    down = make(url, "down", max_retries=2)
+    out = down.generate(["a", "b"], GenConfig())
+    for gens in out:
+        assert gens[0].text == "" and gens[0].finish_reason == "error"
+        assert "HTTP 500" in (gens[0].error or "") and "3 attempts" in (gens[0].error or "")
+    assert state.attempts[json.dumps("a")] == 3  # 1 + max_retries
+
+
+def test_other_4xx_fails_at_once(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    g = make(url, "bad", max_retries=3).generate(["a"], GenConfig())[0][0]
+    assert g.finish_reason == "error" and "HTTP 400" in (g.error or "")
+    assert state.attempts[json.dumps("a")] == 1
+
+
+def test_slow_response_times_out(server: tuple[str, FakeState]) -> None:
+    url, _ = server
+    g = make(url, "slow", timeout_s=0.2, max_retries=0).generate(["a"], GenConfig())[0][0]
+    assert g.finish_reason == "error" and "Timeout" in (g.error or "")
+
+
+def test_connection_refused(server: tuple[str, FakeState]) -> None:
+    url = closed_port_url()
+    backend = make(url, max_retries=1)
+    g = backend.generate(["a"], GenConfig())[0][0]
+    assert g.finish_reason == "error" and g.error and "Connect" in g.error
+    with pytest.raises(BackendError, match="cannot reach OpenAI-compatible server at") as info:
+        backend.check()
+    assert url in str(info.value)
+
+
+def test_check_succeeds_on_live_server(server: tuple[str, FakeState]) -> None:
+    make(server[0]).check()
+
+
+def test_concurrency_limit_is_respected(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    out = make(url, "gate", concurrency=2).generate([f"p{i}" for i in range(6)], GenConfig())
+    assert all(gens[0].text == "Hello world" for gens in out)
+    assert state.max_in_flight == 2
+    assert sorted(b["prompt"] for b in state.bodies) == [f"p{i}" for i in range(6)]
+
+
+def test_api_key_sent_but_never_leaked(
+    server: tuple[str, FakeState], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    url, state = server
+    monkeypatch.setenv("TOURNEY_TEST_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    texts: list[str] = []
+    ok = make(url, api_key_env="TOURNEY_TEST_KEY")
+    ok.generate(["a"], GenConfig())
+    assert state.auth[-1] == f"Bearer {SECRET}"
+    leak = make(url, "leak", api_key_env="TOURNEY_TEST_KEY", max_retries=1)
+    g = leak.generate(["a"], GenConfig())[0][0]
+    assert g.error and "HTTP 500" in g.error and "Bearer ***" in g.error  # the echoed key was redacted
+    texts += [g.error, repr(ok), repr(leak)]
+    refused = make(closed_port_url(), api_key_env="TOURNEY_TEST_KEY", max_retries=0)
+    texts.append(refused.generate(["a"], GenConfig())[0][0].error or "")
+    with pytest.raises(BackendError) as info:
+        refused.check()
+    texts += [str(info.value), repr(info.value)]
+    texts += [r.getMessage() for r in caplog.records]
+    assert any("retry" in t for t in texts)  # the retry warnings were logged and checked
+    assert not [t for t in texts if SECRET in t]
+
+
+def test_no_key_no_authorization_header(server: tuple[str, FakeState], monkeypatch: pytest.MonkeyPatch) -> None:
+    url, state = server
+    monkeypatch.delenv("TOURNEY_TEST_KEY", raising=False)
+    make(url, api_key_env="TOURNEY_TEST_KEY").generate(["a"], GenConfig())
+    assert state.auth == [None]
+
+
+# -- scoring --------------------------------------------------------------------------------
+
+
+def test_score_choices_sums_choice_token_logprobs(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    scores = make(url, "echo").score_choices(["The answer is", "Q:"], [[" yes", " no way"], [" A"]])
+    assert scores == [[-4.0, -7.0], [-2.0]]
+    assert state.bodies[0]["echo"] is True and state.bodies[0]["max_tokens"] == 0
+
+
+def test_score_choices_falls_back_to_max_tokens_one(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    scores = make(url, "echo-strict").score_choices(["The answer is"], [[" yes", " no way"]])
+    assert scores == [[-4.0, -7.0]]  # the generated token is not counted
+    assert 1 in [b["max_tokens"] for b in state.bodies]
+
+
+def test_score_choices_without_prompt_logprobs_raises(server: tuple[str, FakeState]) -> None:
+    url, _ = server
+    with pytest.raises(BackendError, match="did not return prompt logprobs"):
+        make(url, "noecho").score_choices(["Q:"], [[" A"]])
