@@ -1,0 +1,196 @@
+"""`tourney` command line: a thin layer over functions the tests call directly.
+
+Every expected failure (bad data, unknown spec, unreachable server) becomes one line on stderr
+naming what is wrong, and exit code 2; results already written stay on disk.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from harness.types import DataError
+from models.types import BackendError
+
+MINI_TEST = Path(__file__).resolve().parent / "data" / "mini" / "test.jsonl"
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def friendly_errors(fn: Callable) -> Callable:
+    """Turn the project's own error types into one-line messages."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, BackendError, ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+
+    return wrapper
+
+
+def parse_model_args(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """`key=value` options for the backend; values are read as JSON when they parse (numbers,
+    true/false), else kept as strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--model-arg {pair!r}: expected key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def progress_bar(description: str):
+    """A rich progress bar with ETA; returns (context manager, callback(done, total))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False)
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+@click.group()
+@click.version_option(package_name="tourney")
+def main() -> None:
+    """Distil a large reasoning model into a fast one, measure both, route between them."""
+
+
+@main.command("eval")
+@click.option("--model", "model", required=True, help="Model spec: hf:PATH, openai:MODEL@URL, gguf:PATH, vllm:ID, replay:FILE, mini-teacher, mini-student.")
+@click.option("--data", required=True, help="Question file (.jsonl/.json/.csv/.parquet) or hf:NAME[:CONFIG][:SPLIT].")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (resumed if it exists).")
+@click.option("--limit", type=int, default=None, help="Evaluate the first N questions only.")
+@click.option("--samples", type=int, default=1, show_default=True, help="Samples per question.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight (server backends).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Questions per backend call; the unit of resumption.")
+@click.option("--max-tokens", type=int, default=512, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--top-p", type=float, default=1.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--logprobs", type=int, default=None, help="Record token logprobs (0) and top-k alternatives (k).")
+@click.option("--template", default=None, help="Prompt template name (base, cot-chat, mc-base, mc-chat); default: chosen per question.")
+@click.option("--chat/--no-chat", default=False, show_default=True, help="Send chat messages (instruct models).")
+@click.option("--model-arg", "model_args", multiple=True, help="Backend option key=value (repeatable), e.g. device=cuda.")
+@click.option("--overwrite", is_flag=True, help="Discard what --out holds instead of resuming it.")
+@friendly_errors
+def eval_cmd(model, data, out, limit, samples, concurrency, batch_size, max_tokens, temperature, top_p,
+             seed, logprobs, template, chat, model_args, overwrite) -> None:
+    """Evaluate a model on a question set; write results.jsonl and report.{json,md,html}."""
+    from harness.questions import load_questions
+    from harness.report import render_markdown
+    from harness.runner import EvalConfig, run_eval
+    from models.registry import load_backend, parse_spec
+
+    args = parse_model_args(model_args)
+    kind = parse_spec(model).kind
+    if kind == "openai":
+        args.setdefault("concurrency", concurrency)
+        args.setdefault("chat", chat)
+    elif kind in ("hf", "vllm", "gguf"):
+        args.setdefault("chat", chat)
+        if kind == "hf":
+            args.setdefault("batch_size", batch_size)
+    cfg = EvalConfig(model=model, data=data, out=out, limit=limit, samples=samples, max_tokens=max_tokens,
+                     temperature=temperature, top_p=top_p, seed=seed, logprobs=logprobs, template=template,
+                     chat=chat, chunk_size=batch_size if kind != "openai" else max(batch_size, concurrency),
+                     model_args=args)
+    questions = load_questions(data, limit=limit)  # bad data fails before a model is loaded
+    backend = load_backend(model, **args)
+    if hasattr(backend, "check"):
+        backend.check()
+    bar, update = progress_bar(f"eval {model}")
+    try:
+        with bar:
+            report = run_eval(cfg, backend, questions=questions, overwrite=overwrite, progress=update)
+    finally:
+        backend.close()
+    click.echo(render_markdown(report))
+    click.echo(f"wrote {Path(out) / 'report.md'}")
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@friendly_errors
+def report_cmd(run_dir: str) -> None:
+    """Re-render report.{json,md,html} from RUN_DIR/results.jsonl."""
+    from harness.report import render_markdown, write_reports
+
+    click.echo(render_markdown(write_reports(run_dir)))
+
+
+@main.command("demo")
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--limit", type=int, default=None, help="First N test questions only.")
+@click.option("--overwrite", is_flag=True, help="Re-run instead of resuming what --out holds.")
+@friendly_errors
+def demo_cmd(out: str, limit: int | None, overwrite: bool) -> None:
+    """Evaluate the shipped miniature models on the miniature test set and compare them."""
+    from harness.demo import run_demo
+
+    run_demo(out, limit=limit, overwrite=overwrite, echo=click.echo)
+
+
+@main.group("mini")
+def mini() -> None:
+    """The miniature teacher/student pair."""
+
+
+@mini.command("train")
+@click.option("--work", default="runs/mini-train", show_default=True, type=click.Path(file_okay=False),
+              help="Working folder (data, tokenizer, per-epoch checkpoints); rerun to resume.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Where final checkpoints go (default: the shipped folder).")
+@click.option("--which", type=click.Choice(["teacher", "student", "both"]), default="both", show_default=True)
+@friendly_errors
+def mini_train(work: str, out: str | None, which: str) -> None:
+    """Retrain the shipped miniature pair from scratch (about 40 minutes on a 2-core CPU)."""
+    from models.registry import MINI_DIR
+    from trainers.mini import train_mini
+
+    names = ("teacher", "student") if which == "both" else (which,)
+    for name, path in train_mini(work, out_dir=out or MINI_DIR, which=names, log=click.echo).items():
+        click.echo(f"{name}: {path}")
+
+
+@mini.command("data")
+@click.option("--out", default="runs/mini-data", show_default=True, type=click.Path(file_okay=False))
+def mini_data(out: str) -> None:
+    """Write the miniature train/dev/test splits as JSONL."""
+    from harness.synthetic import write_splits
+
+    for split, path in write_splits(out).items():
+        click.echo(f"{split}: {path}")
+
+
+@main.command("export-gguf")
+@click.argument("checkpoint")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--dtype", type=click.Choice(["f32", "f16"]), default="f32", show_default=True)
+@friendly_errors
+def export_gguf_cmd(checkpoint: str, out: str, dtype: str) -> None:
+    """Export a Qwen3-family checkpoint (a folder or a mini alias) to GGUF for llama.cpp."""
+    from models.gguf_export import export_gguf
+    from models.registry import ALIASES
+
+    path = ALIASES.get(checkpoint, checkpoint).removeprefix("hf:")
+    click.echo(f"wrote {export_gguf(path, out, dtype=dtype)}")
+
+
+if __name__ == "__main__":
+    main()

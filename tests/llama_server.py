@@ -1,0 +1,145 @@
+"""Test helpers for llama.cpp: a tiny random Qwen3 checkpoint, a free port, and llama-cpp-python's
+OpenAI-compatible server started on 127.0.0.1 with a bounded wait and always stopped after.
+
+Reusable by any test: `with llama_server(gguf_path) as server: load_backend(server.spec("mini"))`.
+"""
+from __future__ import annotations
+
+import importlib.util
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import httpx
+
+SERVER_MODULES = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "pydantic_settings", "starlette_context")
+
+
+def missing_server_modules() -> list[str]:
+    """Modules `python -m llama_cpp.server` needs that are not importable here (empty: all there)."""
+    return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 right now. Another process could take it before the server binds;
+    on loopback in a test run that race is rare, and start_llama_server reports it clearly."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LlamaServer:
+    process: subprocess.Popen[bytes]
+    base_url: str  # e.g. http://127.0.0.1:PORT/v1
+    log_path: Path
+
+    def spec(self, model: str = "mini") -> str:
+        """A spec string for models.registry.load_backend."""
+        return f"openai:{model}@{self.base_url}"
+
+    def log_tail(self, n_chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n_chars:]
+        except OSError:
+            return ""
+
+
+def start_llama_server(
+    model_path: str | Path,
+    *,
+    n_ctx: int = 512,
+    alias: str = "mini",
+    timeout_s: float = 60.0,
+    extra_args: Sequence[str] = (),
+    log_dir: str | Path | None = None,
+) -> LlamaServer:
+    """Start the server and return once GET /v1/models answers 200; raise RuntimeError with the
+    server's log tail if it exits or does not answer within `timeout_s`."""
+    port = free_port()
+    log_path = Path(log_dir or tempfile.mkdtemp(prefix="llama-server-")) / f"server-{port}.log"
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
+        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+        "--model_alias", alias, *extra_args,
+    ]
+    with log_path.open("wb") as log:  # the child keeps its own handle; ours can close
+        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    server = LlamaServer(process, f"http://127.0.0.1:{port}/v1", log_path)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"llama.cpp server exited with {process.returncode}:\n{server.log_tail()}")
+        try:
+            if httpx.get(f"{server.base_url}/models", timeout=2.0).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            stop_llama_server(server)
+            raise RuntimeError(f"llama.cpp server not ready after {timeout_s:g}s:\n{server.log_tail()}")
+        time.sleep(0.25)
+
+
+def stop_llama_server(server: LlamaServer, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait(timeout=timeout_s)
+
+
+@contextmanager
+def llama_server(model_path: str | Path, **kwargs: object) -> Iterator[LlamaServer]:
+    server = start_llama_server(model_path, **kwargs)  # type: ignore[arg-type]
+    try:
+        yield server
+    finally:
+        stop_llama_server(server)
+
+
+def build_tiny_qwen3(out_dir: str | Path, *, tie_word_embeddings: bool = True, seed: int = 0) -> Path:
+    """A random-weight Qwen3ForCausalLM + project tokenizer saved in `out_dir`, built in seconds.
+
+    Weights are redrawn larger than transformers' init (std 0.02), so logits spread over several
+    units and greedy choices have clear margins; norm weights are drawn around 1, so swapping two
+    norms in an export changes the logits instead of hiding behind all-ones vectors.
+    """
+    import torch
+
+    from harness.synthetic import SynthConfig, generate
+    from models.mini.arch import MiniArch, build_model
+    from models.mini.tokenizer import train_tokenizer
+
+    out = Path(out_dir)
+    rows = generate(SynthConfig(n=150, seed=seed))
+    texts = [f"Question: {r['question']}\nAnswer: {r['solution']}" for r in rows]
+    tok = train_tokenizer(texts, out, vocab_size=400)
+    arch = MiniArch(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512)
+    model = build_model(arch, vocab_size=len(tok), eos_id=tok.eos_token_id)
+    if not tie_word_embeddings:
+        from transformers import Qwen3ForCausalLM
+
+        config = model.config
+        config.tie_word_embeddings = False
+        model = Qwen3ForCausalLM(config)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.3 * torch.randn(p.shape, generator=gen))
+            else:
+                std = 0.5 if "embed_tokens" in name or "lm_head" in name else 0.2
+                p.copy_(std * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(str(out))
+    return out
