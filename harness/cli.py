@@ -192,5 +192,45 @@ def export_gguf_cmd(checkpoint: str, out: str, dtype: str) -> None:
     click.echo(f"wrote {export_gguf(path, out, dtype=dtype)}")
 
 
+@main.command("reference")
+@click.option("--config", default=None, type=click.Path(exists=True, dir_okay=False), help="Pair file (default: the shipped Qwen3 pair).")
+@friendly_errors
+def reference_cmd(config: str | None) -> None:
+    """Print the vLLM serve commands and the eval commands for the real teacher/student pair."""
+    from models.reference import REFERENCE_FILE, load_reference
+
+    pair = load_reference(config or REFERENCE_FILE)
+    for role in ("teacher", "student"):
+        m = getattr(pair, role)
+        click.echo(f"# {role}: {m.model}, {m.weight_gib_per_gpu():.0f} GiB of weights per GPU")
+        click.echo(m.serve_command())
+        click.echo(pair.eval_command(role, f"runs/{role}"))
+        click.echo("")
+
+
+@main.command("regress")
+@click.argument("baseline", type=click.Path(exists=True, file_okay=False))
+@click.argument("candidate", type=click.Path(exists=True, file_okay=False))
+@click.option("--alpha", type=float, default=0.05, show_default=True, help="Significance level (per-type p-values are Holm-adjusted).")
+@click.option("--min-delta", type=float, default=0.0, show_default=True, help="Flag only accuracy drops larger than this fraction (0.02 = 2 points).")
+@click.option("--out", "out_md", type=click.Path(dir_okay=False), default=None, help="Also write the Markdown summary here.")
+@click.option("--json", "out_json", type=click.Path(dir_okay=False), default=None, help="Also write the full comparison as JSON here.")
+@friendly_errors
+def regress_cmd(baseline: str, candidate: str, alpha: float, min_delta: float, out_md: str | None,
+                out_json: str | None) -> None:
+    """Compare CANDIDATE with BASELINE (two run directories) on the same questions; exit 1 when
+    the candidate is significantly worse overall or on any question type."""
+    from harness.regress import RegressConfig, compare_runs, render_markdown
+
+    result = compare_runs(baseline, candidate, RegressConfig(alpha=alpha, min_delta=min_delta))
+    text = render_markdown(result)
+    click.echo(text)
+    if out_md:
+        Path(out_md).write_text(text, encoding="utf-8")
+    if out_json:
+        Path(out_json).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    sys.exit(1 if result.failed else 0)
+
+
 if __name__ == "__main__":
     main()

@@ -67,7 +67,12 @@ def start_llama_server(
     cmd = [
         sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
-        "--model_alias", alias, *extra_args,
+        "--model_alias", alias,
+        # By default llama-cpp-python's server cuts off a streaming response when another request
+        # arrives, and the cut stream still ends cleanly: concurrent clients get silently
+        # truncated text. Queueing instead is what an OpenAI-compatible client expects.
+        "--interrupt_requests", "False",
+        *extra_args,
     ]
     with log_path.open("wb") as log:  # the child keeps its own handle; ours can close
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

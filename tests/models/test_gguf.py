@@ -155,7 +155,7 @@ def llm(tiny_gguf: Path):
         pytest.skip("llama-cpp-python is not installed (tourney[llamacpp])")
     from llama_cpp import Llama
 
-    model = Llama(str(tiny_gguf), n_ctx=512, n_threads=1, logits_all=True, verbose=False, **F32_KV)
+    model = Llama(str(tiny_gguf), n_ctx=512, n_threads=1, n_threads_batch=1, logits_all=True, verbose=False, **F32_KV)
     yield model
     model.close()
 
@@ -202,7 +202,7 @@ def test_llama_logits_untied_output(tmp_path: Path) -> None:
     assert "output.weight" in {t.name for t in gguf.GGUFReader(str(path)).tensors}
     model = AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32).eval()
     ids = AutoTokenizer.from_pretrained(str(ckpt)).encode(TEXTS[1])
-    llm = Llama(str(path), n_ctx=128, n_threads=1, logits_all=True, verbose=False, **F32_KV)
+    llm = Llama(str(path), n_ctx=128, n_threads=1, n_threads_batch=1, logits_all=True, verbose=False, **F32_KV)
     try:
         ref, got = _hf_logits(model, ids), _llama_logits(llm, ids)
     finally:
@@ -247,9 +247,10 @@ def _as_llama_text(llm, ids: list[int]) -> str:
 @needs_llama
 def test_backend_greedy_equals_transformers(backend, hf, llm) -> None:
     _, tok = hf
-    gens = backend.generate(PROMPTS, GenConfig(max_tokens=12))
-    for prompt, [g] in zip(PROMPTS, gens):
+    for prompt in PROMPTS:
+        [[g]] = backend.generate([prompt], GenConfig(max_tokens=12))
         ref = _hf_greedy(hf, prompt, 12)
+        assert backend._sampled[: len(ref)] == ref, prompt  # token ids, as sampled by llama.cpp
         assert g.text == _as_llama_text(llm, ref), prompt
         assert g.completion_tokens == len(ref)
         assert g.prompt_tokens == len(tok.encode(prompt))

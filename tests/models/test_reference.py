@@ -1,0 +1,35 @@
+import shlex
+
+import pytest
+
+from models.reference import REFERENCE_FILE, load_reference
+from models.registry import parse_spec
+
+
+def test_shipped_reference_pair_is_valid():
+    pair = load_reference()
+    assert pair.teacher.model == "Qwen/Qwen3-235B-A22B" and pair.student.model == "Qwen/Qwen3-30B-A3B"
+    for m in (pair.teacher, pair.student):
+        assert parse_spec(m.spec).kind == "openai"
+        cmd = shlex.split(m.serve_command())
+        assert cmd[:3] == ["vllm", "serve", m.model]
+        assert cmd[cmd.index("--tensor-parallel-size") + 1] == str(m.tensor_parallel_size)
+        assert m.weight_gib_per_gpu() < m.gpu_memory_gib
+    ev = shlex.split(pair.eval_command("teacher", "runs/teacher"))
+    assert ev[:2] == ["tourney", "eval"] and pair.teacher.spec in ev
+
+
+def test_a_teacher_that_cannot_fit_is_refused(tmp_path):
+    text = REFERENCE_FILE.read_text().replace("tensor_parallel_size = 8", "tensor_parallel_size = 2")
+    bad = tmp_path / "pair.toml"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=r"\[teacher\].*does not fit"):
+        load_reference(bad)
+
+
+def test_missing_field_is_named(tmp_path):
+    text = REFERENCE_FILE.read_text().replace('port = 8001\n', '')
+    bad = tmp_path / "pair.toml"
+    bad.write_text(text)
+    with pytest.raises(ValueError, match=r"\[student\] lacks port"):
+        load_reference(bad)
