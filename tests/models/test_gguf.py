@@ -151,10 +151,7 @@ def test_export_errors_name_file_and_field(tiny: Path, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def llm(tiny_gguf: Path):
-    if not HAVE_LLAMA:
-        pytest.skip("llama-cpp-python is not installed (tourney[llamacpp])")
-    from llama_cpp import Llama
-
+    Llama = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (tourney[llamacpp])").Llama
     model = Llama(str(tiny_gguf), n_ctx=512, n_threads=1, n_threads_batch=1, logits_all=True, verbose=False, **F32_KV)
     yield model
     model.close()
@@ -194,7 +191,7 @@ def test_llama_logits_match_transformers(llm, hf) -> None:
 
 @needs_llama
 def test_llama_logits_untied_output(tmp_path: Path) -> None:
-    from llama_cpp import Llama
+    Llama = pytest.importorskip("llama_cpp").Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     ckpt = build_tiny_qwen3(tmp_path / "untied", tie_word_embeddings=False, seed=1)
@@ -215,8 +212,7 @@ def test_llama_logits_untied_output(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def backend(tiny_gguf: Path):
-    if not HAVE_LLAMA:
-        pytest.skip("llama-cpp-python is not installed (tourney[llamacpp])")
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (tourney[llamacpp])")
     from models.registry import load_backend
 
     b = load_backend(f"gguf:{tiny_gguf}", n_threads=1, logprobs=True, **F32_KV)
