@@ -192,6 +192,7 @@ class OpenAIBackend:
         backoff_s: float = 0.5,
         api_key_env: str = "OPENAI_API_KEY",
         chat: bool = False,
+        extra_body: dict[str, Any] | None = None,
     ) -> None:
         if concurrency < 1:
             raise BackendError(f"concurrency must be >= 1, got {concurrency}")
@@ -203,6 +204,9 @@ class OpenAIBackend:
         self.model, self.base_url = parse_target(spec)
         self.concurrency, self.timeout_s = concurrency, timeout_s
         self.max_retries, self.backoff_s, self.chat = max_retries, backoff_s, chat
+        # Server-specific fields sent with every generation request, as the OpenAI SDK's extra_body:
+        # e.g. {"repeat_penalty": 1.0} makes llama.cpp's server decode greedily like everyone else.
+        self.extra_body = dict(extra_body or {})
         self._api_key = os.environ.get(api_key_env) or None
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         self._client = httpx.Client(
@@ -307,6 +311,7 @@ class OpenAIBackend:
             "max_tokens": cfg.max_tokens,
             "temperature": cfg.temperature,
             "top_p": cfg.top_p,
+            **self.extra_body,
         }
         if cfg.stop:
             body["stop"] = list(cfg.stop)

@@ -164,9 +164,10 @@ class CombinedRouter:
                 raise ValueError(f"field {name!r}: expected a list of numbers, got {v!r:.80}")
             return [float(x) for x in v]
 
-        def names(name: str) -> list[str]:
-            v = d.get(name, [])
-            if not isinstance(v, list) or not all(isinstance(x, str) and x in FEATURE_NAMES for x in v):
+        def names(name: str, default: list[str] | None = None) -> list[str]:
+            v = d.get(name, default)
+            ok = isinstance(v, list) and all(isinstance(x, str) and x in FEATURE_NAMES for x in v)
+            if not ok or (default is None and not v):
                 raise ValueError(f"field {name!r}: expected a list of signal names, got {v!r:.80}")
             return list(v)
 
@@ -175,7 +176,7 @@ class CombinedRouter:
                 raise ValueError(f"field {name!r}: expected a number, got {d.get(name)!r:.80}")
         return cls(features=names("features"), mean=numbers("mean"), scale=numbers("scale"),
                    weights=numbers("weights"), bias=float(d["bias"]), l2=float(d["l2"]),
-                   unavailable=names("unavailable"))
+                   unavailable=names("unavailable", []))
 
 
 def _is_number(x: Any) -> bool:

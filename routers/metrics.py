@@ -74,7 +74,7 @@ def threshold_candidates(conf: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.nd
     return order, counts, thresholds
 
 
-def _mean_curve(order: np.ndarray, counts: np.ndarray, kept: np.ndarray, sent: np.ndarray) -> np.ndarray:
+def mean_curve(order: np.ndarray, counts: np.ndarray, kept: np.ndarray, sent: np.ndarray) -> np.ndarray:
     """Mean per-question value when the first `count` questions of `order` take `sent` and the
     rest `kept`, for each count; prefix sums, so O(n) for all thresholds."""
     k, t = kept[order], sent[order]
@@ -87,7 +87,7 @@ def routing_curve(conf: ArrayLike, s_correct: ArrayLike, t_correct: ArrayLike) -
     """Cascade accuracy at every reachable teacher share, from 0 to 1 inclusive."""
     c, s, t = as_arrays(conf, s_correct, t_correct)
     order, counts, _ = threshold_candidates(c)
-    acc = _mean_curve(order, counts, s, t)
+    acc = mean_curve(order, counts, s, t)
     return [CurvePoint(n / c.size, float(a)) for n, a in zip(counts, acc)]
 
 
@@ -122,7 +122,9 @@ def apgr(curve: Sequence[CurvePoint], student_acc: float, teacher_acc: float) ->
 
     A random router's expected curve is the straight line between the two accuracies, so it
     scores 0.5 exactly; a perfect ranking scores more (it can exceed 1 when the cascade beats
-    the teacher). NaN when the two models are equally accurate (no gap to recover).
+    the teacher). NaN when the two models are equally accurate (no gap to recover). When the
+    teacher is the weaker model the gap is negative and so is the scale: compare routers by AUC
+    (apgr(curve, 0, 1)) there.
     """
     x, y = _xy(curve)
     gap = teacher_acc - student_acc
@@ -238,9 +240,11 @@ def routing_metrics(
         raise ValueError("give both student and teacher latencies, or neither")
     if sl is not None:
         order, counts, _ = threshold_candidates(c)
-        lat = _mean_curve(order, counts, sl, sl + tl)
-        at = lambda share: None if math.isnan(share) else float(np.interp(share, counts / c.size, lat))  # noqa: E731
-        m.latency_mean_at_cpt50_s, m.latency_mean_at_cpt80_s = at(m.cpt50), at(m.cpt80)
+        shares, lat = counts / c.size, mean_curve(order, counts, sl, sl + tl)
+        # read off the latency curve the way CPT reads the accuracy curve: piecewise linear
+        m.latency_mean_at_cpt50_s, m.latency_mean_at_cpt80_s = (
+            None if math.isnan(x) else float(np.interp(x, shares, lat)) for x in (m.cpt50, m.cpt80)
+        )
     return m
 
 

@@ -79,7 +79,9 @@ class TopKStore:
     from another teacher's numbers would be silent corruption). TopKStore.open reads any store.
     """
 
-    def __init__(self, folder: str | Path, *, k: int, vocab_size: int, teacher: str, teacher_hash: str = "") -> None:
+    def __init__(
+        self, folder: str | Path, *, k: int, vocab_size: int, teacher: str, teacher_hash: str = ""
+    ) -> None:
         if not 1 <= k <= vocab_size:
             raise ValueError(f"k must be in [1, vocab_size={vocab_size}], got {k}")
         self.folder = Path(folder)
@@ -97,7 +99,8 @@ class TopKStore:
                 )
         self.folder.mkdir(parents=True, exist_ok=True)
         self._scan()
-        self._write_meta()
+        if not meta_path.exists() or json.loads(meta_path.read_text()).get("num_examples") != self._count:
+            self._write_meta()  # new store, or the count a kill left stale
 
     @classmethod
     def open(cls, folder: str | Path) -> TopKStore:
@@ -106,7 +109,8 @@ class TopKStore:
         if not meta_path.exists():
             raise FileNotFoundError(f"{meta_path} not found: {folder} is not a top-k store")
         m = json.loads(meta_path.read_text())
-        return cls(folder, k=m["k"], vocab_size=m["vocab_size"], teacher=m["teacher"], teacher_hash=m["teacher_hash"])
+        return cls(folder, k=m["k"], vocab_size=m["vocab_size"], teacher=m["teacher"],
+                   teacher_hash=m["teacher_hash"])
 
     @property
     def k(self) -> int:
@@ -240,6 +244,8 @@ def collate_topk(examples: Sequence[TopKExample], labels: torch.Tensor, k: int) 
     """
     targets = shift_labels(labels)
     bsz, seq = labels.shape
+    if len(examples) != bsz:
+        raise ValueError(f"{len(examples)} stored examples for a batch of {bsz}")
     ids = torch.zeros(bsz, seq, k, dtype=torch.int64)
     logprobs = torch.zeros(bsz, seq, k, dtype=torch.float32)
     for row, e in enumerate(examples):

@@ -257,6 +257,12 @@ def test_chat_messages_and_chat_flag(server: tuple[str, FakeState]) -> None:
     assert state.bodies[1]["messages"] == [{"role": "user", "content": "plain"}]
 
 
+def test_extra_body_is_sent_with_every_request(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    make(url, extra_body={"repeat_penalty": 1.0}).generate(["a", "b"], GenConfig())
+    assert [b["repeat_penalty"] for b in state.bodies] == [1.0, 1.0]
+
+
 def test_429_is_retried_then_succeeds(server: tuple[str, FakeState]) -> None:
     url, state = server
     g = make(url, "rate").generate(["a"], GenConfig())[0][0]
