@@ -232,5 +232,103 @@ def regress_cmd(baseline: str, candidate: str, alpha: float, min_delta: float, o
     sys.exit(1 if result.failed else 0)
 
 
+@main.group("distill")
+def distill() -> None:
+    """Teacher chain-of-thought, rejection sampling and curriculum for distillation data."""
+
+
+@distill.command("generate")
+@click.option("--teacher", required=True, help="Teacher model spec (hf:PATH, openai:MODEL@URL, vllm:ID, gguf:PATH, replay:FILE, alias).")
+@click.option("--data", required=True, help="Question file or hf:NAME; questions without an answer are allowed.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (resumed if it exists).")
+@click.option("--samples", type=int, default=1, show_default=True, help="Samples per question (needs --temperature > 0 when > 1).")
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--max-tokens", type=int, default=1024, show_default=True)
+@click.option("--limit", type=int, default=None, help="First N questions only.")
+@click.option("--chat/--no-chat", default=False, show_default=True, help="Send chat messages (instruct/thinking teachers).")
+@click.option("--template", default=None, help="Prompt template name; default: chosen per question.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Questions per backend call; the unit of resumption.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight (server backends).")
+@click.option("--logprobs/--no-logprobs", default=True, show_default=True, help="Record chosen-token logprobs (teacher confidence).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--model-arg", "model_args", multiple=True, help="Backend option key=value (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Discard what --out holds instead of resuming it.")
+@friendly_errors
+def distill_generate(teacher, data, out, samples, temperature, max_tokens, limit, chat, template, batch_size,
+                     concurrency, logprobs, seed, model_args, overwrite) -> None:
+    """Have the teacher answer DATA with its reasoning; write OUT/cot.jsonl."""
+    from models.registry import load_backend
+    from trainers.cot import CoTConfig, backend_options, generate_cot, load_cot_questions
+
+    args, chunk = backend_options(teacher, chat, batch_size, concurrency)
+    args.update(parse_model_args(model_args))
+    cfg = CoTConfig(model=teacher, data=data, out=out, samples=samples, temperature=temperature,
+                    max_tokens=max_tokens, logprobs=0 if logprobs else None, chat=chat, template=template,
+                    limit=limit, batch_size=chunk, seed=seed, model_args=args)
+    questions = load_cot_questions(data, limit=limit)  # bad data fails before a model is loaded
+    backend = load_backend(teacher, **args)
+    if hasattr(backend, "check"):
+        backend.check()
+    bar, update = progress_bar(f"cot {teacher}")
+    try:
+        with bar:
+            path = generate_cot(cfg, backend, questions=questions, overwrite=overwrite, progress=update)
+    finally:
+        backend.close()
+    click.echo(f"wrote {path}")
+
+
+@distill.command("select")
+@click.option("--cot", "cot_path", required=True, type=click.Path(exists=True, dir_okay=False), help="cot.jsonl from `distill generate`.")
+@click.option("--policy", type=click.Choice(["first", "shortest", "all-distinct"]), default="first", show_default=True)
+@click.option("--verifier", type=click.Choice(["auto", "gold", "majority"]), default="auto", show_default=True,
+              help="auto: gold where a question has one, majority vote where it has none.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="sft.jsonl to write; pass_rates.jsonl goes beside it.")
+@friendly_errors
+def distill_select(cot_path: str, policy: str, verifier: str, out: str) -> None:
+    """Keep verified teacher solutions (rejection sampling); record each question's pass rate."""
+    from trainers.rejection import PASS_RATES_FILE, select_file
+
+    stats = select_file(cot_path, out, policy=policy, verifier=verifier)
+    click.echo(json.dumps(stats.summary(), sort_keys=True))
+    if stats.rejected:
+        shown = ", ".join(stats.rejected[:10]) + (" ..." if len(stats.rejected) > 10 else "")
+        click.echo(f"{len(stats.rejected)} question(s) with no accepted sample: {shown}")
+    click.echo(f"wrote {out} and {Path(out).parent / PASS_RATES_FILE}")
+
+
+@distill.command("curriculum")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="sft.jsonl (or gold/GSM8K-style JSONL).")
+@click.option("--order", type=click.Choice(["easy-to-hard", "staged", "competence", "random"]), default="easy-to-hard", show_default=True)
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--buckets", type=int, default=4, show_default=True, help="staged: number of difficulty buckets.")
+@click.option("--c0", type=float, default=0.1, show_default=True, help="competence: initial competence.")
+@click.option("--ramp", type=float, default=0.5, show_default=True, help="competence: fraction of training until full competence.")
+@click.option("--weights", default=None, help="Difficulty weights pass,confidence,length,type (default 0.4,0.2,0.2,0.2).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="order.json to write.")
+@friendly_errors
+def distill_curriculum(data: str, order: str, epochs: int, seed: int, buckets: int, c0: float, ramp: float,
+                       weights: str | None, out: str) -> None:
+    """Score difficulty and write the per-epoch order of example indices the trainer follows."""
+    from trainers.curriculum import CurriculumConfig, difficulty_scores, order_examples
+    from trainers.dataset import read_sft_jsonl
+
+    w: dict[str, float] = {}
+    if weights:
+        parts = weights.split(",")
+        if len(parts) != 4:
+            raise ValueError(f"--weights {weights!r}: expected four numbers pass,confidence,length,type")
+        w = dict(zip(("w_pass", "w_confidence", "w_length", "w_type"), map(float, parts)))
+    cfg = CurriculumConfig(order=order, seed=seed, buckets=buckets, c0=c0, ramp=ramp, **w)
+    examples = read_sft_jsonl(data)
+    result = {"data": data, "config": cfg.to_dict(), "ids": [e["id"] for e in examples],
+              "difficulty": [round(d, 6) for d in difficulty_scores(examples, cfg)],
+              "epochs": order_examples(examples, cfg, epochs)}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result) + "\n", encoding="utf-8")
+    click.echo(f"wrote {out}: {len(examples)} examples, {epochs} epoch(s), order {order}")
+
+
 if __name__ == "__main__":
     main()
