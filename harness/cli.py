@@ -330,5 +330,155 @@ def distill_curriculum(data: str, order: str, epochs: int, seed: int, buckets: i
     click.echo(f"wrote {out}: {len(examples)} examples, {epochs} epoch(s), order {order}")
 
 
+@distill.command("train")
+@click.option("--student", required=True, help="Student checkpoint: folder, hf:PATH, Hub id or alias (mini-student).")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="sft.jsonl from `distill select` (or gold/GSM8K-style JSONL).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder; rerun to resume after the last finished epoch.")
+@click.option("--teacher", default=None, help="Teacher checkpoint (needed by every method but sft).")
+@click.option("--method", type=click.Choice(["sft", "kd", "feature", "kd+feature"]), default="sft", show_default=True)
+@click.option("--lora", is_flag=True, help="Train LoRA adapters instead of all weights.")
+@click.option("--qlora", is_flag=True, help="LoRA on a 4-bit base (bitsandbytes, CUDA only).")
+@click.option("--lora-r", type=int, default=16, show_default=True)
+@click.option("--lora-alpha", type=float, default=32.0, show_default=True)
+@click.option("--lora-dropout", type=float, default=0.05, show_default=True)
+@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Sequences per device per micro-step.")
+@click.option("--grad-accum", type=int, default=1, show_default=True)
+@click.option("--max-len", type=int, default=1024, show_default=True)
+@click.option("--warmup-ratio", type=float, default=0.0, show_default=True)
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="KD weight: alpha*T^2*KD + (1-alpha)*CE.")
+@click.option("--temperature", type=float, default=2.0, show_default=True)
+@click.option("--kd-kind", type=click.Choice(["forward", "reverse", "jsd"]), default="forward", show_default=True)
+@click.option("--beta", type=float, default=0.5, show_default=True, help="JSD mixture weight.")
+@click.option("--topk", type=int, default=None, help="Offline KD from a top-k store built once (default: online teacher).")
+@click.option("--topk-store", default=None, type=click.Path(file_okay=False), help="Store folder (default OUT/topk-kK).")
+@click.option("--layer-map", default=None, help="Feature KD student:teacher layers, e.g. 1:2,2:4 (default evenly spaced).")
+@click.option("--feature-loss", type=click.Choice(["mse", "cosine"]), default="mse", show_default=True)
+@click.option("--feature-weight", type=float, default=1.0, show_default=True)
+@click.option("--attention", is_flag=True, help="Also match attention maps (eager attention).")
+@click.option("--attention-weight", type=float, default=1.0, show_default=True)
+@click.option("--order", "order_file", default=None, type=click.Path(exists=True, dir_okay=False), help="order.json from `distill curriculum` (default: seeded shuffle).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-data", default=None, help="Question file evaluated on every epoch's checkpoint.")
+@click.option("--eval-limit", type=int, default=None)
+@click.option("--eval-max-tokens", type=int, default=256, show_default=True)
+@click.option("--gate/--no-gate", default=False, show_default=True, help="Stop when an epoch is significantly worse than the previous one.")
+@click.option("--gate-flag-only", is_flag=True, help="With --gate: record the verdict but keep training.")
+@click.option("--logging-steps", type=int, default=10, show_default=True)
+@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--merge/--no-merge", default=True, show_default=True, help="After LoRA training, write OUT/merged (a plain checkpoint).")
+@friendly_errors
+def distill_train(student, data, out, teacher, method, lora, qlora, lora_r, lora_alpha, lora_dropout, epochs, lr,
+                  batch_size, grad_accum, max_len, warmup_ratio, alpha, temperature, kd_kind, beta, topk,
+                  topk_store, layer_map, feature_loss, feature_weight, attention, attention_weight, order_file,
+                  seed, eval_data, eval_limit, eval_max_tokens, gate, gate_flag_only, logging_steps,
+                  gradient_checkpointing, merge) -> None:
+    """Train a student on teacher solutions (SFT, logit KD, feature KD; full or LoRA); runs
+    unchanged under torchrun / accelerate launch."""
+    from trainers.distill import train
+    from trainers.distill_config import DistillTrainConfig, parse_layer_map
+
+    cfg = DistillTrainConfig(
+        student=student, data=data, out=out, teacher=teacher, method=method, lora=lora, qlora=qlora,
+        lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, epochs=epochs, lr=lr,
+        batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, warmup_ratio=warmup_ratio, alpha=alpha,
+        temperature=temperature, kd_kind=kd_kind, beta=beta, topk=topk, topk_store=topk_store,
+        feature_layer_map=parse_layer_map(layer_map), feature_loss=feature_loss, feature_weight=feature_weight,
+        attention=attention, attention_weight=attention_weight, order_file=order_file, seed=seed,
+        eval_data=eval_data, eval_limit=eval_limit, eval_max_tokens=eval_max_tokens, gate=gate,
+        gate_stop=not gate_flag_only, logging_steps=logging_steps, gradient_checkpointing=gradient_checkpointing,
+        merge=merge)
+    result = train(cfg, say=click.echo)
+    for r in result.epochs:
+        acc = "" if r.accuracy is None else f" accuracy {r.accuracy:.4f}"
+        loss = "" if r.train_loss is None else f" loss {r.train_loss:.4f}"
+        click.echo(f"epoch {r.epoch}:{loss}{acc} {r.checkpoint}")
+    click.echo(f"wrote {result.merged or result.final}")
+
+
+@main.group("route")
+def route() -> None:
+    """Route questions between the student and the teacher: calibrate a threshold, evaluate routers."""
+
+
+@route.command("calibrate")
+@click.option("--student", required=True, type=click.Path(exists=True, file_okay=False), help="Dev student run directory.")
+@click.option("--teacher", required=True, type=click.Path(exists=True, file_okay=False), help="Dev teacher run directory (same questions).")
+@click.option("--target", required=True, help="share=F | accuracy=F | latency_mean=S | latency_p95=S.")
+@click.option("--absolute", is_flag=True, help="Read accuracy=F as an absolute accuracy, not a fraction of the teacher's.")
+@click.option("--signals", default=None, help="Comma-separated signal names; one name uses that signal, several or 'combined' fit a combined router (default: all available, combined).")
+@click.option("--heldout-student", type=click.Path(exists=True, file_okay=False), default=None, help="Held-out student run.")
+@click.option("--heldout-teacher", type=click.Path(exists=True, file_okay=False), default=None, help="Held-out teacher run.")
+@click.option("--split", type=float, default=None, help="Hold out this fraction of the dev questions instead.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --split permutation.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="ROUTER.json to write.")
+@friendly_errors
+def route_calibrate(student, teacher, target, absolute, signals, heldout_student, heldout_teacher, split, seed, out) -> None:
+    """Choose a router and its threshold for a target on dev runs; report how it holds on held-out ones."""
+    from routers.fit import CalibrateConfig, calibrate_runs, describe
+
+    names = tuple(s.strip() for s in signals.split(",") if s.strip()) if signals else None
+    cfg = CalibrateConfig(student=student, teacher=teacher, target=target, out=out, absolute=absolute,
+                          signals=names, heldout_student=heldout_student, heldout_teacher=heldout_teacher,
+                          split=split, seed=seed)
+    click.echo(describe(calibrate_runs(cfg)))
+    click.echo(f"wrote {out}")
+
+
+@route.command("eval")
+@click.option("--student", required=True, type=click.Path(exists=True, file_okay=False), help="Student run directory.")
+@click.option("--teacher", required=True, type=click.Path(exists=True, file_okay=False), help="Teacher run directory (same questions).")
+@click.option("--router", "router_path", type=click.Path(exists=True, dir_okay=False), default=None, help="ROUTER.json from `route calibrate`.")
+@click.option("--signal", default=None, help="Evaluate this single signal as the router instead.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Output directory (default: the student run).")
+@friendly_errors
+def route_eval(student, teacher, router_path, signal, out) -> None:
+    """Routing metrics (APGR, CPT, AUROC; overall and per type) from two runs, without calling a model."""
+    from routers.route_eval import render_markdown, run_route_eval
+
+    out = out or student
+    ev = run_route_eval(student, teacher, out, router_path=router_path, signal=signal)
+    click.echo(render_markdown(ev))
+    click.echo(f"wrote {Path(out) / 'route_eval.md'}, route_eval.json, route_eval.png")
+
+
+@main.command("submit")
+@click.option("--questions", required=True, help="Question file; answers may be absent.")
+@click.option("--router", "router_path", required=True, type=click.Path(exists=True, dir_okay=False), help="ROUTER.json from `route calibrate` (names the models).")
+@click.option("--mode", type=click.Choice(["speed", "accuracy", "balanced"]), default="balanced", show_default=True)
+@click.option("--deadline-ms", type=float, required=True, help="Per-question deadline, from when the question starts.")
+@click.option("--budget-s", type=float, default=None, help="Total wall-clock budget; once spent, the student answers alone.")
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Questions in flight (keep 1 for in-process models).")
+@click.option("--student", "student_spec", default=None, help="Override the student's model spec.")
+@click.option("--teacher", "teacher_spec", default=None, help="Override the teacher's model spec.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (resumed if it holds a log).")
+@click.option("--overwrite", is_flag=True, help="Discard what --out holds instead of resuming it.")
+@friendly_errors
+def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, concurrency, student_spec, teacher_spec, out,
+               overwrite) -> None:
+    """Answer a tournament question file under per-question deadlines; write submission.{jsonl,csv}."""
+    from routers.bundle import RouterBundle
+    from routers.cascade import load_cascade
+    from routers.submit import SubmitConfig, load_submit_questions, render_summary, run_submission
+
+    cfg = SubmitConfig(questions=questions, out=out, mode=mode, deadline_ms=deadline_ms, budget_s=budget_s,
+                       concurrency=concurrency, router=router_path)
+    qs = load_submit_questions(questions)  # bad data fails before a model is loaded
+    bundle = RouterBundle.load(router_path).with_specs(student_spec, teacher_spec)
+    cascade = load_cascade(bundle, mode, concurrency=concurrency, teacher_timeout_s=deadline_ms / 1000.0,
+                           student_backup=mode != "accuracy" or budget_s is not None)
+    bar, update = progress_bar(f"submit ({mode})")
+    try:
+        with bar:
+            summary = run_submission(cfg, cascade, qs, overwrite=overwrite, progress=update)
+    finally:
+        for b in (cascade.student, cascade.teacher):
+            if b is not None:
+                b.close()
+    click.echo(render_summary(summary))
+    click.echo(f"wrote {Path(out) / 'submission.csv'}")
+
+
 if __name__ == "__main__":
     main()

@@ -9,11 +9,13 @@ The types mirror a tournament's mix, from common and short to rare and long:
 | type        | share | steps | operations                          |
 |-------------|-------|-------|-------------------------------------|
 | one_step    | 40%   | 1     | + or -                              |
-| two_step    | 30%   | 2     | +, -, and x (small factor)          |
-| three_step  | 20%   | 3     | +, -, x                             |
-| long_chain  | 10%   | 5     | +, -, x                             |
+| two_step    | 30%   | 2     | +, -, and doubling                  |
+| three_step  | 20%   | 3     | +, -, doubling                      |
+| long_chain  | 10%   | 5     | +, -, doubling                      |
 
-Numbers stay in 0..999 so that every value is at most three digit tokens.
+Counts stay in 1..99 and each change is a single digit (or a doubling), so one arithmetic step is
+easy to learn; what separates a strong model from a weak one is carrying the count through a
+chain of steps, reading each step's number from the right sentence.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pathlib import Path
 
 TYPE_STEPS: dict[str, int] = {"one_step": 1, "two_step": 2, "three_step": 3, "long_chain": 5}
 TYPE_SHARES: dict[str, float] = {"one_step": 0.4, "two_step": 0.3, "three_step": 0.2, "long_chain": 0.1}
-MAX_VALUE = 999
+MAX_VALUE = 99
 
 NAMES = ["Ava", "Ben", "Mia", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eli", "Amy", "Tom", "Kim", "Noah", "Lily", "Omar", "Rosa"]
 ITEMS = ["shells", "coins", "stamps", "apples", "books", "cards", "marbles", "pens", "stickers", "beads", "rocks", "eggs"]
@@ -32,7 +34,7 @@ ITEMS = ["shells", "coins", "stamps", "apples", "books", "cards", "marbles", "pe
 # Each event is one operation on the running count; the phrasing names the operand once.
 ADD = ["{n} finds {a} more {item}.", "{n} gets {a} {item} from a friend.", "{n} buys {a} more {item}."]
 SUB = ["{n} gives away {a} {item}.", "{n} loses {a} {item}.", "{n} sells {a} {item}."]
-MUL = ["{n} makes the pile {a} times as big.", "The number of {item} grows to {a} times as many."]
+MUL = ["{n} doubles the {item}.", "The number of {item} doubles."]
 
 
 @dataclass(frozen=True)
@@ -55,16 +57,16 @@ def _step(rng: random.Random, value: int, allow_mul: bool) -> tuple[str, int]:
     ops += ["*"] if allow_mul and 1 < value <= MAX_VALUE // 2 else []
     op = rng.choice(ops)
     if op == "+":
-        return op, rng.randint(1, min(99, MAX_VALUE - value))
+        return op, rng.randint(1, min(9, MAX_VALUE - value))
     if op == "-":
-        return op, rng.randint(1, min(99, value - 1))
-    return op, rng.randint(2, min(5, MAX_VALUE // value))
+        return op, rng.randint(1, min(9, value - 1))
+    return op, 2
 
 
 def make_question(rng: random.Random, qtype: str, index: int) -> dict:
     """One question as a JSONL row in the harness's generic format."""
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
-    value = rng.randint(2, 99)
+    value = rng.randint(10, 60)
     sentences = [f"{name} has {value} {item}."]
     lines = []
     for _ in range(TYPE_STEPS[qtype]):

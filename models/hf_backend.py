@@ -62,7 +62,9 @@ class HFBackend:
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # our own progress bar is the one users read
         self.spec = spec.raw
         self.batch_size = batch_size
         self.chat = chat

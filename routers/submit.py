@@ -1,0 +1,365 @@
+"""Timed tournament submissions: every question answered, each within its deadline, resumably.
+
+Deadline. Each question has `deadline_ms`, measured from the moment a worker starts it. Every
+model call for it gets a timeout equal to the time left before that deadline: the student's
+first, then the teacher's. A call still running at the deadline is abandoned: the student's
+answer stands when the teacher is late, the fallback ("0", or "A" for multiple choice) when the
+student itself is late, and `deadline_missed` is recorded. The answer is therefore decided no
+later than deadline + DEADLINE_MARGIN_S, the bookkeeping margin (thread wake-up, answer
+extraction); `total_latency_s` is measured up to that decision, before the log write, and tests
+check total_latency_s <= deadline + margin with a teacher that sleeps past the deadline.
+
+Abandoning a call. In-process backends (hf, gguf, vllm, replay) run each call in a daemon worker
+thread; at the deadline the thread is left behind and its compute CONTINUES IN THE BACKGROUND until
+the backend returns (Python cannot kill a thread), slowing what runs next on the same CPU/GPU;
+use --concurrency 1 with in-process models. For an OpenAI-compatible server the teacher is also
+built with a per-request timeout of the deadline and no retries, so the server side request is
+closed (and a vLLM server stops generating) at the latest one deadline after it began.
+
+Budget. `budget_s` is wall-clock seconds for the whole submission, earlier (killed) sessions
+included: each log row records the budget spent when it was written, and a restart resumes from
+the largest (the time between the last row and the kill is not counted). While budget is left,
+teacher calls are allowed and their timeout is also capped at the budget's end. Once it is
+spent, the remaining questions are answered by the student alone (one sample, no confidence);
+a student that cannot fit in the question's deadline leaves the fallback answer, as always.
+
+Resumption. log.jsonl gets one row per answered question, appended and fsynced as soon as the
+question is answered; after a kill a torn last line is cut, answered ids are skipped, and the
+final files are rewritten from the log in question order: submission.jsonl and submission.csv
+(id, answer), and summary.json. submit.json records the settings; resuming with other settings
+is refused (pass overwrite to start again).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from harness.metrics import percentile
+from harness.questions import _records, _to_question, file_sha256
+from harness.types import DataError, Question
+from routers.cascade import FALLBACK, MODES, STUDENT, TEACHER, Cascade, CascadeRecord, compose
+
+DEADLINE_MARGIN_S = 0.25  # answers are decided by deadline + this (see module doc)
+LOG_FILE, META_FILE, SUMMARY_FILE = "log.jsonl", "submit.json", "summary.json"
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    """Everything one `tourney submit` depends on."""
+
+    questions: str  # question file; answers optional (tournament questions have none)
+    out: str  # output directory (resumed if it holds a log)
+    mode: str = "balanced"  # speed | accuracy | balanced
+    deadline_ms: float = 30_000.0  # per question, from when a worker starts it
+    budget_s: float | None = None  # wall-clock budget for the whole submission; None: unlimited
+    concurrency: int = 1  # questions in flight
+    router: str | None = None  # ROUTER.json path; its hash is checked on resume
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not self.deadline_ms > 0:
+            raise ValueError(f"deadline_ms must be > 0, got {self.deadline_ms}")
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise ValueError(f"budget_s must be > 0, got {self.budget_s}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+
+    def identity(self) -> dict[str, Any]:
+        return {"questions_sha256": file_sha256(self.questions), "mode": self.mode,
+                "deadline_ms": self.deadline_ms, "budget_s": self.budget_s,
+                "router_sha256": file_sha256(self.router) if self.router else None}
+
+
+def load_submit_questions(path: str | Path, limit: int | None = None) -> list[Question]:
+    """Questions as harness.questions reads them, but `answer` may be missing or empty (kept as
+    ""). A CSV still needs an `answer` column, which may be empty."""
+    stem, records = _records(str(path))
+    out: list[Question] = []
+    seen: dict[str, str] = {}
+    for loc, index, raw in records:
+        if limit is not None and len(out) >= limit:
+            break
+        unlabeled = isinstance(raw, dict) and raw.get("answer") in (None, "")
+        if unlabeled:  # a placeholder satisfies the parser, then is removed
+            raw = {**raw, "answer": "A" if raw.get("choices") else "0"}
+        q = _to_question(raw, loc, f"{stem}-{index:05d}")
+        if unlabeled:
+            q = replace(q, answer="")
+        if q.id in seen:
+            raise DataError(f"{loc}: field 'id': duplicate id {q.id!r}, first used at {seen[q.id]}; expected unique ids")
+        seen[q.id] = loc
+        out.append(q)
+    if not out:
+        raise DataError(f"{path}: no questions; expected at least one")
+    return out
+
+
+# -- one question under a deadline ----------------------------------------------------------
+
+@dataclass
+class TimedCall:
+    done: bool  # returned (or raised) before the timeout
+    value: Any = None
+    error: BaseException | None = None
+    elapsed_s: float = 0.0
+
+
+def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> TimedCall:
+    """Run fn in a daemon thread and wait at most timeout_s; a late call is abandoned, not killed."""
+    start = time.monotonic()
+    if timeout_s <= 0:
+        return TimedCall(done=False)
+    box: dict[str, Any] = {}
+    finished = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 -- reported to the caller, never lost
+            box["error"] = e
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, daemon=True, name="tourney-call").start()
+    done = finished.wait(timeout_s)
+    return TimedCall(done=done, value=box.get("value"), error=box.get("error"), elapsed_s=time.monotonic() - start)
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0][:300]
+
+
+def answer_question(cascade: Cascade, q: Question, *, deadline_s: float, budget_end: float | None) -> CascadeRecord:
+    """Answer one question within its deadline (see module doc). Never raises."""
+    t0 = time.monotonic()
+    deadline = t0 + deadline_s
+    try:
+        return _answer(cascade, q, t0, deadline, budget_end)
+    except Exception as e:  # noqa: BLE001 -- a submission answers every question, whatever failed
+        return compose(q, None, None, escalated=False, student_latency_s=0.0, teacher_latency_s=0.0,
+                       total_latency_s=time.monotonic() - t0, errors=[_describe(e)])
+
+
+def _answer(cascade: Cascade, q: Question, t0: float, deadline: float, budget_end: float | None) -> CascadeRecord:
+    errors: list[str] = []
+    missed = False
+    exhausted = budget_end is not None and t0 >= budget_end
+    student = teacher = None
+    s_lat = t_lat = 0.0
+    asked_teacher = False
+    teacher_end = deadline if budget_end is None else min(deadline, budget_end)
+
+    def ask_teacher() -> None:
+        nonlocal teacher, t_lat, missed, asked_teacher, exhausted
+        left = teacher_end - time.monotonic()
+        if left <= 0:
+            if budget_end is not None and budget_end < deadline:
+                exhausted = True
+                errors.append("teacher: not asked, the budget is spent")
+            else:
+                missed = True
+                errors.append("teacher: no time left before the deadline")
+            return
+        asked_teacher = True
+        call = call_with_timeout(lambda: cascade.run_teacher([q])[0], left)
+        t_lat = call.elapsed_s
+        if call.done and call.error is None:
+            teacher = call.value
+        elif call.done:
+            errors.append(f"teacher: {_describe(call.error)}")
+        elif budget_end is not None and budget_end < deadline:
+            exhausted = True
+            errors.append("teacher: abandoned at the end of the budget; the student's answer stands")
+        else:
+            missed = True
+            errors.append(f"teacher: no answer within the deadline (abandoned after {call.elapsed_s:.3f} s)")
+
+    if cascade.mode == "accuracy" and not exhausted:
+        ask_teacher()
+    elif cascade.student is not None:
+        full = cascade.mode == "balanced" and not exhausted
+        call = call_with_timeout(lambda: cascade.run_student([q], full=full)[0], deadline - time.monotonic())
+        s_lat = call.elapsed_s
+        failed = False
+        if call.done and call.error is None:
+            student = call.value
+        elif call.done:
+            failed = True
+            errors.append(f"student: {_describe(call.error)}")
+        else:
+            missed = True
+            errors.append(f"student: no answer within the deadline (abandoned after {call.elapsed_s:.3f} s)")
+        if full and (failed or (student is not None and student.escalate)):
+            ask_teacher()
+    else:
+        errors.append("no student to answer once the budget is spent")
+    total = time.monotonic() - t0
+    return compose(q, student, teacher, escalated=asked_teacher, student_latency_s=s_lat, teacher_latency_s=t_lat,
+                   total_latency_s=total, deadline_missed=missed, budget_exhausted=exhausted, errors=errors)
+
+
+# -- the submission ------------------------------------------------------------------------
+
+@dataclass
+class SubmitSummary:
+    n: int
+    answered: int
+    escalated: int  # the teacher was asked
+    escalated_share: float
+    teacher_answers: int  # the teacher's answer stands
+    student_answers: int
+    fallbacks: int
+    deadline_missed: int
+    budget_exhausted: int
+    errors: int
+    latency_p50_s: float | None
+    latency_p95_s: float | None
+    latency_max_s: float | None
+    spent_s: float  # wall-clock budget used, all sessions
+    mode: str
+    deadline_ms: float
+    budget_s: float | None
+    margin_s: float = DEADLINE_MARGIN_S
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _cut_torn_tail(path: Path) -> None:
+    data = path.read_bytes() if path.exists() else b""
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_log(path: Path, ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Answered rows by id (the last row of an id wins); a bad row raises DataError naming it."""
+    rows: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return rows
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+            raise DataError(f"{where}: expected an object with a string 'id'")
+        if not isinstance(row.get("answer"), str) or not row["answer"]:
+            raise DataError(f"{where}: field 'answer': expected a non-empty string")
+        if row["id"] not in ids:
+            raise DataError(f"{where}: id {row['id']!r} is not in the question file; is this another submission's log?")
+        rows[row["id"]] = row
+    return rows
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _prepare(cfg: SubmitConfig, overwrite: bool) -> Path:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta_path = out / META_FILE
+    ident = cfg.identity()
+    if meta_path.exists() and not overwrite:
+        old = json.loads(meta_path.read_text(encoding="utf-8")).get("identity", {})
+        differs = [k for k, v in ident.items() if old.get(k) != v]
+        if differs:
+            raise DataError(f"{meta_path}: this directory holds a submission with other settings "
+                            f"({', '.join(differs)} differ); use another --out or pass --overwrite")
+    else:
+        if overwrite:  # a log without submit.json is kept and resumed: its rows are checked on reading
+            for name in (LOG_FILE, SUMMARY_FILE, "submission.jsonl", "submission.csv"):
+                (out / name).unlink(missing_ok=True)
+        meta = {"identity": ident, "questions": cfg.questions, "router": cfg.router,
+                "concurrency": cfg.concurrency, "margin_s": DEADLINE_MARGIN_S,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return out
+
+
+def summarize(rows: Sequence[dict[str, Any]], cfg: SubmitConfig, n: int) -> SubmitSummary:
+    lat = [float(r.get("total_latency_s") or 0.0) for r in rows]
+    count = lambda pred: sum(1 for r in rows if pred(r))  # noqa: E731
+    esc = count(lambda r: r.get("escalated"))
+    return SubmitSummary(
+        n=n, answered=len(rows), escalated=esc, escalated_share=esc / len(rows) if rows else 0.0,
+        teacher_answers=count(lambda r: r.get("routed_to") == TEACHER),
+        student_answers=count(lambda r: r.get("routed_to") == STUDENT),
+        fallbacks=count(lambda r: r.get("routed_to") == FALLBACK),
+        deadline_missed=count(lambda r: r.get("deadline_missed")),
+        budget_exhausted=count(lambda r: r.get("budget_exhausted")), errors=count(lambda r: r.get("error")),
+        latency_p50_s=percentile(lat, 50), latency_p95_s=percentile(lat, 95), latency_max_s=max(lat, default=None),
+        spent_s=max((float(r.get("spent_s") or 0.0) for r in rows), default=0.0),
+        mode=cfg.mode, deadline_ms=cfg.deadline_ms, budget_s=cfg.budget_s)
+
+
+def write_outputs(out: Path, questions: Sequence[Question], rows: dict[str, dict[str, Any]]) -> None:
+    """submission.jsonl and submission.csv, one line per question in question order."""
+    ordered = [(q.id, rows[q.id]["answer"]) for q in questions]
+    (out / "submission.jsonl").write_text(
+        "".join(json.dumps({"id": i, "answer": a}, ensure_ascii=False) + "\n" for i, a in ordered), encoding="utf-8")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["id", "answer"])
+    writer.writerows(ordered)
+    (out / "submission.csv").write_text(buf.getvalue(), encoding="utf-8")
+
+
+def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Question] | None = None, *,
+                   overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> SubmitSummary:
+    """Answer every question of cfg.questions not yet in the log; write the submission files."""
+    if cascade.mode != cfg.mode:
+        raise ValueError(f"the cascade runs mode {cascade.mode!r} but the config says {cfg.mode!r}")
+    if questions is None:
+        questions = load_submit_questions(cfg.questions)
+    out = _prepare(cfg, overwrite)
+    log = out / LOG_FILE
+    _cut_torn_tail(log)
+    rows = read_log(log, {q.id for q in questions})
+    prior = max((float(r.get("spent_s") or 0.0) for r in rows.values()), default=0.0)
+    start = time.monotonic()
+    budget_end = None if cfg.budget_s is None else start + (cfg.budget_s - prior)
+    todo = [q for q in questions if q.id not in rows]
+    if progress:
+        progress(len(rows), len(questions))
+    with ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="tourney-submit") as pool:
+        futures = [pool.submit(answer_question, cascade, q, deadline_s=cfg.deadline_ms / 1000.0,
+                               budget_end=budget_end) for q in todo]
+        for fut in as_completed(futures):
+            row = fut.result().to_dict()
+            row["spent_s"] = round(prior + time.monotonic() - start, 6)
+            _append(log, row)
+            rows[row["id"]] = row
+            if progress:
+                progress(len(rows), len(questions))
+    write_outputs(out, questions, rows)
+    summary = summarize(list(rows.values()), cfg, len(questions))
+    (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return summary
+
+
+def render_summary(s: SubmitSummary) -> str:
+    def sec(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f} s"
+    return (f"answered {s.answered}/{s.n} (mode {s.mode}, deadline {s.deadline_ms:g} ms"
+            f"{'' if s.budget_s is None else f', budget {s.budget_s:g} s'}); escalated {s.escalated} "
+            f"({s.escalated_share:.1%}); answers from teacher {s.teacher_answers}, student {s.student_answers}, "
+            f"fallback {s.fallbacks}; missed deadlines {s.deadline_missed}; budget-limited {s.budget_exhausted}; "
+            f"total latency p50 {sec(s.latency_p50_s)}, p95 {sec(s.latency_p95_s)}, max {sec(s.latency_max_s)}; "
+            f"budget spent {s.spent_s:.1f} s")

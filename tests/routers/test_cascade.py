@@ -1,0 +1,114 @@
+"""routers.cascade with scripted backends: who answers, what is asked, how latency adds up."""
+from __future__ import annotations
+
+import pytest
+
+from harness.types import Question
+from routers.bundle import ModelSettings
+from routers.calibrate import CalibratedRouter
+from routers.cascade import Cascade, compose
+from routers.metrics import CascadeFigures
+
+from tests.routers.fakes import ScriptedBackend
+
+QS = [Question(id=k, question=f"{k} apples?", answer=a) for k, a in
+      (("alpha", "3"), ("beta", "4"), ("gamma", "5"), ("delta", "6"))]
+
+
+def router(signal="mean_logprob", threshold=-1.0) -> CalibratedRouter:
+    return CalibratedRouter(target_kind="teacher_share", target_value=0.5, threshold=threshold, signals=[signal],
+                            model=signal, dev=CascadeFigures(n=4, teacher_share=0.5, accuracy=0.5))
+
+
+def pair():
+    student = ScriptedBackend(
+        spec="fake:student", latency_s=0.1,
+        outputs={"alpha": ["#### 3"], "beta": ["#### 9"], "gamma": ["#### 5"], "delta": ["#### 6"]},
+        logprobs={"alpha": [-0.1, -0.2], "beta": [-2.0, -3.0], "gamma": [-0.5], "delta": [-0.2]},
+        fail={"delta"})
+    teacher = ScriptedBackend(spec="fake:teacher", latency_s=0.5,
+                              outputs={k.id: [f"so #### {k.answer}"] for k in QS})
+    return student, teacher
+
+
+def test_balanced_escalates_under_threshold_and_failed_requests():
+    student, teacher = pair()
+    recs = Cascade(student, teacher, router(), "balanced").answer(QS)
+    assert teacher.asked() == ["beta", "delta"]  # beta: mean logprob -2.5 < -1; delta: the request failed
+    assert [r.routed_to for r in recs] == ["student", "teacher", "student", "teacher"]
+    assert [r.answer for r in recs] == ["3", "4", "5", "6"]
+    assert recs[0].confidence == pytest.approx(-0.15) and recs[1].confidence == pytest.approx(-2.5)
+    assert [r.escalated for r in recs] == [False, True, False, True]
+    # the student always runs; the teacher's latency is added when escalated
+    assert [r.total_latency_s for r in recs] == pytest.approx([0.1, 0.6, 0.1, 0.6])
+    assert [r.teacher_latency_s for r in recs] == [0.0, 0.5, 0.0, 0.5]
+    assert recs[3].error == "student: HTTP 503" and recs[1].student_prediction == "9"
+    # the router reads logprobs: they are asked for even though the settings record none
+    (_, cfg), = student.calls
+    assert cfg.logprobs == 0 and cfg.n == 1
+
+
+def test_speed_mode_never_calls_the_teacher():
+    student, teacher = pair()
+    recs = Cascade(student, None, router(), "speed").answer(QS)
+    assert teacher.calls == []
+    (_, cfg), = student.calls
+    assert cfg.n == 1 and cfg.logprobs is None
+    assert [r.routed_to for r in recs] == ["student", "student", "student", "fallback"]
+    assert [r.answer for r in recs] == ["3", "9", "5", "0"]  # delta failed: the documented fallback
+    assert all(r.confidence is None and not r.escalated for r in recs)
+
+
+def test_accuracy_mode_never_calls_the_student():
+    student, teacher = pair()
+    recs = Cascade(None, teacher, None, "accuracy").answer(QS)
+    assert student.calls == [] and teacher.asked() == [q.id for q in QS]
+    assert [r.answer for r in recs] == ["3", "4", "5", "6"]
+    assert [r.total_latency_s for r in recs] == [0.5] * 4 and all(r.student_latency_s == 0 for r in recs)
+
+
+def test_self_consistency_draws_k_samples_and_sums_their_latency():
+    student = ScriptedBackend(spec="fake:s", latency_s=0.1, outputs={
+        "alpha": ["#### 3", "#### 3", "#### 3"], "beta": ["#### 1", "#### 2", "#### 3"]})
+    teacher = ScriptedBackend(spec="fake:t", latency_s=0.5, outputs={"alpha": ["#### 3"], "beta": ["#### 4"]})
+    settings = ModelSettings(spec="fake:s", samples=3, temperature=0.7)
+    c = Cascade(student, teacher, router("self_consistency", 0.5), "balanced", student_settings=settings)
+    recs = c.answer(QS[:2])
+    (_, cfg), = student.calls
+    assert cfg.n == 3 and cfg.temperature == 0.7
+    assert [r.confidence for r in recs] == pytest.approx([1.0, 1 / 3])
+    assert teacher.asked() == ["beta"]
+    assert [r.student_latency_s for r in recs] == pytest.approx([0.3, 0.3])
+    assert recs[1].total_latency_s == pytest.approx(0.8)
+
+
+def test_a_sampling_router_needs_several_samples():
+    student, teacher = pair()
+    with pytest.raises(ValueError, match="several student samples"):
+        Cascade(student, teacher, router("self_consistency", 0.5), "balanced")
+
+
+def test_modes_need_their_models():
+    student, teacher = pair()
+    with pytest.raises(ValueError, match="mode"):
+        Cascade(student, teacher, router(), "fast")
+    with pytest.raises(ValueError, match="teacher"):
+        Cascade(student, None, router(), "balanced")
+    with pytest.raises(ValueError, match="router"):
+        Cascade(student, teacher, None, "balanced")
+
+
+def test_fallback_never_leaves_an_empty_answer():
+    mc = Question(id="m", question="pick one", answer="B", choices=("x", "y"))
+    num = Question(id="n", question="how many", answer="2")
+    rec = compose(num, None, None, escalated=False, student_latency_s=0, teacher_latency_s=0, total_latency_s=0)
+    assert rec.answer == "0" and rec.routed_to == "fallback"
+    rec = compose(mc, None, None, escalated=False, student_latency_s=0, teacher_latency_s=0, total_latency_s=0)
+    assert rec.answer == "A"
+
+
+def test_teacher_without_an_answer_leaves_the_student_s():
+    student, _ = pair()
+    teacher = ScriptedBackend(spec="fake:t", outputs={q.id: ["I cannot say."] for q in QS})
+    recs = Cascade(student, teacher, router(), "balanced").answer(QS[:2])
+    assert recs[1].escalated and recs[1].routed_to == "student" and recs[1].answer == "9"

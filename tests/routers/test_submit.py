@@ -1,0 +1,147 @@
+"""routers.submit: every question answered, deadlines kept, budget, resumption after a kill."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from harness.types import DataError
+from routers.calibrate import CalibratedRouter
+from routers.cascade import Cascade
+from routers.metrics import CascadeFigures
+from routers.submit import DEADLINE_MARGIN_S, SubmitConfig, load_submit_questions, run_submission
+
+from tests.routers.fakes import ScriptedBackend
+
+IDS = ["q1", "q2", "q3", "q4", "q5", "q6"]
+
+
+def questions_file(tmp_path):
+    path = tmp_path / "questions.jsonl"
+    # tournament questions carry no answer
+    path.write_text("".join(json.dumps({"id": i, "question": f"{i} how many?"}) + "\n" for i in IDS))
+    return path
+
+
+def router(threshold=-1.0):
+    return CalibratedRouter(target_kind="teacher_share", target_value=0.5, threshold=threshold,
+                            signals=["mean_logprob"], model="mean_logprob",
+                            dev=CascadeFigures(n=6, teacher_share=0.5, accuracy=0.5))
+
+
+def models(teacher_sleep=0.0, student_sleep=0.0):
+    # odd questions are confident (mean logprob -0.1), even ones are escalated (-3)
+    student = ScriptedBackend(spec="fake:s", sleep_s=student_sleep,
+                              outputs={i: [f"#### {n}"] for n, i in enumerate(IDS, 1)},
+                              logprobs={i: [-0.1 if n % 2 else -3.0] for n, i in enumerate(IDS, 1)})
+    teacher = ScriptedBackend(spec="fake:t", sleep_s=teacher_sleep,
+                              outputs={i: [f"#### {100 + n}"] for n, i in enumerate(IDS, 1)})
+    return student, teacher
+
+
+def submit(tmp_path, cascade, **kw):
+    cfg = SubmitConfig(questions=str(questions_file(tmp_path)), out=str(tmp_path / "sub"),
+                       mode=cascade.mode, **kw)
+    return run_submission(cfg, cascade), tmp_path / "sub"
+
+
+def log_rows(out):
+    return [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_every_question_answered_in_order(tmp_path):
+    student, teacher = models()
+    summary, out = submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=5000, concurrency=2)
+    sub = [json.loads(x) for x in (out / "submission.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in sub] == IDS
+    assert [r["answer"] for r in sub] == ["1", "102", "3", "104", "5", "106"]
+    with (out / "submission.csv").open() as f:
+        assert list(csv.reader(f)) == [["id", "answer"], *[[r["id"], r["answer"]] for r in sub]]
+    assert sorted(teacher.asked()) == ["q2", "q4", "q6"]
+    assert summary.answered == 6 and summary.escalated == 3 and summary.escalated_share == 0.5
+    assert summary.deadline_missed == 0 and summary.fallbacks == 0
+    assert json.loads((out / "summary.json").read_text())["answered"] == 6
+    assert {r["id"] for r in log_rows(out)} == set(IDS)
+
+
+def test_slow_teacher_misses_the_deadline_and_the_student_answer_stands(tmp_path):
+    student, teacher = models(teacher_sleep=1.5)
+    deadline_ms = 300
+    summary, out = submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=deadline_ms,
+                          concurrency=3)
+    rows = {r["id"]: r for r in log_rows(out)}
+    for i in ("q2", "q4", "q6"):
+        assert rows[i]["escalated"] and rows[i]["deadline_missed"]
+        assert rows[i]["routed_to"] == "student" and rows[i]["answer"] == i[1]
+        assert "no answer within the deadline" in rows[i]["error"]
+    assert summary.deadline_missed == 3
+    # the correctness property of the timeout logic: decided by deadline + the bookkeeping margin
+    overrun = max(r["total_latency_s"] for r in rows.values()) - deadline_ms / 1000
+    assert overrun <= DEADLINE_MARGIN_S, f"answers decided {overrun:.3f} s after the deadline"
+
+
+def test_student_slower_than_the_deadline_leaves_the_fallback(tmp_path):
+    student, teacher = models(student_sleep=1.0)
+    summary, out = submit(tmp_path, Cascade(student, teacher, router(), "speed"), deadline_ms=200, concurrency=6)
+    assert [json.loads(x)["answer"] for x in (out / "submission.jsonl").read_text().splitlines()] == ["0"] * 6
+    assert summary.fallbacks == 6 and summary.deadline_missed == 6
+    assert max(r["total_latency_s"] for r in log_rows(out)) <= 0.2 + DEADLINE_MARGIN_S
+
+
+def test_spent_budget_leaves_student_only_answers(tmp_path):
+    student, teacher = models(student_sleep=0.05)
+    # the first student call alone outlasts the budget: no teacher call is ever made
+    summary, out = submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=5000,
+                          budget_s=0.01, concurrency=1)
+    assert teacher.calls == []
+    rows = log_rows(out)
+    assert all(r["routed_to"] == "student" for r in rows)
+    # q1 started within the budget (and was confident); every later one started after it was spent
+    assert [r["budget_exhausted"] for r in rows] == [False] + [True] * 5
+    assert summary.budget_exhausted == 5 and summary.escalated == 0
+    # after the first question the student runs one sample without logprobs (no confidence needed)
+    assert [cfg.logprobs for _, cfg in student.calls[1:]] == [None] * 5
+
+
+def test_accuracy_mode_with_budget_falls_back_to_the_student(tmp_path):
+    student, teacher = models(teacher_sleep=0.05)
+    summary, out = submit(tmp_path, Cascade(student, teacher, router(), "accuracy"), deadline_ms=5000,
+                          budget_s=0.2, concurrency=1)
+    rows = log_rows(out)
+    assert rows[0]["routed_to"] == "teacher"
+    assert rows[-1]["routed_to"] == "student" and rows[-1]["budget_exhausted"]
+    assert summary.answered == 6
+
+
+def test_resume_after_a_kill_answers_the_rest_without_duplicates(tmp_path):
+    student, teacher = models()
+    cascade = Cascade(student, teacher, router(), "balanced")
+    _, out = submit(tmp_path, cascade, deadline_ms=5000)
+    lines = (out / "log.jsonl").read_text().splitlines()
+    # a kill after three questions, in the middle of writing the fourth
+    (out / "log.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:25])
+    (out / "submission.jsonl").unlink()
+    first_answers = {json.loads(x)["id"]: json.loads(x)["answer"] for x in lines[:3]}
+
+    student2, teacher2 = models()
+    summary, out = submit(tmp_path, Cascade(student2, teacher2, router(), "balanced"), deadline_ms=5000)
+    asked = student2.asked()
+    assert sorted(asked) == sorted(set(IDS) - set(first_answers))  # answered ids are skipped
+    rows = log_rows(out)
+    assert sorted(r["id"] for r in rows) == sorted(IDS)  # no duplicate, no torn line
+    sub = {json.loads(x)["id"]: json.loads(x)["answer"] for x in (out / "submission.jsonl").read_text().splitlines()}
+    assert list(sub) == IDS and all(sub[i] == a for i, a in first_answers.items())
+    assert summary.answered == 6
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    student, teacher = models()
+    submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=5000)
+    with pytest.raises(DataError, match="deadline_ms"):
+        submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=1000)
+
+
+def test_questions_without_answers_load(tmp_path):
+    qs = load_submit_questions(questions_file(tmp_path))
+    assert [q.id for q in qs] == IDS and all(q.answer == "" for q in qs)
