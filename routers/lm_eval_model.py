@@ -88,8 +88,14 @@ class TourneyLM(LM):
         extra = dict(backend_args)
         if isinstance(batch_size, int) or (isinstance(batch_size, str) and batch_size.isdigit()):
             extra.setdefault("batch_size", int(batch_size))
+        if device and str(device).startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():  # lm-eval's CLI defaults to cuda even on a CPU machine
+                log.warning("tourney: device %s asked for but CUDA is unavailable; using the CPU", device)
+                device = None
         if device:
-            extra.setdefault("device", device)
+            extra.setdefault("device", str(device))
         student_b = self._load(s_set, extra) if mode != "accuracy" and s_set else None
         teacher_b = self._load(t_set, extra) if mode != "speed" and t_set else None
         self.cascade = Cascade(student_b, teacher_b, calibrated, mode, student_settings=s_set, teacher_settings=t_set)

@@ -4,7 +4,8 @@ Deadline. Each question has `deadline_ms`, measured from the moment a worker sta
 model call for it gets a timeout equal to the time left before that deadline: the student's
 first, then the teacher's. A call still running at the deadline is abandoned: the student's
 answer stands when the teacher is late, the fallback ("0", or "A" for multiple choice) when the
-student itself is late, and `deadline_missed` is recorded. The answer is therefore decided no
+student itself is late (or, in accuracy mode, the teacher: it runs alone), and `deadline_missed`
+is recorded. The answer is therefore decided no
 later than deadline + DEADLINE_MARGIN_S, the bookkeeping margin (thread wake-up, answer
 extraction); `total_latency_s` is measured up to that decision, before the log write, and tests
 check total_latency_s <= deadline + margin with a teacher that sleeps past the deadline.

@@ -1,0 +1,66 @@
+"""The whole routing flow on the command line with recorded outputs (replay:), no model:
+eval both models -> route calibrate -> route eval -> submit."""
+from __future__ import annotations
+
+import csv
+import json
+
+from click.testing import CliRunner
+
+from harness.cli import main
+
+# question number, gold; the student is right and sure on odd ones, wrong and unsure on even ones
+QUESTIONS = [(n, n + 10) for n in range(1, 9)]
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_eval_calibrate_route_eval_submit(tmp_path):
+    data, s_replay, t_replay = tmp_path / "q.jsonl", tmp_path / "student.jsonl", tmp_path / "teacher.jsonl"
+    with data.open("w") as q, s_replay.open("w") as s, t_replay.open("w") as t:
+        for n, gold in QUESTIONS:
+            qid = f"q{n}"
+            q.write(json.dumps({"id": qid, "question": f"Sam has {n} cards. How many?", "answer": gold}) + "\n")
+            sure = n % 2 == 1
+            s.write(json.dumps({"id": qid, "output": f"#### {gold if sure else 0}", "latency_s": 0.1,
+                                "token_logprobs": [-0.1, -0.2] if sure else [-2.0, -3.0]}) + "\n")
+            t.write(json.dumps({"id": qid, "output": f"#### {gold}", "latency_s": 1.0}) + "\n")
+    for who, replay in (("s", s_replay), ("t", t_replay)):
+        res = run("eval", "--model", f"replay:{replay}", "--data", data, "--out", tmp_path / who, "--logprobs", 0)
+        assert res.exit_code == 0, res.output
+    router = tmp_path / "router.json"
+    res = run("route", "calibrate", "--student", tmp_path / "s", "--teacher", tmp_path / "t",
+              "--target", "accuracy=1.0", "--signals", "mean_logprob", "--split", "0.25", "--out", router)
+    assert res.exit_code == 0, res.output
+    raw = json.loads(router.read_text())
+    assert raw["student"]["spec"] == f"replay:{s_replay}" and raw["student"]["logprobs"] == 0
+    assert raw["heldout"]["n"] == 2 and raw["heldout"]["accuracy"] == 1.0  # the target holds held out
+    assert raw["dev"]["n"] == 6 and raw["dev"]["accuracy"] == 1.0
+    res = run("route", "eval", "--student", tmp_path / "s", "--teacher", tmp_path / "t", "--router", router,
+              "--out", tmp_path / "e")
+    assert res.exit_code == 0, res.output
+    ev = json.loads((tmp_path / "e" / "route_eval.json").read_text())
+    assert ev["router"]["at_threshold"]["accuracy"] == 1.0 and ev["router"]["at_threshold"]["teacher_share"] == 0.5
+    assert ev["reports"]["router"]["overall"]["auroc"] == 1.0
+
+    out = tmp_path / "sub"
+    res = run("submit", "--questions", data, "--router", router, "--mode", "balanced", "--deadline-ms", 5000,
+              "--out", out)
+    assert res.exit_code == 0, res.output
+    with (out / "submission.csv").open() as f:
+        rows = list(csv.reader(f))
+    assert rows == [["id", "answer"]] + [[f"q{n}", str(gold)] for n, gold in QUESTIONS]
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in log if r["escalated"]) == ["q2", "q4", "q6", "q8"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["answered"] == 8 and summary["escalated_share"] == 0.5 and summary["deadline_missed"] == 0
+    res = run("submit", "--questions", data, "--router", router, "--mode", "speed", "--deadline-ms", 5000,
+              "--out", tmp_path / "fast")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "fast" / "summary.json").read_text())["escalated"] == 0
+    # resuming with other settings is one clear line, exit 2
+    res = run("submit", "--questions", data, "--router", router, "--mode", "speed", "--deadline-ms", 100,
+              "--out", tmp_path / "fast")
+    assert res.exit_code == 2 and "deadline_ms" in res.output
