@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -234,7 +235,7 @@ def regress_cmd(baseline: str, candidate: str, alpha: float, min_delta: float, o
 
 @main.group("distill")
 def distill() -> None:
-    """Teacher chain-of-thought, rejection sampling and curriculum for distillation data."""
+    """Teacher chain-of-thought, rejection sampling and curriculum for distillation data; student training."""
 
 
 @distill.command("generate")
@@ -390,6 +391,8 @@ def distill_train(student, data, out, teacher, method, lora, qlora, lora_r, lora
         gate_stop=not gate_flag_only, logging_steps=logging_steps, gradient_checkpointing=gradient_checkpointing,
         merge=merge)
     result = train(cfg, say=click.echo)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the main process reports
+        return
     for r in result.epochs:
         acc = "" if r.accuracy is None else f" accuracy {r.accuracy:.4f}"
         loss = "" if r.train_loss is None else f" loss {r.train_loss:.4f}"

@@ -78,12 +78,15 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
     tokenizer = AutoTokenizer.from_pretrained(student_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     teacher_path = resolve_checkpoint(cfg.teacher) if cfg.teacher and cfg.method != "sft" else None
+    if cfg.teacher and cfg.method == "sft":
+        say("note: method sft trains on the solutions alone; the teacher is not used")
     if teacher_path:
         # Token-level KD and hidden-state matching both compare the two models position by position.
         check_vocab_compatible(tokenizer, AutoTokenizer.from_pretrained(teacher_path))
     data = load_sft_data(cfg, tokenizer)
     orders = epoch_orders(cfg, data.rows)
-    say(f"{len(data.examples)} examples from {cfg.data}" + (f" ({data.truncated} cut to max_len)" if data.truncated else ""))
+    cut = f" ({data.truncated} cut to max_len)" if data.truncated else ""
+    say(f"{len(data.examples)} examples from {cfg.data}{cut}")
 
     store = teacher = None
     if cfg.topk is not None:

@@ -187,14 +187,16 @@ def parse_layer_map(text: str | None) -> dict[int, int] | None:
 
 
 def check_same_run(cfg: DistillTrainConfig, write: bool = True) -> None:
-    """Record cfg in OUT/distill_config.json, or, when resuming, check the recorded one matches.
+    """Record cfg in OUT/distill_config.json, or, when resuming (OUT has checkpoints), check that
+    the recorded one matches.
 
     Resuming with another learning rate, data file or method would silently mix two runs in one
     folder; only the evaluation and logging fields (RESUMABLE_CHANGES) may differ.
     """
     path = Path(cfg.out) / CONFIG_FILE
     now = cfg.to_dict()
-    if path.exists():
+    trained = any(p.is_dir() for p in Path(cfg.out).glob("checkpoint-*"))  # before that, nothing to mix
+    if path.exists() and trained:
         old = json.loads(path.read_text())
         names = [f.name for f in fields(cfg) if f.name not in RESUMABLE_CHANGES]
         differ = [n for n in names if old.get(n) != json.loads(json.dumps(now[n]))]

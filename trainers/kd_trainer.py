@@ -4,8 +4,8 @@ feature-KD losses, plus the teacher (online, in memory) or its top-k store (offl
 The teacher is never part of the trained module: it is held beside it, frozen and in eval mode,
 so it is neither optimised, nor wrapped by DDP, nor saved in checkpoints. The feature projector
 is trained with the student through an extra optimizer group and written into every checkpoint
-as feature_projector.safetensors; under DDP its gradients are averaged by ProjectorGradSync since
-DDP only reduces the student's own.
+as feature_projector.safetensors; ProjectorStep averages (under DDP), clips and clears its
+gradients, which the Trainer does for the student's only.
 """
 from __future__ import annotations
 
@@ -89,9 +89,10 @@ class DistillLoss:
         return total, {k: v.detach() for k, v in parts.items()}, out
 
 
-class ProjectorGradSync(TrainerCallback):
-    """Average the projector's gradients over processes before each optimizer step (DDP reduces
-    only the wrapped student's)."""
+class ProjectorStep(TrainerCallback):
+    """The Trainer steps and zeroes only the student's gradients; this does the projector's part:
+    average its gradients over processes (DDP reduces only the wrapped student's), clip them like
+    the student's, and clear them after each optimizer step so they never pile up across steps."""
 
     def __init__(self, projector: FeatureProjector) -> None:
         self.projector = projector
@@ -99,12 +100,16 @@ class ProjectorGradSync(TrainerCallback):
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         import torch.distributed as dist
 
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
-            return
-        for p in self.projector.parameters():
-            if p.grad is not None:
+        params = [p for p in self.projector.parameters() if p.grad is not None]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for p in params:
                 dist.all_reduce(p.grad)
                 p.grad /= dist.get_world_size()
+        if args.max_grad_norm and args.max_grad_norm > 0 and params:
+            torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.projector.zero_grad(set_to_none=True)
 
 
 class DistillTrainer(Trainer):
@@ -123,7 +128,7 @@ class DistillTrainer(Trainer):
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
                 raise ValueError("feature KD trains a projector beside the student, which DeepSpeed and FSDP "
                                  "do not shard; use DDP (plain torchrun / accelerate multi-GPU) for it")
-            self.add_callback(ProjectorGradSync(projector))
+            self.add_callback(ProjectorStep(projector))
 
     def _get_train_sampler(self, train_dataset=None):
         return EpochOrderSampler(self.orders)

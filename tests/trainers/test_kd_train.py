@@ -96,24 +96,25 @@ def test_offline_store_is_built_once_and_reused(tiny_checkpoint, teacher_checkpo
     monkeypatch.setattr(kd, "load_teacher", lambda *a, **k: pytest.fail("the teacher was loaded again"))
     said: list[str] = []
     train(_cfg(tiny_checkpoint, teacher_checkpoint, data, tmp_path / "b", method="kd", topk=8,
-               topk_store=str(store_dir)), say=said.append)
+               topk_store=str(store_dir), epochs=1), say=said.append)
     assert _mtimes(store_dir) == stamps[0]
     assert any("reusing 32 examples" in s for s in said)
 
 
 def test_store_rows_follow_the_dataset_index(tiny_checkpoint, teacher_checkpoint, data, tmp_path):
-    """Example i of the store is dataset item i (not whatever batch order training used)."""
-    from trainers.dataset import read_sft_jsonl
-    from trainers.offline_logits import TopKStore, compute_topk
-    from trainers.pretrain import encode_examples, make_batch
+    """Example i of the store is dataset item i, whatever order training visits it in."""
+    from trainers.kd_trainer import prepare_store
+    from trainers.offline_logits import compute_topk
+    from trainers.pretrain import make_batch
+    from trainers.sft import load_sft_data
 
-    store_dir = tmp_path / "store"
-    train(_cfg(tiny_checkpoint, teacher_checkpoint, data, tmp_path / "run", method="kd", topk=4,
-               topk_store=str(store_dir), epochs=1), say=lambda _m: None)
-    store = TopKStore.open(store_dir)
     tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint))
+    cfg = _cfg(tiny_checkpoint, teacher_checkpoint, data, tmp_path / "run", method="kd", topk=4, batch_size=5)
+    examples = load_sft_data(cfg, tok).examples
+    store = prepare_store(cfg, examples, teacher_path=str(teacher_checkpoint), pad_id=tok.pad_token_id,
+                          device="cpu", source={"test": 1}, say=lambda _m: None)
+    assert store.num_examples == 32 and store.k == 4
     teacher = AutoModelForCausalLM.from_pretrained(str(teacher_checkpoint))
-    examples = encode_examples(tok, read_sft_jsonl(data))
     for i in (0, 7, 31):
         alone = next(compute_topk(teacher, [make_batch([examples[i]], tok.pad_token_id)], 4))
         stored = store.get(i)
@@ -135,8 +136,9 @@ def test_vocab_mismatch_is_a_clear_error(tiny_checkpoint, data, tmp_path):
     assert not list((tmp_path / "run").glob("checkpoint-*"))
 
 
-def test_feature_kd_with_wider_teacher_saves_and_resumes_the_projector(tiny_checkpoint, teacher_checkpoint, data,
+def test_feature_kd_with_wider_teacher_saves_and_resumes_the_projector(tiny_checkpoint, teacher_checkpoint,
                                                                        tmp_path):
+    data = write_sft(tmp_path / "sft.jsonl", n=16)  # 2 steps an epoch: three runs below
     cfg = _cfg(tiny_checkpoint, teacher_checkpoint, data, tmp_path / "run", method="kd+feature",
                feature_layer_map={1: 2, 2: 4}, attention=True, feature_loss="cosine")
     result = train(cfg, say=lambda _m: None)

@@ -249,8 +249,50 @@ def test_layer_map_parsing():
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
+    check_same_run(DistillTrainConfig(student="s", data="d", out=str(tmp_path), lr=5e-3))
     cfg = DistillTrainConfig(student="s", data="d", out=str(tmp_path), lr=1e-3)
-    check_same_run(cfg)
+    check_same_run(cfg)  # no checkpoint yet: a run that failed before training may be redone otherwise
+    (tmp_path / "checkpoint-4").mkdir()
     check_same_run(DistillTrainConfig(student="s", data="d", out=str(tmp_path), lr=1e-3, eval_limit=5))
     with pytest.raises(ValueError, match="lr: recorded 0.001, now 0.002"):
         check_same_run(DistillTrainConfig(student="s", data="d", out=str(tmp_path), lr=2e-3))
+
+
+def test_gate_stops_training_when_an_epoch_is_worse(tiny_checkpoint, sft_data, tmp_path, monkeypatch):
+    """The callback's control flow: epoch 2 judged significantly worse stops a 3-epoch run there."""
+    import trainers.epoch_eval as ee
+
+    def fake_eval(cfg, ckpt, eval_dir, model=None, tokenizer=None):
+        eval_dir.mkdir(parents=True)
+        (eval_dir / "report.json").write_text("{}")
+        return 0.5
+
+    def fake_gate(baseline, candidate, cfg):
+        return ee.GateVerdict(baseline=str(baseline), failed=True, delta=-0.5, p_value=0.001, worse_types=["x"])
+
+    monkeypatch.setattr(ee, "evaluate_checkpoint", fake_eval)
+    monkeypatch.setattr(ee, "gate_against", fake_gate)
+    cfg = DistillTrainConfig(student=str(tiny_checkpoint), data=str(sft_data), out=str(tmp_path / "run"),
+                             eval_data=str(sft_data), gate=True, **{**FAST, "epochs": 3})
+    said: list[str] = []
+    result = train(cfg, say=said.append)
+    assert [Path(c).name for c in result.checkpoints] == ["checkpoint-4", "checkpoint-8"]
+    assert result.stopped_early and [r.stopped for r in result.epochs] == [False, True]
+    assert any("significantly worse than epoch 1" in s and "stopping" in s for s in said)
+
+
+def test_cli_train_and_its_errors(tiny_checkpoint, sft_data, tmp_path):
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    runner = CliRunner()
+    base = ["distill", "train", "--student", str(tiny_checkpoint), "--data", str(sft_data)]
+    res = runner.invoke(main, [*base, "--out", str(tmp_path / "run"), "--epochs", "1", "--batch-size", "16"])
+    assert res.exit_code == 0, res.output
+    assert "epoch 1: loss" in res.output and (tmp_path / "run" / "checkpoint-2" / "model.safetensors").exists()
+    res = runner.invoke(main, [*base, "--out", str(tmp_path / "bad"), "--method", "kd"])
+    assert res.exit_code == 2 and "error: method 'kd' needs a teacher" in res.output
+    if not torch.cuda.is_available():
+        res = runner.invoke(main, [*base, "--out", str(tmp_path / "q"), "--qlora"])
+        assert res.exit_code == 2 and "error: qlora" in res.output
