@@ -23,7 +23,7 @@ def run_demo(out: str, limit: int | None = None, overwrite: bool = False,
              echo: Callable[[str], None] = print) -> dict[str, dict]:
     from rich.console import Console
 
-    from harness.cli import progress_bar
+    from harness.cli_utils import progress_bar
     from harness.report import rich_comparison
 
     models = demo_models()

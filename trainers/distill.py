@@ -146,7 +146,7 @@ def _checkpoints(out: Path) -> list[Path]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """`python -m trainers.distill ...` takes the options of `tourney distill train`."""
-    from harness.cli import distill_train
+    from trainers.cli import distill_train
 
     distill_train.main(args=list(sys.argv[1:] if argv is None else argv), prog_name="python -m trainers.distill")
 
