@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from harness.cli_utils import friendly_errors, parse_model_args, progress_bar
+from harness.cli_utils import backend_options, friendly_errors, parse_model_args, with_backend
 
 MINI_TEST = Path(__file__).resolve().parent / "data" / "mini" / "test.jsonl"
 
@@ -46,31 +46,15 @@ def eval_cmd(model, data, out, limit, samples, concurrency, batch_size, max_toke
     from harness.questions import load_questions
     from harness.report import render_markdown
     from harness.runner import EvalConfig, run_eval
-    from models.registry import load_backend, parse_spec
 
-    args = parse_model_args(model_args)
-    kind = parse_spec(model).kind
-    if kind == "openai":
-        args.setdefault("concurrency", concurrency)
-        args.setdefault("chat", chat)
-    elif kind in ("hf", "vllm", "gguf"):
-        args.setdefault("chat", chat)
-        if kind == "hf":
-            args.setdefault("batch_size", batch_size)
+    args, chunk = backend_options(model, chat, batch_size, concurrency)
+    args.update(parse_model_args(model_args))
     cfg = EvalConfig(model=model, data=data, out=out, limit=limit, samples=samples, max_tokens=max_tokens,
                      temperature=temperature, top_p=top_p, seed=seed, logprobs=logprobs, template=template,
-                     chat=chat, chunk_size=batch_size if kind != "openai" else max(batch_size, concurrency),
-                     model_args=args)
+                     chat=chat, chunk_size=chunk, model_args=args)
     questions = load_questions(data, limit=limit)  # bad data fails before a model is loaded
-    backend = load_backend(model, **args)
-    if hasattr(backend, "check"):
-        backend.check()
-    bar, update = progress_bar(f"eval {model}")
-    try:
-        with bar:
-            report = run_eval(cfg, backend, questions=questions, overwrite=overwrite, progress=update)
-    finally:
-        backend.close()
+    report = with_backend(model, args, f"eval {model}", lambda backend, progress: run_eval(
+        cfg, backend, questions=questions, overwrite=overwrite, progress=progress))
     click.echo(render_markdown(report))
     click.echo(f"wrote {Path(out) / 'report.md'}")
 

@@ -25,6 +25,8 @@ Blank lines are skipped; no other line is ever dropped.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import csv
 import hashlib
 import json
@@ -308,8 +310,12 @@ def _records(path: str) -> tuple[str, Iterator[Record]]:
     return p.stem, readers[suffix](p)
 
 
-def load_questions(path: str, limit: int | None = None) -> list[Question]:
-    """All questions in `path` (or the first `limit`), in file order. See the module doc."""
+def load_questions(path: str, limit: int | None = None, allow_unlabeled: bool = False) -> list[Question]:
+    """All questions in `path` (or the first `limit`), in file order. See the module doc.
+
+    With `allow_unlabeled`, a record with no `answer` (or an empty one) is kept with `answer=""`:
+    a teacher can reason about unlabeled questions, and a tournament's questions have no gold.
+    (A CSV still needs an `answer` column, which may be empty.)"""
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
     path = str(path)
@@ -321,7 +327,12 @@ def load_questions(path: str, limit: int | None = None) -> list[Question]:
         seen_any = True
         if limit is not None and len(out) >= limit:
             break
+        unlabeled = allow_unlabeled and isinstance(raw, dict) and raw.get("answer") in (None, "")
+        if unlabeled:  # a placeholder satisfies the parser's checks, then is removed
+            raw = {**raw, "answer": "A" if raw.get("choices") else "0"}
         q = _to_question(raw, loc, f"{stem}-{index:05d}")
+        if unlabeled:
+            q = replace(q, answer="")
         if q.id in first_seen:
             raise _err(loc, "id", f"duplicate id {q.id!r}, first used at {first_seen[q.id]}", "unique ids")
         first_seen[q.id] = loc

@@ -39,12 +39,12 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.metrics import percentile
-from harness.questions import _records, _to_question, file_sha256
+from harness.questions import file_sha256, load_questions
 from harness.types import DataError, Question
 from routers.cascade import FALLBACK, MODES, STUDENT, TEACHER, Cascade, CascadeRecord, compose
 
@@ -81,27 +81,8 @@ class SubmitConfig:
 
 
 def load_submit_questions(path: str | Path, limit: int | None = None) -> list[Question]:
-    """Questions as harness.questions reads them, but `answer` may be missing or empty (kept as
-    ""). A CSV still needs an `answer` column, which may be empty."""
-    stem, records = _records(str(path))
-    out: list[Question] = []
-    seen: dict[str, str] = {}
-    for loc, index, raw in records:
-        if limit is not None and len(out) >= limit:
-            break
-        unlabeled = isinstance(raw, dict) and raw.get("answer") in (None, "")
-        if unlabeled:  # a placeholder satisfies the parser, then is removed
-            raw = {**raw, "answer": "A" if raw.get("choices") else "0"}
-        q = _to_question(raw, loc, f"{stem}-{index:05d}")
-        if unlabeled:
-            q = replace(q, answer="")
-        if q.id in seen:
-            raise DataError(f"{loc}: field 'id': duplicate id {q.id!r}, first used at {seen[q.id]}; expected unique ids")
-        seen[q.id] = loc
-        out.append(q)
-    if not out:
-        raise DataError(f"{path}: no questions; expected at least one")
-    return out
+    """Tournament questions: as the harness reads them, but with no gold needed (answer "")."""
+    return load_questions(str(path), limit=limit, allow_unlabeled=True)
 
 
 # -- one question under a deadline ----------------------------------------------------------

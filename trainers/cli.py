@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from harness.cli_utils import friendly_errors, parse_model_args, progress_bar
+from harness.cli_utils import backend_options, friendly_errors, parse_model_args, with_backend
 
 
 @click.group("distill")
@@ -35,8 +35,7 @@ def distill() -> None:
 def distill_generate(teacher, data, out, samples, temperature, max_tokens, limit, chat, template, batch_size,
                      concurrency, logprobs, seed, model_args, overwrite) -> None:
     """Have the teacher answer DATA with its reasoning; write OUT/cot.jsonl."""
-    from models.registry import load_backend
-    from trainers.cot import CoTConfig, backend_options, generate_cot, load_cot_questions
+    from trainers.cot import CoTConfig, generate_cot, load_cot_questions
 
     args, chunk = backend_options(teacher, chat, batch_size, concurrency)
     args.update(parse_model_args(model_args))
@@ -44,15 +43,8 @@ def distill_generate(teacher, data, out, samples, temperature, max_tokens, limit
                     max_tokens=max_tokens, logprobs=0 if logprobs else None, chat=chat, template=template,
                     limit=limit, batch_size=chunk, seed=seed, model_args=args)
     questions = load_cot_questions(data, limit=limit)  # bad data fails before a model is loaded
-    backend = load_backend(teacher, **args)
-    if hasattr(backend, "check"):
-        backend.check()
-    bar, update = progress_bar(f"cot {teacher}")
-    try:
-        with bar:
-            path = generate_cot(cfg, backend, questions=questions, overwrite=overwrite, progress=update)
-    finally:
-        backend.close()
+    path = with_backend(teacher, args, f"cot {teacher}", lambda backend, progress: generate_cot(
+        cfg, backend, questions=questions, overwrite=overwrite, progress=progress))
     click.echo(f"wrote {path}")
 
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.prompts import strip_thinking
-from harness.questions import _records, _to_question
+from harness.questions import load_questions
 from harness.report import RESULTS_FILE, read_results
 from harness.runner import EvalConfig, run_eval
 from harness.types import DataError, Question
@@ -107,46 +107,10 @@ def mean_logprob(token_logprobs: Sequence[float] | None) -> float | None:
 
 
 def load_cot_questions(path: str, limit: int | None = None) -> list[Question]:
-    """Like `harness.questions.load_questions`, but a record with no `answer` is kept, with
-    `answer=""`: the teacher can reason about unlabeled questions. Everything else (ids, types,
-    choices, file:line errors, duplicate ids) is checked by the harness's own parser."""
-    stem, records = _records(str(path))
-    out: list[Question] = []
-    first_seen: dict[str, str] = {}
-    for loc, index, raw in records:
-        if limit is not None and len(out) >= limit:
-            break
-        unlabeled = isinstance(raw, dict) and raw.get("answer") in (None, "")
-        if unlabeled:  # a placeholder satisfies the parser, then is removed
-            raw = {**raw, "answer": "A" if raw.get("choices") else "0"}
-        q = _to_question(raw, loc, f"{stem}-{index:05d}")
-        if unlabeled:
-            q = replace(q, answer="")
-        if q.id in first_seen:
-            raise DataError(f"{loc}: field 'id': duplicate id {q.id!r}, first used at {first_seen[q.id]}; "
-                            "expected unique ids")
-        first_seen[q.id] = loc
-        out.append(q)
-    if not out:
-        raise DataError(f"{path}: no questions; expected at least one question")
-    return out
+    """Questions for the teacher: as the harness reads them, but unlabeled ones are kept (answer "")
+    because the teacher can reason about questions that have no gold."""
+    return load_questions(path, limit=limit, allow_unlabeled=True)
 
-
-def backend_options(spec: str, chat: bool, batch_size: int, concurrency: int) -> tuple[dict[str, Any], int]:
-    """Backend options and the chunk size for a spec, as `tourney eval` picks them: a server
-    backend needs at least `concurrency` questions per call to keep its requests in flight."""
-    from models.registry import parse_spec
-
-    kind = parse_spec(spec).kind
-    args: dict[str, Any] = {}
-    if kind == "openai":
-        args.update(concurrency=concurrency, chat=chat)
-        return args, max(batch_size, concurrency)
-    if kind in ("hf", "vllm", "gguf"):
-        args["chat"] = chat
-        if kind == "hf":
-            args["batch_size"] = batch_size
-    return args, batch_size
 
 
 def generate_cot(
