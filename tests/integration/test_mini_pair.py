@@ -1,0 +1,22 @@
+"""The shipped miniature pair keeps its promises on the held-out miniature test set: the teacher
+scores at least 80% and at least 15 points above the student, which is at least 5x smaller."""
+import pytest
+
+from harness.demo import MINI_TEST, run_demo
+
+pytestmark = pytest.mark.slow
+
+
+def test_shipped_pair_meets_its_targets(tmp_path, mini_teacher, mini_student):
+    from transformers import AutoModelForCausalLM
+
+    reports = run_demo(str(tmp_path / "demo"), echo=lambda _msg: None)
+    teacher = reports["mini-teacher"]["overall"]["accuracy"]
+    student = reports["mini-student"]["overall"]["accuracy"]
+    assert reports["mini-teacher"]["overall"]["n"] == sum(1 for line in MINI_TEST.open() if line.strip())
+    assert teacher >= 0.80
+    assert teacher - student >= 0.15
+    sizes = {p: sum(t.numel() for t in AutoModelForCausalLM.from_pretrained(p).parameters())
+             for p in (mini_teacher, mini_student)}
+    assert sizes[mini_teacher] >= 5 * sizes[mini_student]
+    assert (tmp_path / "demo" / "comparison.md").exists()
