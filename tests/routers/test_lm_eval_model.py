@@ -99,7 +99,7 @@ def test_model_args_are_checked(tmp_path):
 def local_task(tmp_path: Path) -> Path:
     """The shipped task YAML with its data path made absolute (lm-eval reads it from the cwd)."""
     folder = tmp_path / "tasks"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     text = (DATA / "tourney_mini.yaml").read_text()
     text = text.replace("test: tests/routers/data/mini10.jsonl", f"test: {DATA / 'mini10.jsonl'}")
     text = text.replace("max_gen_toks: 128", "max_gen_toks: 48")

@@ -1,0 +1,134 @@
+"""The distillation table: recipes side by side on the miniature pair, same questions, budget, seeds.
+
+Every recipe starts from the shipped student and trains for the same epochs on the same
+distillation questions (disjoint from dev/test); only what it learns from differs. Each stage is
+the `tourney` command a user would run, so the table also exercises the whole CLI.
+
+    .venv/bin/python benchmarks/distill_table.py [--work runs/distill-table] [--n 2000] [--epochs 2]
+
+Writes WORK/table.md and WORK/table.json; re-running resumes every stage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from harness.demo import MINI_TEST
+from harness.report import read_results
+from harness.synthetic import SynthConfig, generate, write_jsonl
+
+RECIPES = ["gold", "sft-cot", "rs", "rs+curriculum", "rs+curriculum+kd", "rs+curriculum+kd+feature"]
+
+
+def tourney(*args: str) -> None:
+    cmd = [sys.executable, "-m", "harness.cli", *map(str, args)]
+    print("$ tourney", " ".join(map(str, args)), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def distill_questions(path: Path, n: int) -> Path:
+    """Fresh questions (their own seed), none of which appears in the shipped dev/test splits."""
+    held = {json.loads(x)["question"] for f in ("dev", "test") for x in (MINI_TEST.parent / f"{f}.jsonl").open()}
+    rows = [r for r in generate(SynthConfig(n=n + 200, seed=7)) if r["question"] not in held][:n]
+    for r in rows:
+        r["id"] = "distill-" + r["id"].split("-")[1]
+    return write_jsonl(rows, path)
+
+
+def cot_to_sft(cot: Path, out: Path) -> Path:
+    """Every teacher answer, verified or not: what plain SFT on teacher chain-of-thought sees."""
+    rows = [json.loads(x) for x in cot.read_text().splitlines()]
+    write_jsonl([{"id": r["id"], "question": r["question"], "type": r["type"], "solution": r["output"].strip()}
+                 for r in rows if r["sample"] == 0 and not r.get("error")], out)
+    return out
+
+
+def correctness(run: Path) -> dict[str, float]:
+    return {r.id: float(r.correct) for r in read_results(run / "results.jsonl") if r.sample == 0}
+
+
+def gap_recovered(recipe: dict, gold: dict, teacher: dict, n_boot: int = 2000, seed: int = 0):
+    """Share of the teacher-student gap a recipe recovers, with a paired bootstrap 95% interval."""
+    ids = sorted(teacher)
+    r, g, t = (np.array([d[i] for i in ids]) for d in (recipe, gold, teacher))
+    point = (r.mean() - g.mean()) / (t.mean() - g.mean())
+    idx = np.random.default_rng(seed).integers(0, len(ids), size=(n_boot, len(ids)))
+    den = t[idx].mean(1) - g[idx].mean(1)
+    boot = (r[idx].mean(1) - g[idx].mean(1)) / np.where(den == 0, np.nan, den)
+    low, high = np.nanpercentile(boot, [2.5, 97.5])
+    return float(point), float(low), float(high)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", default="runs/distill-table")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--samples", type=int, default=4)
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = distill_questions(work / "questions.jsonl", args.n)
+
+    tourney("distill", "generate", "--teacher", "mini-teacher", "--data", data, "--max-tokens", 96,
+            "--batch-size", 50, "--out", work / "cot-greedy")
+    tourney("distill", "generate", "--teacher", "mini-teacher", "--data", data, "--max-tokens", 96,
+            "--batch-size", 50, "--samples", args.samples, "--temperature", 0.7, "--out", work / "cot-sampled")
+    cot_to_sft(work / "cot-greedy" / "cot.jsonl", work / "sft-cot.jsonl")
+    tourney("distill", "select", "--cot", work / "cot-sampled" / "cot.jsonl", "--policy", "shortest",
+            "--out", work / "sft-rs.jsonl")
+    tourney("distill", "curriculum", "--data", work / "sft-rs.jsonl", "--order", "competence",
+            "--epochs", args.epochs, "--out", work / "order.json")
+
+    common = ["--student", "mini-student", "--epochs", args.epochs, "--lr", args.lr, "--batch-size", 32,
+              "--max-len", 256, "--seed", 0, "--no-merge"]
+    plans = {
+        "gold": ["--data", data],
+        "sft-cot": ["--data", work / "sft-cot.jsonl"],
+        "rs": ["--data", work / "sft-rs.jsonl"],
+        "rs+curriculum": ["--data", work / "sft-rs.jsonl", "--order", work / "order.json"],
+        "rs+curriculum+kd": ["--data", work / "sft-rs.jsonl", "--order", work / "order.json",
+                             "--teacher", "mini-teacher", "--method", "kd", "--alpha", 0.5, "--temperature", 2],
+        "rs+curriculum+kd+feature": ["--data", work / "sft-rs.jsonl", "--order", work / "order.json",
+                                     "--teacher", "mini-teacher", "--method", "kd+feature", "--alpha", 0.5,
+                                     "--temperature", 2],
+    }
+    for name in RECIPES:
+        out = work / "train" / name
+        if not (out / "final" / "config.json").exists():
+            tourney("distill", "train", *common, *plans[name], "--out", out)
+        tourney("eval", "--model", f"hf:{out / 'final'}", "--data", MINI_TEST, "--max-tokens", 96,
+                "--batch-size", 50, "--out", work / "eval" / name)
+    tourney("eval", "--model", "mini-teacher", "--data", MINI_TEST, "--max-tokens", 96, "--batch-size", 50,
+            "--out", work / "eval" / "teacher")
+
+    teacher = correctness(work / "eval" / "teacher")
+    gold = correctness(work / "eval" / "gold")
+    rows = []
+    for name in RECIPES + ["teacher"]:
+        report = json.loads((work / "eval" / name / "report.json").read_text())
+        rec = correctness(work / "eval" / name)
+        gap = gap_recovered(rec, gold, teacher) if name not in ("gold", "teacher") else None
+        rows.append({"recipe": name, "overall": report["overall"], "by_type": report["by_type"], "gap": gap})
+    (work / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    types = sorted(rows[0]["by_type"])
+    lines = ["| recipe | " + " | ".join(types) + " | overall [95% CI] | gap recovered [95% CI] |",
+             "|---" * (len(types) + 3) + "|"]
+    for row in rows:
+        o = row["overall"]
+        cells = [f"{row['by_type'][t]['accuracy']:.3f}" for t in types]
+        gap = "-" if row["gap"] is None else f"{row['gap'][0]:.2f} [{row['gap'][1]:.2f}, {row['gap'][2]:.2f}]"
+        lines.append(f"| {row['recipe']} | " + " | ".join(cells)
+                     + f" | {o['accuracy']:.3f} [{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}] | {gap} |")
+    (work / "table.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
