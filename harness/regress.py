@@ -33,7 +33,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from harness.metrics import is_correct, summarize_group
-from harness.report import RESULTS_FILE, _clean, _load_run_meta, _md_table, read_results
+from harness.report import RESULTS_FILE, _clean, load_run_meta, _md_table, read_results
 from harness.types import DataError, SampleResult
 
 SHOW_IDS = 5  # unmatched question ids named in the report; the rest are only counted
@@ -169,7 +169,7 @@ def is_worse(delta: float, p: float, ci_high: float, cfg: RegressConfig) -> bool
 def _load(run_dir: Path) -> tuple[dict[str, Any], list[SampleResult]]:
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: not a directory; expected an evaluation run directory")
-    meta = _load_run_meta(run_dir)
+    meta = load_run_meta(run_dir)
     results = run_dir / RESULTS_FILE
     if not results.is_file():
         raise DataError(f"{results}: not found; the run has written no results")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from harness.metrics import summarize
+from harness.jsonl import iter_objects
 from harness.types import DataError, SampleResult
 
 if TYPE_CHECKING:
@@ -70,18 +71,10 @@ def read_results(path: str | Path) -> list[SampleResult]:
     """
     path = Path(path)
     rows: dict[tuple[str, int], SampleResult] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-            _check_row(raw, where)
-            row = SampleResult.from_dict(raw)
-            rows[(row.id, row.sample)] = row
+    for _, where, raw in iter_objects(path):
+        _check_row(raw, where)
+        row = SampleResult.from_dict(raw)
+        rows[(row.id, row.sample)] = row
     return list(rows.values())
 
 
@@ -96,7 +89,7 @@ def _clean(x: Any) -> Any:
     return x
 
 
-def _load_run_meta(run_dir: Path) -> dict[str, Any]:
+def load_run_meta(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     if not path.is_file():
         raise DataError(f"{path}: not found; is {run_dir} an evaluation run directory?")
@@ -116,7 +109,7 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
     so an unfinished run shows as one), `overall` and `by_type` (see harness.metrics.GroupSummary).
     """
     run_dir = Path(run_dir)
-    meta = _load_run_meta(run_dir)
+    meta = load_run_meta(run_dir)
     results = run_dir / RESULTS_FILE
     if not results.is_file():
         raise DataError(f"{results}: not found; the run has written no results")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.prompts import get_template, render, template_for
+from harness.report import load_run_meta
 from harness.types import DataError, Question
 from models.types import GenConfig, Prompt
 from routers.calibrate import CalibratedRouter
@@ -109,16 +110,7 @@ class ModelSettings:
 
 
 def read_run_meta(run_dir: str | Path) -> dict[str, Any]:
-    path = Path(run_dir) / "run.json"
-    if not path.is_file():
-        raise DataError(f"{path}: not found; is {run_dir} an evaluation run directory?")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: expected a JSON object")
-    return meta
+    return load_run_meta(Path(run_dir))
 
 
 @dataclass

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness.jsonl import iter_objects
 from harness.metrics import percentile
 from harness.questions import file_sha256, load_questions
 from harness.types import DataError, Question
@@ -228,15 +229,8 @@ def read_log(path: Path, ids: set[str]) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     if not path.exists():
         return rows
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+    for _, where, row in iter_objects(path):
+        if not isinstance(row.get("id"), str):
             raise DataError(f"{where}: expected an object with a string 'id'")
         if not isinstance(row.get("answer"), str) or not row["answer"]:
             raise DataError(f"{where}: field 'answer': expected a non-empty string")

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness.jsonl import iter_objects
 from harness.prompts import strip_thinking
 from harness.questions import load_questions
 from harness.report import RESULTS_FILE, read_results
@@ -158,16 +159,7 @@ def read_cot(path: str | Path) -> list[CoTSample]:
         raise DataError(f"{path}: file not found; expected a cot.jsonl written by `tourney distill generate`")
     names = {f.name for f in fields(CoTSample)}
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: malformed JSON ({e.msg}); expected one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for _, where, row in iter_objects(path):
         # Rows written by other tools may leave out what can be derived or is only informative.
         row.setdefault("answer_text", strip_thinking(str(row.get("output", ""))))
         row.setdefault("prompt_tokens", 0)

@@ -13,11 +13,11 @@ are skipped, and no other line is dropped.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
+from harness.jsonl import iter_objects
 from harness.types import DataError
 
 SFT_KEYS = ("id", "question", "type", "solution", "answer", "pass_rate", "mean_logprob", "tokens")
@@ -82,16 +82,7 @@ def read_sft_jsonl(path: str | Path) -> list[dict[str, Any]]:
         lines = path.read_text(encoding="utf-8-sig").splitlines()
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text (byte {e.start}); expected a UTF-8 JSONL file") from None
-    rows = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            raw = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _err(where, None, f"malformed JSON ({e.msg} at column {e.colno})", "one JSON object per line") from None
-        rows.append(_row(raw, where, f"{path.stem}-{n:05d}"))
+    rows = [_row(raw, where, f"{path.stem}-{n:05d}") for n, where, raw in iter_objects(path, "\n".join(lines))]
     if not rows:
         raise DataError(f"{path}: no rows; expected at least one question/solution line")
     return rows

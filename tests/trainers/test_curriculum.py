@@ -127,7 +127,7 @@ def test_bad_sft_lines_are_named_by_file_line_field(tmp_path, line, field):
 def test_malformed_json_and_empty_file(tmp_path):
     path = tmp_path / "sft.jsonl"
     path.write_text('{"question": "ok", "solution": "fine"}\n{oops\n')
-    with pytest.raises(DataError, match=r"sft.jsonl:2: malformed JSON"):
+    with pytest.raises(DataError, match=r"sft.jsonl:2: not valid JSON"):
         read_sft_jsonl(path)
     path.write_text("\n")
     with pytest.raises(DataError, match="no rows"):
