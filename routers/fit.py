@@ -71,7 +71,7 @@ class CalibrateConfig:
     split: float | None = None  # fraction of the dev questions held out
     seed: int = 0  # for the split's permutation
     l2: float = 1.0  # combined router's penalty
-    multi_sample: str = "sum"  # student latency over K samples: "sum" or "max" (see rundata)
+    multi_sample: str = "max"  # student latency over K samples: "max" (drawn together) or "sum" (see rundata)
 
     def __post_init__(self) -> None:
         if (self.heldout_student is None) != (self.heldout_teacher is None):

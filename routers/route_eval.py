@@ -194,7 +194,7 @@ def render_plot(ev: RouteEval) -> bytes:
 
 def run_route_eval(student_run: str | Path, teacher_run: str | Path, out_dir: str | Path, *,
                    router_path: str | Path | None = None, signal: str | None = None,
-                   multi_sample: str = "sum") -> RouteEval:
+                   multi_sample: str = "max") -> RouteEval:
     """Read the runs, evaluate, write route_eval.{json,md,png} into out_dir."""
     router = CalibratedRouter.load(router_path) if router_path else None
     ev = evaluate_routing(routing_data(student_run, teacher_run, multi_sample=multi_sample),

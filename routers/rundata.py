@@ -5,9 +5,10 @@ Per question, in the student run's question order:
 - teacher_correct: the teacher's sample 0;
 - student latency: sample 0's latency; but when the confidence reads several samples
   (self_consistency, answer_agreement_entropy) all K samples had to be produced before routing,
-  so the latency is the SUM over the samples. That is exact when samples are drawn one after
-  another and an upper bound when a server draws them in parallel (`multi_sample="max"` gives
-  the lower bound, the slowest sample alone);
+  so the latency is that of the slowest sample (`multi_sample="max"`, the default): every backend
+  here draws the K samples together (one batch in transformers, `n` in vLLM, concurrent requests
+  to a server), and each sample records that shared wait. `multi_sample="sum"` is for samples
+  drawn one after another;
 - teacher latency: the teacher's sample 0;
 - every signal of routers.signals and every question feature, computed once from the student's
   rows (runs record no option scores, so the multiple-choice signals are always unavailable).
@@ -64,7 +65,7 @@ class RoutingData:
     features: list[dict[str, float | None]]  # every FEATURE_NAMES value per question
     student_run: str = ""
     teacher_run: str = ""
-    multi_sample: str = "sum"
+    multi_sample: str = "max"
     _avail: list[str] | None = field(default=None, repr=False)
 
     @property
@@ -116,7 +117,7 @@ def _missing(ids: Sequence[str]) -> str:
     return f"{len(ids)} question(s) ({shown}{', ...' if len(ids) > 5 else ''})"
 
 
-def routing_data(student_run: str | Path, teacher_run: str | Path, *, multi_sample: str = "sum") -> RoutingData:
+def routing_data(student_run: str | Path, teacher_run: str | Path, *, multi_sample: str = "max") -> RoutingData:
     """Read both runs and align them by question id. Both must hold the same questions: a
     question only one of them answered is an error (never silently dropped)."""
     if multi_sample not in MULTI_SAMPLE:

@@ -56,8 +56,11 @@ def test_arrays_follow_sample_zero_and_latency_conventions(tmp_path):
     assert d.student_correct.tolist() == [float(r["correct"]) for r in first]
     assert d.teacher_correct.tolist() == [float(r["correct"]) for r in t_rows]
     assert d.student_latency(["mean_logprob"]).tolist() == [r["latency_s"] for r in first]
-    # self-consistency needs both samples before routing: their latencies add up
-    assert d.student_latency(["self_consistency"]).tolist() == pytest.approx([r["latency_s"] + 0.5 for r in first])
+    # self-consistency needs both samples before routing: drawn together, the slowest one counts
+    assert d.student_latency(["self_consistency"]).tolist() == pytest.approx([max(r["latency_s"], 0.5) for r in first])
+    # drawn one after another, their latencies add up
+    summed = routing_data(s, t, multi_sample="sum")
+    assert summed.student_latency(["self_consistency"]).tolist() == pytest.approx([r["latency_s"] + 0.5 for r in first])
     assert d.samples == 2
     assert "mc_probability" not in d.available_signals() and "self_consistency" in d.available_signals()
 
@@ -69,7 +72,7 @@ def test_reports_equal_routers_metrics_on_the_same_arrays(tmp_path):
     tc = [r["correct"] for r in t_rows]
     types = [r["type"] for r in first]
     tl = [r["latency_s"] for r in t_rows]
-    ev = evaluate_routing(routing_data(s, t))
+    ev = evaluate_routing(routing_data(s, t, multi_sample="sum"))
     conf = [float(np.mean(r["token_logprobs"])) for r in first]  # mean_logprob, by hand
     want = routing_report(conf, sc, tc, types, [r["latency_s"] for r in first], tl)
     assert ev.reports["mean_logprob"].to_dict() == want.to_dict()
