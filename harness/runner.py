@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,7 +23,16 @@ from harness.scoring import score
 from harness.types import DataError, Question, SampleResult
 from models.types import Backend, GenConfig, Generation
 
-PACKAGE_VERSION = "0.1.0"
+
+
+def _package_version() -> str:
+    """The installed distribution's version (pyproject.toml is its one source)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tourney")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,7 @@ def _prepare_dir(cfg: EvalConfig, data_sha: str, n_questions: int, overwrite: bo
         "generation": {"max_tokens": cfg.max_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p,
                        "samples": cfg.samples, "seed": cfg.seed, "logprobs": cfg.logprobs},
         "template": cfg.template or ("auto-chat" if cfg.chat else "auto"),
-        "package_version": PACKAGE_VERSION,
+        "package_version": _package_version(),
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "n_questions": n_questions,
         "identity": identity,
@@ -196,11 +205,3 @@ def run_eval(
             progress(finished, len(questions))
     _compact(results, questions)
     return write_reports(out)
-
-
-def errors_in(report: dict[str, Any]) -> int:
-    return int(report.get("overall", {}).get("errors") or 0)
-
-
-def config_dict(cfg: EvalConfig) -> dict[str, Any]:
-    return asdict(cfg)
