@@ -24,7 +24,6 @@ from harness.types import DataError, Question, SampleResult
 from models.types import Backend, GenConfig, Generation
 
 
-
 def _package_version() -> str:
     """The installed distribution's version (pyproject.toml is its one source)."""
     from importlib.metadata import PackageNotFoundError, version
