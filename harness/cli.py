@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from harness.cli_utils import backend_options, friendly_errors, parse_model_args, with_backend
+from harness.cli_utils import friendly_errors, parse_model_args, with_backend
+from models.registry import default_options
 
 MINI_TEST = Path(__file__).resolve().parent / "data" / "mini" / "test.jsonl"
 
@@ -47,7 +48,7 @@ def eval_cmd(model, data, out, limit, samples, concurrency, batch_size, max_toke
     from harness.report import render_markdown
     from harness.runner import EvalConfig, run_eval
 
-    args, chunk = backend_options(model, chat, batch_size, concurrency)
+    args, chunk = default_options(model, chat, batch_size, concurrency)
     args.update(parse_model_args(model_args))
     cfg = EvalConfig(model=model, data=data, out=out, limit=limit, samples=samples, max_tokens=max_tokens,
                      temperature=temperature, top_p=top_p, seed=seed, logprobs=logprobs, template=template,

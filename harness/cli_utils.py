@@ -59,23 +59,6 @@ def progress_bar(description: str):
     return bar, update
 
 
-def backend_options(spec: str, chat: bool, batch_size: int, concurrency: int) -> tuple[dict[str, Any], int]:
-    """Backend options and the chunk size (questions per backend call) for a spec: a server
-    backend needs at least `concurrency` questions per call to keep its requests in flight."""
-    from models.registry import parse_spec
-
-    kind = parse_spec(spec).kind
-    args: dict[str, Any] = {}
-    if kind == "openai":
-        args.update(concurrency=concurrency, chat=chat)
-        return args, max(batch_size, concurrency)
-    if kind in ("hf", "vllm", "gguf"):
-        args["chat"] = chat
-        if kind == "hf":
-            args["batch_size"] = batch_size
-    return args, batch_size
-
-
 def with_backend(spec: str, options: dict[str, Any], label: str, work: Callable[[Any, Callable], Any]) -> Any:
     """Load a backend, check it answers (servers), run `work(backend, progress)` under a progress
     bar, and close the backend whatever happens."""

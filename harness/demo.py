@@ -6,7 +6,7 @@ from typing import Callable
 
 from harness.report import render_comparison_table
 from harness.runner import EvalConfig, run_eval
-from models.registry import ALIASES, MINI_DIR, load_backend
+from models.registry import ALIASES, MINI_DIR
 
 MINI_TEST = Path(__file__).resolve().parent / "data" / "mini" / "test.jsonl"
 # Longest gold solution in the miniature set is ~60 tokens; 96 leaves room for a wandering model.
@@ -23,7 +23,7 @@ def run_demo(out: str, limit: int | None = None, overwrite: bool = False,
              echo: Callable[[str], None] = print) -> dict[str, dict]:
     from rich.console import Console
 
-    from harness.cli_utils import progress_bar
+    from harness.cli_utils import with_backend
     from harness.report import rich_comparison
 
     models = demo_models()
@@ -33,11 +33,8 @@ def run_demo(out: str, limit: int | None = None, overwrite: bool = False,
     for alias in models:
         cfg = EvalConfig(model=alias, data=str(MINI_TEST), out=str(Path(out) / alias), limit=limit,
                          max_tokens=DEMO_MAX_TOKENS, chunk_size=50)
-        backend = load_backend(alias, batch_size=50)
-        bar, update = progress_bar(f"{alias:>15}")
-        with bar:
-            reports[alias] = run_eval(cfg, backend, overwrite=overwrite, progress=update)
-        backend.close()
+        reports[alias] = with_backend(alias, {"batch_size": 50}, f"{alias:>15}", lambda backend, progress: run_eval(
+            cfg, backend, overwrite=overwrite, progress=progress))
     Console().print(rich_comparison(reports))
     table = render_comparison_table(reports)
     (Path(out) / "comparison.md").write_text(

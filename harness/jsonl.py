@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from harness.types import DataError
 
@@ -26,3 +27,22 @@ def iter_objects(path: str | Path, text: str | None = None) -> Iterator[tuple[in
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
         yield lineno, where, row
+
+
+def append_objects(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Append rows in one write and fsync, so a kill leaves whole lines and at most one torn tail."""
+    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def cut_torn_tail(path: Path) -> None:
+    """A kill during a write can leave a last line without its newline: drop that partial line."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)

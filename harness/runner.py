@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness.jsonl import append_objects, cut_torn_tail
 from harness.prompts import get_template, render, template_for
 from harness.questions import file_sha256, load_questions
 from harness.report import RESULTS_FILE, RUN_FILE, read_results, write_reports
@@ -77,24 +78,6 @@ class EvalConfig:
 
 
 # -- results file ---------------------------------------------------------------------------
-
-def _cut_torn_tail(path: Path) -> None:
-    """A kill during a write can leave a last line without its newline: drop that partial line."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-
-
-def _append_rows(path: Path, rows: Sequence[SampleResult]) -> None:
-    payload = "".join(json.dumps(r.to_dict(), ensure_ascii=False) + "\n" for r in rows)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-
 
 def _compact(path: Path, questions: Sequence[Question]) -> None:
     """Rewrite results.jsonl in question order, last row per (id, sample); atomic via rename."""
@@ -180,7 +163,7 @@ def run_eval(
     data_sha = file_sha256(cfg.data) if Path(cfg.data).exists() else "n/a"
     out = _prepare_dir(cfg, data_sha, len(questions), overwrite)
     results = out / RESULTS_FILE
-    _cut_torn_tail(results)
+    cut_torn_tail(results)
     done = {(r.id, r.sample) for r in read_results(results) if r.error is None} if results.exists() else set()
 
     chunks = [questions[i : i + cfg.chunk_size] for i in range(0, len(questions), cfg.chunk_size)]
@@ -198,7 +181,7 @@ def run_eval(
         gens = _generate(backend, chunk, prompts, cfg.gen_config(stop))
         new_rows = [row for q, g in zip(chunk, gens, strict=True) for row in _rows_for(q, g)
                     if (row.id, row.sample) not in done]
-        _append_rows(results, new_rows)
+        append_objects(results, (r.to_dict() for r in new_rows))
         finished += len(chunk)
         if progress:
             progress(finished, len(questions))

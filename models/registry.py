@@ -51,3 +51,16 @@ def load_backend(spec: str, **options: Any) -> Backend:
         hint = f" (pip install 'tourney[{extra}]')" if extra else ""
         raise BackendError(f"model spec {spec!r} needs a package that is not installed: {exc}{hint}") from exc
     return getattr(module, factory_name)(parsed, **options)
+
+
+def default_options(spec: str, chat: bool = False, batch_size: int = 16, concurrency: int = 8) -> tuple[dict[str, Any], int]:
+    """Backend options for a spec, and the chunk size (questions per backend call): a server
+    backend needs at least `concurrency` questions per call to keep its requests in flight."""
+    kind = parse_spec(spec).kind
+    if kind == "openai":
+        return {"concurrency": concurrency, "chat": chat}, max(batch_size, concurrency)
+    if kind == "hf":
+        return {"chat": chat, "batch_size": batch_size}, batch_size
+    if kind in ("vllm", "gguf"):
+        return {"chat": chat}, batch_size
+    return {}, batch_size

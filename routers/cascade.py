@@ -234,18 +234,13 @@ def backend_options(settings: ModelSettings, *, concurrency: int = 8,
                     request_timeout_s: float | None = None) -> dict[str, Any]:
     """Backend options for a model, as `tourney eval` picks them. An OpenAI-compatible server gets
     a per-request timeout and no retries when request_timeout_s is given (a deadline to keep)."""
-    from models.registry import parse_spec
+    from models.registry import default_options, parse_spec
 
-    kind = parse_spec(settings.spec).kind
-    opts = dict(settings.model_args)
-    if kind == "openai":
-        opts.setdefault("concurrency", concurrency)
-        opts.setdefault("chat", settings.chat)
-        if request_timeout_s is not None:
-            opts.setdefault("timeout_s", request_timeout_s)
-            opts.setdefault("max_retries", 0)
-    elif kind in ("hf", "vllm", "gguf"):
-        opts.setdefault("chat", settings.chat)
+    opts, _ = default_options(settings.spec, chat=settings.chat, concurrency=concurrency)
+    opts.update(settings.model_args)
+    if parse_spec(settings.spec).kind == "openai" and request_timeout_s is not None:
+        opts.setdefault("timeout_s", request_timeout_s)
+        opts.setdefault("max_retries", 0)
     return opts
 
 

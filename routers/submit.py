@@ -35,7 +35,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -43,7 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.jsonl import iter_objects
+from harness.jsonl import append_objects, cut_torn_tail, iter_objects
 from harness.metrics import percentile
 from harness.questions import file_sha256, load_questions
 from harness.types import DataError, Question
@@ -217,13 +216,6 @@ class SubmitSummary:
         return asdict(self)
 
 
-def _cut_torn_tail(path: Path) -> None:
-    data = path.read_bytes() if path.exists() else b""
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
-
-
 def read_log(path: Path, ids: set[str]) -> dict[str, dict[str, Any]]:
     """Answered rows by id (the last row of an id wins); a bad row raises DataError naming it."""
     rows: dict[str, dict[str, Any]] = {}
@@ -238,13 +230,6 @@ def read_log(path: Path, ids: set[str]) -> dict[str, dict[str, Any]]:
             raise DataError(f"{where}: id {row['id']!r} is not in the question file; is this another submission's log?")
         rows[row["id"]] = row
     return rows
-
-
-def _append(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _prepare(cfg: SubmitConfig, overwrite: bool) -> Path:
@@ -306,7 +291,7 @@ def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Ques
         questions = load_submit_questions(cfg.questions)
     out = _prepare(cfg, overwrite)
     log = out / LOG_FILE
-    _cut_torn_tail(log)
+    cut_torn_tail(log)
     rows = read_log(log, {q.id for q in questions})
     prior = max((float(r.get("spent_s") or 0.0) for r in rows.values()), default=0.0)
     start = time.monotonic()
@@ -320,7 +305,7 @@ def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Ques
         for fut in as_completed(futures):
             row = fut.result().to_dict()
             row["spent_s"] = round(prior + time.monotonic() - start, 6)
-            _append(log, row)
+            append_objects(log, [row])
             rows[row["id"]] = row
             if progress:
                 progress(len(rows), len(questions))

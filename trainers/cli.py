@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from harness.cli_utils import backend_options, friendly_errors, parse_model_args, with_backend
+from harness.cli_utils import friendly_errors, parse_model_args, with_backend
+from models.registry import default_options
 
 
 @click.group("distill")
@@ -37,7 +38,7 @@ def distill_generate(teacher, data, out, samples, temperature, max_tokens, limit
     """Have the teacher answer DATA with its reasoning; write OUT/cot.jsonl."""
     from trainers.cot import CoTConfig, generate_cot, load_cot_questions
 
-    args, chunk = backend_options(teacher, chat, batch_size, concurrency)
+    args, chunk = default_options(teacher, chat, batch_size, concurrency)
     args.update(parse_model_args(model_args))
     cfg = CoTConfig(model=teacher, data=data, out=out, samples=samples, temperature=temperature,
                     max_tokens=max_tokens, logprobs=0 if logprobs else None, chat=chat, template=template,
