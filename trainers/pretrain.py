@@ -49,7 +49,13 @@ def encode_examples(tokenizer, rows: Sequence[dict]) -> list[tuple[list[int], in
     out = []
     for r in rows:
         prompt_ids = tokenizer(PROMPT.format(question=r["question"])).input_ids
-        answer_ids = tokenizer(" " + r["solution"]).input_ids + [tokenizer.eos_token_id]
+        # The answer follows "Answer:" as a model writes it there: teacher outputs already start
+        # with that space (generation continues the prompt), gold solutions do not. Adding one
+        # more would train on "Answer:  20", a text the teacher never sees, so its logits for
+        # KD at those positions would be off-distribution and the student would learn the gap.
+        solution = r["solution"]
+        sep = "" if solution[:1].isspace() else " "
+        answer_ids = tokenizer(sep + solution).input_ids + [tokenizer.eos_token_id]
         out.append((prompt_ids + answer_ids, len(prompt_ids)))
     return out
 
