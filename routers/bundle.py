@@ -24,7 +24,7 @@ FORMAT = "tourney-router/1"
 # Signals that read the token logprobs of the first sample, and those that compare samples.
 LOGPROB_SIGNALS = frozenset({"mean_logprob", "min_logprob", "answer_logprob_mean",
                              "answer_logprob_min", "entropy_proxy"})
-SAMPLE_SIGNALS = frozenset({"self_consistency", "answer_agreement_entropy"})
+SAMPLE_SIGNALS = frozenset({"self_consistency", "answer_agreement", "answer_agreement_entropy", "mean_length"})
 CHOICE_SIGNALS = frozenset({"mc_probability", "mc_margin"})
 
 

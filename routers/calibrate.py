@@ -5,9 +5,18 @@ function scans the thresholds that change the outcome (see metrics.threshold_can
 reachable teacher share, questions of equal confidence always escalated together) and returns
 one of them, so the dev-set figures quoted with it are exactly what it does on the dev set.
 Only the questions' ranking matters, so any confidence works: a probability, a logprob, a count.
+
+Ties: a threshold cannot split questions of equal confidence, and discrete signals tie a lot
+(five samples that all agree; solutions of the same length), so a teacher-share target inside a
+tie would be unreachable. A router with `split_ties` adds TIE_EPS times a number in [0, 1) drawn
+from a hash of the question text to every confidence: tied questions are then ordered
+arbitrarily but reproducibly (the same question always gets the same nudge, on dev, held-out
+and in `tourney submit`), and questions whose confidences differ by more than TIE_EPS keep
+their order.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -24,6 +33,21 @@ from routers.metrics import (
 from routers.signals import FEATURE_NAMES, ChoiceLogliks, compute_signals, oriented
 
 TARGET_KINDS = ("teacher_share", "accuracy", "latency")
+TIE_EPS = 1e-9  # below any gap between confidences that mean something, above float resolution
+
+
+def tie_jitter(question: str) -> float:
+    """A number in [0, 1) fixed by the question text (see the module doc on ties)."""
+    return int.from_bytes(hashlib.sha256(question.encode("utf-8")).digest()[:8], "big") / 2.0 ** 64
+
+
+def split_ties(conf: ArrayLike, questions: Sequence[str]) -> np.ndarray:
+    """Confidences nudged by each question's jitter; -inf and NaN stay as they are."""
+    (c,) = as_arrays(conf)
+    if len(questions) != c.size:
+        raise ValueError(f"{len(questions)} question texts for {c.size} confidences")
+    jitter = np.array([tie_jitter(q) for q in questions])
+    return np.where(np.isfinite(c), c + TIE_EPS * jitter, c)
 LATENCY_STATS = ("mean", "p95")
 
 
@@ -114,6 +138,7 @@ class CalibratedRouter:
     heldout: CascadeFigures | None = None  # set by evaluate() on questions not used to choose
     relative: bool = False  # accuracy target given as a fraction of the teacher's accuracy
     latency_stat: str = "mean"  # "mean" | "p95", for a latency target
+    split_ties: bool = False  # confidences carry the question's tie jitter (module doc)
     _combined: CombinedRouter | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -135,10 +160,15 @@ class CalibratedRouter:
         """The confidence of one question's student samples; None when a single signal is
         unavailable for it (to_teacher then escalates: no evidence, no trust)."""
         if self._combined is not None:
-            return self._combined.confidence(rows, choice_logliks=choice_logliks, question_text=question_text)
-        name = str(self.model)
-        value = compute_signals(rows, [name], choice_logliks=choice_logliks, question_text=question_text)[name]
-        return oriented(name, value)
+            conf = self._combined.confidence(rows, choice_logliks=choice_logliks, question_text=question_text)
+        else:
+            name = str(self.model)
+            value = compute_signals(rows, [name], choice_logliks=choice_logliks, question_text=question_text)[name]
+            conf = oriented(name, value)
+        if conf is None or not self.split_ties or not math.isfinite(conf):
+            return conf
+        text = question_text if question_text is not None else min(rows, key=lambda r: r.sample).question
+        return conf + TIE_EPS * tie_jitter(text)
 
     def to_teacher(self, confidence: float | None) -> bool:
         return confidence is None or confidence < self.threshold
@@ -156,7 +186,7 @@ class CalibratedRouter:
                 "threshold": _float_to_json(self.threshold), "signals": list(self.signals),
                 "model": self.model, "dev": asdict(self.dev),
                 "heldout": None if self.heldout is None else asdict(self.heldout),
-                "relative": self.relative, "latency_stat": self.latency_stat}
+                "relative": self.relative, "latency_stat": self.latency_stat, "split_ties": self.split_ties}
 
     @classmethod
     def from_dict(cls, d: Any) -> "CalibratedRouter":
@@ -188,6 +218,7 @@ class CalibratedRouter:
             heldout=None if heldout is None else _figures(heldout, "heldout"),
             relative=get("relative", (bool,), "true or false", False),
             latency_stat=get("latency_stat", (str,), "a string", "mean"),
+            split_ties=get("split_ties", (bool,), "true or false", False),
         )
 
     def save(self, path: str | Path) -> None:
@@ -226,12 +257,15 @@ def _figures(d: dict[str, Any], where: str) -> CascadeFigures:
 def calibrate(conf: ArrayLike, student_correct: ArrayLike, teacher_correct: ArrayLike, *,
               kind: str, value: float, model: CombinedRouter | dict[str, Any] | str,
               student_latency: ArrayLike | None = None, teacher_latency: ArrayLike | None = None,
-              relative: bool = False, stat: str = "mean") -> CalibratedRouter:
+              relative: bool = False, stat: str = "mean", questions: Sequence[str] | None = None) -> CalibratedRouter:
     """Choose the threshold for one target on dev-set confidences and record the dev figures.
 
     `conf` must come from `model` (its oriented value for a single signal): the threshold is only
-    meaningful on the scale it was chosen on.
+    meaningful on the scale it was chosen on. With `questions` (the dev question texts, in
+    order) the router splits ties (module doc).
     """
+    if questions is not None:
+        conf = split_ties(conf, questions)
     if kind == "teacher_share":
         threshold = threshold_for_teacher_share(conf, value)
     elif kind == "accuracy":
@@ -247,4 +281,5 @@ def calibrate(conf: ArrayLike, student_correct: ArrayLike, teacher_correct: Arra
     signals = [model] if isinstance(model, str) else list(model.get("features", []))
     dev = cascade_figures(conf, threshold, student_correct, teacher_correct, student_latency, teacher_latency)
     return CalibratedRouter(target_kind=kind, target_value=float(value), threshold=threshold,
-                            signals=signals, model=model, dev=dev, relative=relative, latency_stat=stat)
+                            signals=signals, model=model, dev=dev, relative=relative, latency_stat=stat,
+                            split_ties=questions is not None)

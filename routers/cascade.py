@@ -27,7 +27,7 @@ from typing import Any, Sequence
 from harness.scoring import extract_answer, extract_choice, score
 from harness.types import Question, SampleResult
 from models.types import Backend, Generation, Prompt
-from routers.bundle import CHOICE_SIGNALS, ModelSettings, RouterBundle, needs_logprobs, needs_samples
+from routers.bundle import CHOICE_SIGNALS, SAMPLE_SIGNALS, ModelSettings, RouterBundle, needs_logprobs, needs_samples
 from routers.calibrate import CalibratedRouter
 
 MODES = ("speed", "accuracy", "balanced")
@@ -152,7 +152,7 @@ class Cascade:
         self.teacher_settings = teacher_settings or ModelSettings(spec=getattr(teacher, "spec", "teacher"))
         self.signals = list(router.signals) if router is not None else []
         if mode == "balanced" and needs_samples(self.signals) and self.student_settings.samples < 2:
-            raise ValueError(f"the router reads {sorted(set(self.signals) & {'self_consistency', 'answer_agreement_entropy'})}, "
+            raise ValueError(f"the router reads {sorted(set(self.signals) & SAMPLE_SIGNALS)}, "
                              "which need several student samples, but the student's settings have samples=1")
 
     # -- the two calls ------------------------------------------------------------------------

@@ -18,21 +18,24 @@ def route() -> None:
 @click.option("--teacher", required=True, type=click.Path(exists=True, file_okay=False), help="Dev teacher run directory (same questions).")
 @click.option("--target", required=True, help="share=F | accuracy=F | latency_mean=S | latency_p95=S.")
 @click.option("--absolute", is_flag=True, help="Read accuracy=F as an absolute accuracy, not a fraction of the teacher's.")
-@click.option("--signals", default=None, help="Comma-separated signal names; one name uses that signal, several or 'combined' fit a combined router (default: all available, combined).")
+@click.option("--signals", default=None, help="Comma-separated signal names; one name uses that signal, several or 'combined' (all available) fit a combined router; 'auto' (default) picks by cross-validated APGR on dev.")
 @click.option("--heldout-student", type=click.Path(exists=True, file_okay=False), default=None, help="Held-out student run.")
 @click.option("--heldout-teacher", type=click.Path(exists=True, file_okay=False), default=None, help="Held-out teacher run.")
 @click.option("--split", type=float, default=None, help="Hold out this fraction of the dev questions instead.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --split permutation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --split permutation and the --signals auto folds.")
+@click.option("--split-ties/--no-split-ties", default=True, show_default=True,
+              help="For a share target: order questions of equal confidence by a hash of their text, so any teacher share is reachable.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="ROUTER.json to write.")
 @friendly_errors
-def route_calibrate(student, teacher, target, absolute, signals, heldout_student, heldout_teacher, split, seed, out) -> None:
+def route_calibrate(student, teacher, target, absolute, signals, heldout_student, heldout_teacher, split, seed,
+                    split_ties, out) -> None:
     """Choose a router and its threshold for a target on dev runs; report how it holds on held-out ones."""
     from routers.fit import CalibrateConfig, calibrate_runs, describe
 
     names = tuple(s.strip() for s in signals.split(",") if s.strip()) if signals else None
     cfg = CalibrateConfig(student=student, teacher=teacher, target=target, out=out, absolute=absolute,
                           signals=names, heldout_student=heldout_student, heldout_teacher=heldout_teacher,
-                          split=split, seed=seed)
+                          split=split, seed=seed, split_ties=split_ties)
     click.echo(describe(calibrate_runs(cfg)))
     click.echo(f"wrote {out}")
 

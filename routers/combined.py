@@ -11,6 +11,14 @@ Data conventions, each chosen so that a missing signal never silently fakes info
   standardisation is 0, so a missing value moves the prediction neither way;
 - features are standardised with the mean and standard deviation of their observed dev values
   (a constant feature keeps scale 1 and gets weight 0 from the penalty).
+
+With a `primary` signal the regression only breaks that signal's ties: the confidence is the
+primary's oriented value plus `primary_step` times the predicted probability, and primary_step is
+half the smallest gap between the primary's distinct dev values, so the primary's order is kept
+and the questions it cannot tell apart (five samples that all agree) are ordered by the rest.
+A discrete signal alone cannot be calibrated to a teacher share that falls inside a tie (20% of
+the questions at one value means 0% or 20%, nothing between); the tie-broken one can. Where the
+primary is missing the confidence is -inf (no evidence: escalate), as for a single signal.
 """
 from __future__ import annotations
 
@@ -21,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from harness.types import SampleResult
-from routers.signals import ChoiceLogliks, FEATURE_NAMES, check_names, compute_signals
+from routers.signals import ChoiceLogliks, FEATURE_NAMES, check_names, compute_signals, oriented
 
 KIND = "logistic_regression"
 
@@ -90,9 +98,13 @@ class CombinedRouter:
     bias: float
     l2: float = 1.0
     unavailable: list[str] = field(default_factory=list)  # asked for, but absent on the dev set
+    primary: str | None = None  # when set, the regression only breaks this signal's ties
+    primary_step: float = 0.0  # < half the smallest gap between the primary's distinct dev values
 
     def __post_init__(self) -> None:
         check_names(self.features)
+        if self.primary is not None and (self.primary not in self.features or not self.primary_step > 0):
+            raise ValueError("field 'primary': must be one of the features, with primary_step > 0")
         d = len(self.features)
         for name in ("mean", "scale", "weights"):
             if len(getattr(self, name)) != d:
@@ -102,9 +114,11 @@ class CombinedRouter:
 
     @classmethod
     def fit(cls, feature_rows: Sequence[Mapping[str, float | None]], correct: Sequence[bool],
-            names: Sequence[str], *, l2: float = 1.0, max_iter: int = 100) -> "CombinedRouter":
+            names: Sequence[str], *, l2: float = 1.0, max_iter: int = 100,
+            primary: str | None = None) -> "CombinedRouter":
         """Fit on dev questions: one mapping of feature values per question (compute_signals gives
-        it) and whether the student got that question right."""
+        it) and whether the student got that question right. With `primary`, the model breaks
+        that signal's ties (module doc); it must be among `names` and available on dev."""
         check_names(names)
         if l2 <= 0:
             raise ValueError(f"l2 must be > 0 (it keeps separable data finite), got {l2}")
@@ -125,15 +139,28 @@ class CombinedRouter:
         scale[~(scale > 0)] = 1.0
         z = np.nan_to_num((x - mean) / scale, nan=0.0)  # imputed with the mean: 0 once standardised
         w, b = fit_logistic(z, y, l2, max_iter)
+        step = 0.0
+        if primary is not None:
+            if primary not in used:
+                raise ValueError(f"primary signal {primary!r} is not among the available features {used}")
+            values = np.unique([v for v in (_value(oriented(primary, row.get(primary))) for row in feature_rows)
+                                if not math.isnan(v)])
+            step = float(np.min(np.diff(values))) / 2 if values.size > 1 else 1.0
         return cls(features=used, mean=mean.tolist(), scale=scale.tolist(), weights=w.tolist(),
-                   bias=b, l2=l2, unavailable=[n for n, ok in zip(names, present) if not ok])
+                   bias=b, l2=l2, unavailable=[n for n, ok in zip(names, present) if not ok],
+                   primary=primary, primary_step=step)
 
     def predict(self, feature_rows: Sequence[Mapping[str, float | None]]) -> np.ndarray:
         """P(student right) for each mapping of feature values; missing ones take the mean."""
         x = np.array([[_value(row.get(n)) for n in self.features] for row in feature_rows], dtype=float)
         x = x.reshape(len(feature_rows), len(self.features))
         z = np.nan_to_num((x - np.asarray(self.mean)) / np.asarray(self.scale), nan=0.0)
-        return _sigmoid(self.bias + z @ np.asarray(self.weights))
+        p = _sigmoid(self.bias + z @ np.asarray(self.weights))
+        if self.primary is None:
+            return p
+        # 0.999: p may round to 1.0, which must stay below the next primary value, not reach it
+        first = np.array([_value(oriented(self.primary, row.get(self.primary))) for row in feature_rows], dtype=float)
+        return np.where(np.isnan(first), -np.inf, first + 0.999 * self.primary_step * p)
 
     def confidence_from_features(self, values: Mapping[str, float | None]) -> float:
         return float(self.predict([values])[0])
@@ -146,9 +173,12 @@ class CombinedRouter:
         return self.confidence_from_features(values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": KIND, "features": list(self.features), "unavailable": list(self.unavailable),
-                "mean": list(self.mean), "scale": list(self.scale), "weights": list(self.weights),
-                "bias": self.bias, "l2": self.l2}
+        d = {"kind": KIND, "features": list(self.features), "unavailable": list(self.unavailable),
+             "mean": list(self.mean), "scale": list(self.scale), "weights": list(self.weights),
+             "bias": self.bias, "l2": self.l2}
+        if self.primary is not None:
+            d.update(primary=self.primary, primary_step=self.primary_step)
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> "CombinedRouter":
@@ -171,12 +201,16 @@ class CombinedRouter:
                 raise ValueError(f"field {name!r}: expected a list of signal names, got {v!r:.80}")
             return list(v)
 
-        for name in ("bias", "l2"):
+        for name in ("bias", "l2") + (("primary_step",) if "primary" in d else ()):
             if not _is_number(d.get(name)):
                 raise ValueError(f"field {name!r}: expected a number, got {d.get(name)!r:.80}")
+        primary = d.get("primary")
+        if primary is not None and primary not in FEATURE_NAMES:
+            raise ValueError(f"field 'primary': expected a signal name, got {primary!r:.80}")
         return cls(features=names("features"), mean=numbers("mean"), scale=numbers("scale"),
                    weights=numbers("weights"), bias=float(d["bias"]), l2=float(d["l2"]),
-                   unavailable=names("unavailable", []))
+                   unavailable=names("unavailable", []), primary=primary,
+                   primary_step=float(d["primary_step"]) if primary is not None else 0.0)
 
 
 def _is_number(x: Any) -> bool:

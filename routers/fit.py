@@ -6,8 +6,9 @@ Targets (`--target`, one of):
     latency_mean=0.5   keep the cascade's mean latency per question within 0.5 s
     latency_p95=1.2    keep its 95th percentile within 1.2 s
 Signals (`--signals`): a single name uses that signal as the confidence; several names, or
-"combined", fit a logistic regression (routers.combined) over them ("combined" and the default:
-every signal available on the dev run, question features included).
+"combined", fit a logistic regression (routers.combined) over them ("combined": every signal
+available on the dev run, question features included). "auto", the default, chooses among single
+signals and combined sets by cross-validated APGR on dev (routers.select) and records the scores.
 
 Held-out figures come from `--heldout-student/--heldout-teacher` runs, or from `--split F`, which
 holds out the fraction F of the dev run's questions (seeded permutation by question) and
@@ -24,6 +25,7 @@ from routers.bundle import ModelSettings, RouterBundle
 from routers.calibrate import CalibratedRouter, calibrate
 from routers.combined import CombinedRouter
 from routers.rundata import RoutingData, routing_data
+from routers.select import Candidate, chosen, select_signals
 from routers.signals import FEATURE_NAMES
 
 TARGET_NAMES = {"share": "teacher_share", "teacher_share": "teacher_share", "accuracy": "accuracy",
@@ -65,12 +67,13 @@ class CalibrateConfig:
     target: str  # e.g. "share=0.3" (see module doc)
     out: str  # ROUTER.json to write
     absolute: bool = False  # accuracy target is absolute, not relative to the teacher
-    signals: tuple[str, ...] | None = None  # None or ("combined",): all available, combined
+    signals: tuple[str, ...] | None = None  # None or ("auto",): chosen on dev; ("combined",): all available
     heldout_student: str | None = None
     heldout_teacher: str | None = None
     split: float | None = None  # fraction of the dev questions held out
     seed: int = 0  # for the split's permutation
     l2: float = 1.0  # combined router's penalty
+    split_ties: bool = True  # order tied confidences by a hash of the question (routers.calibrate)
     multi_sample: str = "max"  # student latency over K samples: "max" (drawn together) or "sum" (see rundata)
 
     def __post_init__(self) -> None:
@@ -82,9 +85,11 @@ class CalibrateConfig:
             if not 0 < self.split < 1:
                 raise ValueError(f"--split must be in (0, 1), got {self.split}")
         if self.signals is not None:
-            bad = [s for s in self.signals if s != "combined" and s not in FEATURE_NAMES]
+            bad = [s for s in self.signals if s not in ("combined", "auto") and s not in FEATURE_NAMES]
             if bad or not self.signals:
-                raise ValueError(f"unknown signal(s) {bad}; known: combined, {', '.join(FEATURE_NAMES)}")
+                raise ValueError(f"unknown signal(s) {bad}; known: auto, combined, {', '.join(FEATURE_NAMES)}")
+            if "auto" in self.signals and len(self.signals) > 1:
+                raise ValueError("--signals auto chooses the signals itself; give it alone")
         Target.parse(self.target, self.absolute)
 
 
@@ -100,8 +105,13 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     return [i for i in range(n) if i not in held_set], held
 
 
-def fit_router(dev: RoutingData, target: Target, signals: tuple[str, ...] | None, *, l2: float = 1.0) -> CalibratedRouter:
-    """A single signal or a combined router, with the threshold for `target` on `dev`."""
+def fit_router(dev: RoutingData, target: Target, signals: tuple[str, ...] | None, *, l2: float = 1.0,
+               primary: str | None = None, split_ties: bool = True) -> CalibratedRouter:
+    """A single signal or a combined router (breaking `primary`'s ties when given), with the
+    threshold for `target` on `dev`. For a teacher-share target, ties left after that are split by
+    question (calibrate doc); accuracy and latency targets keep ties whole: their threshold sits
+    at a tie's edge, and a split tie would escalate an arbitrary part of it on other data."""
+    split = split_ties and target.kind == "teacher_share"
     available = dev.available_signals()
     if signals is not None and len(signals) == 1 and signals[0] != "combined":
         name = signals[0]
@@ -116,12 +126,13 @@ def fit_router(dev: RoutingData, target: Target, signals: tuple[str, ...] | None
         missing = [s for s in names if s not in available]
         if missing and signals is not None and "combined" not in signals:
             raise ValueError(f"signal(s) {missing} have no value on the dev run {dev.student_run}")
-        model = CombinedRouter.fit(dev.features, dev.student_correct.astype(bool), names, l2=l2)
+        model = CombinedRouter.fit(dev.features, dev.student_correct.astype(bool), names, l2=l2, primary=primary)
         conf = model.predict(dev.features)
         used = list(model.features)
     return calibrate(conf, dev.student_correct, dev.teacher_correct, kind=target.kind, value=target.value,
                      model=model, student_latency=dev.student_latency(used),
-                     teacher_latency=dev.teacher_latency, relative=target.relative, stat=target.stat)
+                     teacher_latency=dev.teacher_latency, relative=target.relative, stat=target.stat,
+                     questions=[rows[0].question for rows in dev.student_rows] if split else None)
 
 
 def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
@@ -140,7 +151,14 @@ def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
         if cfg.heldout_student is not None:
             heldout = routing_data(cfg.heldout_student, cfg.heldout_teacher, multi_sample=cfg.multi_sample)
             info.update(heldout_student_run=cfg.heldout_student, heldout_teacher_run=cfg.heldout_teacher)
-    router = fit_router(dev, target, cfg.signals, l2=cfg.l2)
+    signals, primary = cfg.signals, None
+    if signals is None or signals == ("auto",):
+        table = select_signals(dev, seed=cfg.seed, l2=cfg.l2)
+        best = chosen(table)
+        signals, primary = best.signals, best.primary
+        info["signal_selection"] = {"method": "5-fold cross-validated APGR on dev, mean of 3 fold assignments",
+                                    "candidates": [c.to_dict() for c in table]}
+    router = fit_router(dev, target, signals, l2=cfg.l2, primary=primary, split_ties=cfg.split_ties)
     info.update(n_dev=dev.n, n_heldout=None if heldout is None else heldout.n,
                 dev_student_accuracy=float(dev.student_correct.mean()),
                 dev_teacher_accuracy=float(dev.teacher_correct.mean()))
@@ -158,8 +176,17 @@ def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
 def describe(bundle: RouterBundle) -> str:
     """A few lines for the terminal: the threshold and how the target holds."""
     r = bundle.router
-    lines = [f"router: {r.model if isinstance(r.model, str) else 'combined'} over {', '.join(r.signals)}",
-             f"target: {bundle.target} -> threshold {r.threshold:.6g}"]
+    if isinstance(r.model, str):
+        kind = r.model
+    else:
+        kind = f"{r.model['primary']}, ties broken by a combined" if r.model.get("primary") else "combined"
+    lines = [f"router: {kind} over {', '.join(r.signals)}"]
+    selection = bundle.data.get("signal_selection")
+    if selection:
+        top = [c for c in selection["candidates"] if c["eligible"]][:3]
+        lines.append("chosen by cross-validated APGR on dev (best 3): " + "; ".join(
+            f"{Candidate(tuple(c['signals']), c['primary']).name} {c['cv_apgr']}" for c in top))
+    lines.append(f"target: {bundle.target} -> threshold {r.threshold:.6g}")
     for name, fig in (("dev", r.dev), ("held-out", r.heldout)):
         if fig is None:
             lines.append("held-out: none (pass --split or --heldout-student/--heldout-teacher)")

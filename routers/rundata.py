@@ -4,7 +4,7 @@ Per question, in the student run's question order:
 - student_correct: whether the student's sample 0 is right (the answer a cascade would give);
 - teacher_correct: the teacher's sample 0;
 - student latency: sample 0's latency; but when the confidence reads several samples
-  (self_consistency, answer_agreement_entropy) all K samples had to be produced before routing,
+  (self_consistency, answer_agreement, ...: bundle.SAMPLE_SIGNALS) all K samples had to be made first,
   so the latency is that of the slowest sample (`multi_sample="max"`, the default): every backend
   here draws the K samples together (one batch in transformers, `n` in vLLM, concurrent requests
   to a server), and each sample records that shared wait. `multi_sample="sum"` is for samples

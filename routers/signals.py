@@ -130,6 +130,24 @@ def self_consistency(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks
     return max(answered, default=0) / len(rows)
 
 
+def answer_agreement(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None) -> float | None:
+    """Share of the OTHER samples whose answer equals the first sample's; None with fewer than 2.
+
+    The first sample's answer is the one a cascade submits and the one routing is judged on;
+    self_consistency measures the majority's share, which says nothing about the first answer
+    when it is not the majority's (5 samples 3-1-1 with the first in a minority read 0.6 there,
+    and 0.0 here). A first sample with no answer (unparsed or failed) gives 0.0.
+    """
+    if len(rows) < 2:
+        return None
+    ordered = sorted(rows, key=lambda r: r.sample)
+    first = None if ordered[0].error is not None else ordered[0].prediction
+    if first is None:
+        return 0.0
+    same = sum(1 for r in ordered[1:] if r.error is None and r.prediction == first)
+    return same / (len(ordered) - 1)
+
+
 def answer_agreement_entropy(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None) -> float | None:
     """Shannon entropy (nats) of the answer distribution over samples, "no answer" counted as one
     more answer; 0 when all agree (larger = less confident). None with fewer than 2 samples."""
@@ -149,6 +167,17 @@ def length(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None) -
     if first.error is not None:
         return None
     return float(first.completion_tokens if first.completion_tokens > 0 else len(first.output))
+
+
+def mean_length(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None) -> float | None:
+    """Mean length (tokens, else characters, as `length`) over the samples that did not fail:
+    less noisy than one sample's; None with fewer than 2 samples or none that succeeded."""
+    if len(rows) < 2:
+        return None
+    ok = [r for r in rows if r.error is None]
+    if not ok:
+        return None
+    return math.fsum(float(r.completion_tokens if r.completion_tokens > 0 else len(r.output)) for r in ok) / len(ok)
 
 
 # --- multiple choice ----------------------------------------------------------------------------
@@ -209,15 +238,18 @@ SIGNALS: dict[str, Signal] = {
     "answer_logprob_min": answer_logprob_min,
     "entropy_proxy": entropy_proxy,
     "self_consistency": self_consistency,
+    "answer_agreement": answer_agreement,
     "answer_agreement_entropy": answer_agreement_entropy,
     "length": length,
+    "mean_length": mean_length,
     "mc_probability": mc_probability,
     "mc_margin": mc_margin,
 }
 # +1: larger means the student is more likely right; -1: larger means less likely.
 ORIENTATION: dict[str, int] = {
     "mean_logprob": 1, "min_logprob": 1, "answer_logprob_mean": 1, "answer_logprob_min": 1,
-    "entropy_proxy": -1, "self_consistency": 1, "answer_agreement_entropy": -1, "length": -1,
+    "entropy_proxy": -1, "self_consistency": 1, "answer_agreement": 1, "answer_agreement_entropy": -1,
+    "length": -1, "mean_length": -1,
     "mc_probability": 1, "mc_margin": 1,
     "question_numbers": -1, "question_words": -1, "question_op_words": -1,
 }

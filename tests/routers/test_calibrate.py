@@ -134,3 +134,25 @@ def test_load_errors_name_the_file_and_field(tmp_path):
         CalibratedRouter.load(path)
     with pytest.raises(DataError, match="not found"):
         CalibratedRouter.load(tmp_path / "missing.json")
+
+
+def test_split_ties_reaches_a_share_inside_a_tie_and_the_router_reproduces_it():
+    from tests.routers.test_signals import row
+
+    # 10 questions, one signal value for all: without splitting, 0% or 100% are the only shares
+    questions = [f"question {i}" for i in range(10)]
+    rows = [[row(0, question=q), row(1, question=q)] for q in questions]  # both samples agree: sc 1.0
+    conf = [1.0] * 10
+    plain = calibrate(conf, [1] * 10, [1] * 10, kind="teacher_share", value=0.3, model="self_consistency")
+    assert plain.dev.teacher_share == 0.0 and not plain.split_ties
+    split = calibrate(conf, [1] * 10, [1] * 10, kind="teacher_share", value=0.3, model="self_consistency",
+                      questions=questions)
+    assert split.dev.teacher_share == pytest.approx(0.3) and split.split_ties
+    # the saved router nudges each question exactly as calibration did: the same 3 escalate
+    back = CalibratedRouter.from_dict(json.loads(json.dumps(split.to_dict())))
+    sent = [back.to_teacher(back.confidence(r)) for r in rows]
+    assert sum(sent) == 3 and sent == [split.to_teacher(split.confidence(r)) for r in rows]
+    # the nudge never reorders confidences that differ by more than TIE_EPS
+    from routers.calibrate import split_ties
+    nudged = split_ties([0.5, 0.5 + 2e-9, -math.inf], ["a", "b", "c"])
+    assert nudged[0] < nudged[1] and nudged[2] == -math.inf

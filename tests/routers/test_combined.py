@@ -85,3 +85,20 @@ def test_bad_inputs():
         CombinedRouter.from_dict({**d, "mean": [0.0, 1.0]})
     with pytest.raises(ValueError, match="'features'"):
         CombinedRouter.from_dict({k: v for k, v in d.items() if k != "features"})
+
+
+def test_primary_keeps_its_order_and_the_regression_breaks_its_ties():
+    # self_consistency has two levels; length (shorter = right here) orders each level's members
+    feats = [{"self_consistency": sc, "length": ln} for sc, ln in
+             [(0.4, 9), (0.4, 3), (0.4, 5), (1.0, 9), (1.0, 2), (1.0, 4), (1.0, 8)]]
+    y = [False, True, False, False, True, True, False]
+    r = CombinedRouter.fit(feats, y, ["self_consistency", "length"], primary="self_consistency")
+    assert r.primary_step == pytest.approx(0.3)  # half the gap between 0.4 and 1.0
+    conf = r.predict(feats)
+    assert conf[:3].max() < 1.0 <= conf[3:].min()  # every 0.4 question below every 1.0 question
+    assert conf[1] > conf[2] > conf[0] and conf[4] > conf[5] > conf[6] > conf[3]  # shorter first
+    assert r.predict([{"self_consistency": None, "length": 3}])[0] == -np.inf  # no evidence: escalate
+    back = CombinedRouter.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert back == r and np.array_equal(back.predict(feats), conf)
+    with pytest.raises(ValueError, match="primary"):
+        CombinedRouter.fit(feats, y, ["length"], primary="self_consistency")

@@ -109,3 +109,22 @@ def test_unknown_names_and_orientation():
     assert oriented("length", 10.0) == -10.0 and oriented("mean_logprob", -0.2) == -0.2
     assert oriented("mc_margin", None) is None
     assert set(SIGNALS) < set(FEATURE_NAMES)
+
+
+def test_answer_agreement_reads_the_first_answer_not_the_majority():
+    # first says 18; the other four: 18, 20, 20, 20 -> 1 of 4 agree, though the majority has 3/5
+    rows = [row(0), row(1), row(2, prediction="20"), row(3, prediction="20"), row(4, prediction="20")]
+    got = compute_signals(rows, ["answer_agreement", "self_consistency"])
+    assert got == pytest.approx({"answer_agreement": 0.25, "self_consistency": 0.6})
+    assert compute_signals([row(0), row(1)], ["answer_agreement"])["answer_agreement"] == 1.0
+    # a failed or unparsed first sample has no answer to agree with; a failed other one disagrees
+    assert compute_signals([row(0, prediction=None), row(1, prediction=None)], ["answer_agreement"]) == {"answer_agreement": 0.0}
+    assert compute_signals([row(0), row(1, error="timeout")], ["answer_agreement"]) == {"answer_agreement": 0.0}
+    assert compute_signals([row(0)], ["answer_agreement"]) == {"answer_agreement": None}
+
+
+def test_mean_length_over_the_samples_that_did_not_fail():
+    rows = [row(0, completion_tokens=4), row(1, completion_tokens=8), row(2, completion_tokens=99, error="x")]
+    assert compute_signals(rows, ["mean_length"]) == {"mean_length": 6.0}
+    assert compute_signals([row(0)], ["mean_length"]) == {"mean_length": None}
+    assert oriented("mean_length", 6.0) == -6.0 and oriented("answer_agreement", 0.5) == 0.5

@@ -1,0 +1,96 @@
+"""Routing without log-probabilities: the `--signals auto` router against self-consistency alone.
+
+Two comparisons on recorded K-sample student runs (no logprobs) and teacher runs:
+
+1. dev -> held-out: calibrate on the dev runs, evaluate on the held-out runs (one split, as a
+   user would; with ~500 questions and a few dozen student errors its APGR moves by +-0.02
+   from one split to another).
+2. nested cross-validation over dev + held-out pooled: for each of `--repeats` x `--folds`
+   outer folds, the whole auto procedure (signal selection by inner CV, then the fit) runs on
+   the other folds and scores the held-out fold; the out-of-fold confidences of all questions
+   give one APGR / AUROC per repeat. Self-consistency alone needs no fitting.
+
+    .venv/bin/python benchmarks/router_nolp.py --dev-student runs/route/dev-student-k5 --dev-teacher runs/route/dev-teacher \
+        --test-student runs/route/test-student-k5 --test-teacher runs/route/test-teacher
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from routers.combined import CombinedRouter
+from routers.fit import Target, fit_router
+from routers.rundata import RoutingData, routing_data
+from routers.select import chosen, score, select_signals
+
+BASELINE = "self_consistency"
+
+
+def pooled(a: RoutingData, b: RoutingData) -> RoutingData:
+    cat = np.concatenate
+    return RoutingData(
+        ids=a.ids + b.ids, types=a.types + b.types, student_rows=a.student_rows + b.student_rows,
+        student_correct=cat([a.student_correct, b.student_correct]), teacher_correct=cat([a.teacher_correct, b.teacher_correct]),
+        student_latency_first=cat([a.student_latency_first, b.student_latency_first]),
+        student_latency_all=cat([a.student_latency_all, b.student_latency_all]),
+        teacher_latency=cat([a.teacher_latency, b.teacher_latency]), features=a.features + b.features)
+
+
+def auto_confidence(train: RoutingData, test: RoutingData) -> np.ndarray:
+    """The auto procedure fitted on `train`, applied to `test` (no tie jitter: ranking only)."""
+    best = chosen(select_signals(train))
+    if len(best.signals) == 1:
+        return test.signal_confidence(best.signals[0])
+    model = CombinedRouter.fit(train.features, train.student_correct.astype(bool), best.signals, primary=best.primary)
+    return model.predict(test.features)
+
+
+def nested_cv(data: RoutingData, folds: int, repeats: int) -> list[tuple[float, float]]:
+    out = []
+    for r in range(repeats):
+        fold = np.empty(data.n, dtype=int)
+        fold[np.random.default_rng(100 + r).permutation(data.n)] = np.arange(data.n) % folds
+        conf = np.empty(data.n)
+        for k in range(folds):
+            tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
+            conf[te] = auto_confidence(data.subset(tr), data.subset(te))
+        out.append(score(data, conf))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    for name in ("dev-student", "dev-teacher", "test-student", "test-teacher"):
+        ap.add_argument(f"--{name}", required=True)
+    ap.add_argument("--folds", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    dev = routing_data(args.dev_student, args.dev_teacher)
+    test = routing_data(args.test_student, args.test_teacher)
+
+    router = fit_router(dev, Target.parse("share=0.3"), chosen(select_signals(dev)).signals,
+                        primary=chosen(select_signals(dev)).primary)
+    held = test.router_confidence(router)
+    print(f"dev -> held-out ({test.n} questions); auto chose: {router.model if isinstance(router.model, str) else router.model.get('primary') or 'combined'} over {', '.join(router.signals)}")
+    print("| router | APGR | AUROC |\n|---|---|---|")
+    for name, conf in (("auto", held), (BASELINE, test.signal_confidence(BASELINE)),
+                       ("answer_agreement", test.signal_confidence("answer_agreement"))):
+        a, u = score(test, conf)
+        print(f"| {name} | {a:.3f} | {u:.3f} |")
+
+    data = pooled(dev, test)
+    auto = nested_cv(data, args.folds, args.repeats)
+    base = score(data, data.signal_confidence(BASELINE))
+    agree = score(data, data.signal_confidence("answer_agreement"))
+    print(f"\nnested {args.folds}-fold CV over {data.n} pooled questions, {args.repeats} repeats (mean [min, max]):")
+    print("| router | APGR | AUROC |\n|---|---|---|")
+    a = np.array(auto)
+    print(f"| auto (selection + fit inside each fold) | {a[:, 0].mean():.3f} [{a[:, 0].min():.3f}, {a[:, 0].max():.3f}] "
+          f"| {a[:, 1].mean():.3f} [{a[:, 1].min():.3f}, {a[:, 1].max():.3f}] |")
+    print(f"| {BASELINE} alone | {base[0]:.3f} | {base[1]:.3f} |")
+    print(f"| answer_agreement alone | {agree[0]:.3f} | {agree[1]:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""routers.select: `--signals auto` picks signals by cross-validated APGR on dev."""
+from __future__ import annotations
+
+import numpy as np
+
+from routers.fit import Target, fit_router
+from routers.rundata import RoutingData
+from routers.select import candidates, chosen, select_signals
+from routers.signals import FEATURE_NAMES
+from tests.routers.test_signals import row
+
+
+def data(n: int = 120, seed: int = 0) -> RoutingData:
+    """The student is right where a hidden score is positive: mean_logprob reads it exactly, length
+    is noise, self_consistency is a coarse (three-level) view of it."""
+    rng = np.random.default_rng(seed)
+    hidden = rng.normal(size=n)
+    right = hidden > -0.8
+    feats = [{**dict.fromkeys(FEATURE_NAMES), "mean_logprob": float(h), "length": float(rng.integers(5, 50)),
+              "self_consistency": float(np.clip(np.round(h + 1.5), 0, 2) / 2)} for h in hidden]
+    ids = [f"q{i}" for i in range(n)]
+    return RoutingData(
+        ids=ids, types=["t"] * n, student_rows=[[row(0, question=f"question {i}")] for i in range(n)],
+        student_correct=right.astype(float), teacher_correct=np.ones(n),
+        student_latency_first=np.ones(n), student_latency_all=np.ones(n), teacher_latency=np.full(n, 2.0),
+        features=feats)
+
+
+def test_a_signal_that_reads_the_truth_wins():
+    table = select_signals(data())
+    best = chosen(table)
+    assert best.signals == ("mean_logprob",) and best.primary is None
+    assert best.apgr == max(c.apgr for c in table)
+    scores = {c.name: c.apgr for c in table}
+    assert scores["mean_logprob"] > scores["length"]
+
+
+def test_a_discrete_signal_alone_is_reference_only_and_is_offered_tie_broken():
+    d = data()
+    table = {(c.signals, c.primary): c for c in candidates(d)}
+    assert not table[(("self_consistency",), None)].eligible  # three levels: ties everywhere
+    assert table[(("mean_logprob",), None)].eligible
+    assert (("mean_logprob", "self_consistency", "length"), "self_consistency") in table
+    assert all("min_logprob" not in c.signals for c in table.values())  # unavailable on dev
+
+
+def test_auto_router_hits_a_share_target_on_dev():
+    d = data()
+    best = chosen(select_signals(d))
+    router = fit_router(d, Target.parse("share=0.25"), best.signals, primary=best.primary)
+    assert router.dev.teacher_share == 0.25
