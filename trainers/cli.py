@@ -107,6 +107,8 @@ def distill_curriculum(data: str, order: str, epochs: int, seed: int, buckets: i
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder; rerun to resume after the last finished epoch.")
 @click.option("--teacher", default=None, help="Teacher checkpoint (needed by every method but sft).")
 @click.option("--method", type=click.Choice(["sft", "kd", "feature", "kd+feature"]), default="sft", show_default=True)
+@click.option("--chat/--no-chat", default=False, show_default=True,
+              help="Prompts through the student's chat template (instruct students; evaluate with `eval --chat`).")
 @click.option("--lora", is_flag=True, help="Train LoRA adapters instead of all weights.")
 @click.option("--qlora", is_flag=True, help="LoRA on a 4-bit base (bitsandbytes, CUDA only).")
 @click.option("--lora-r", type=int, default=16, show_default=True)
@@ -140,7 +142,7 @@ def distill_curriculum(data: str, order: str, epochs: int, seed: int, buckets: i
 @click.option("--gradient-checkpointing", is_flag=True)
 @click.option("--merge/--no-merge", default=True, show_default=True, help="After LoRA training, write OUT/merged (a plain checkpoint).")
 @friendly_errors
-def distill_train(student, data, out, teacher, method, lora, qlora, lora_r, lora_alpha, lora_dropout, epochs, lr,
+def distill_train(student, data, out, teacher, method, chat, lora, qlora, lora_r, lora_alpha, lora_dropout, epochs, lr,
                   batch_size, grad_accum, max_len, warmup_ratio, alpha, temperature, kd_kind, beta, topk,
                   topk_store, layer_map, feature_loss, feature_weight, attention, attention_weight, order_file,
                   seed, eval_data, eval_limit, eval_max_tokens, gate, gate_flag_only, logging_steps,
@@ -151,7 +153,7 @@ def distill_train(student, data, out, teacher, method, lora, qlora, lora_r, lora
     from trainers.distill_config import DistillTrainConfig, parse_layer_map
 
     cfg = DistillTrainConfig(
-        student=student, data=data, out=out, teacher=teacher, method=method, lora=lora, qlora=qlora,
+        student=student, data=data, out=out, teacher=teacher, method=method, chat=chat, lora=lora, qlora=qlora,
         lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, epochs=epochs, lr=lr,
         batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, warmup_ratio=warmup_ratio, alpha=alpha,
         temperature=temperature, kd_kind=kd_kind, beta=beta, topk=topk, topk_store=topk_store,

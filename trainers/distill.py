@@ -90,7 +90,8 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
 
     store = teacher = None
     if cfg.topk is not None:
-        source = {"data_sha256": file_sha256(cfg.data), "max_len": cfg.max_len, "examples": len(data.examples)}
+        source = {"data_sha256": file_sha256(cfg.data), "max_len": cfg.max_len, "examples": len(data.examples),
+                  "chat": cfg.chat}
         with args.main_process_first(local=False, desc="top-k store"):
             store = prepare_store(cfg, data.examples, teacher_path=teacher_path, pad_id=pad_id,
                                   device=args.device, source=source, say=say)

@@ -31,6 +31,7 @@ class DistillTrainConfig:
     out: str  # run folder: checkpoint-N/ per epoch, eval/epoch-N/, epochs.jsonl, final/, merged/
     teacher: str | None = None  # teacher checkpoint (same forms); required by every method but sft
     method: str = "sft"  # "sft" | "kd" (logits) | "feature" (hidden states) | "kd+feature"
+    chat: bool = False  # prompts through the chat template (instruct students), as `eval --chat` sends them
 
     # -- parameter-efficient fine-tuning -------------------------------------------------------
     lora: bool = False  # train LoRA adapters instead of all weights

@@ -132,7 +132,7 @@ def evaluate_checkpoint(cfg: DistillTrainConfig, ckpt: Path, eval_dir: Path, mod
                             tokenizer=tokenizer if model is not None else None)
         try:
             ecfg = EvalConfig(model=spec.raw, data=cfg.eval_data, out=str(eval_dir), limit=cfg.eval_limit,
-                              max_tokens=cfg.eval_max_tokens, chunk_size=cfg.eval_batch_size)
+                              max_tokens=cfg.eval_max_tokens, chunk_size=cfg.eval_batch_size, chat=cfg.chat)
             report = run_eval(ecfg, backend)
         finally:
             backend.close()

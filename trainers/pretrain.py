@@ -44,18 +44,35 @@ class PretrainConfig:
             raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
 
-def encode_examples(tokenizer, rows: Sequence[dict]) -> list[tuple[list[int], int]]:
-    """(token ids, index of the first answer token) per row; the answer ends with EOS."""
+def encode_examples(tokenizer, rows: Sequence[dict], *, chat: bool = False) -> list[tuple[list[int], int]]:
+    """(token ids, index of the first answer token) per row; the answer ends with EOS.
+
+    The prompt is the one the harness sends at evaluation: the base template ("Question: ...
+    Answer:"), or with `chat` the cot-chat template's user message through the tokenizer's chat
+    template with the generation prompt (instruct / thinking models such as Qwen3, whose EOS is
+    the end-of-turn token). Training on one prompt and evaluating on another teaches the student
+    a format it is never asked in.
+    """
+    from harness.prompts import TEMPLATES
+
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise ValueError("chat=True but the student's tokenizer has no chat template")
     out = []
     for r in rows:
-        prompt_ids = tokenizer(PROMPT.format(question=r["question"])).input_ids
-        # The answer follows "Answer:" as a model writes it there: teacher outputs already start
-        # with that space (generation continues the prompt), gold solutions do not. Adding one
-        # more would train on "Answer:  20", a text the teacher never sees, so its logits for
-        # KD at those positions would be off-distribution and the student would learn the gap.
-        solution = r["solution"]
-        sep = "" if solution[:1].isspace() else " "
-        answer_ids = tokenizer(sep + solution).input_ids + [tokenizer.eos_token_id]
+        if chat:
+            user = TEMPLATES["cot-chat"].text.replace("{question}", r["question"])
+            text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                                 add_generation_prompt=True)
+            prompt_ids = tokenizer(text, add_special_tokens=False).input_ids
+            sep = ""  # the assistant turn starts right after the template's header
+        else:
+            prompt_ids = tokenizer(PROMPT.format(question=r["question"])).input_ids
+            # The answer follows "Answer:" as a model writes it there: teacher outputs already
+            # start with that space (generation continues the prompt), gold solutions do not.
+            # Adding one more would train on "Answer:  20", a text the teacher never sees, so its
+            # logits for KD there would be off-distribution and the student would learn the gap.
+            sep = "" if r["solution"][:1].isspace() else " "
+        answer_ids = tokenizer(sep + r["solution"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         out.append((prompt_ids + answer_ids, len(prompt_ids)))
     return out
 

@@ -60,7 +60,7 @@ def load_sft_data(cfg: DistillTrainConfig, tokenizer: Any) -> SFTData:
 
     rows = read_sft_jsonl(cfg.data)
     examples, truncated = [], 0
-    for row, (ids, start) in zip(rows, encode_examples(tokenizer, rows)):
+    for row, (ids, start) in zip(rows, encode_examples(tokenizer, rows, chat=cfg.chat)):
         if start >= cfg.max_len:
             raise DataError(f"{row['source']}: the prompt alone is {start} tokens, which leaves no answer token "
                             f"within max_len={cfg.max_len}; raise max_len or shorten the question")

@@ -1,6 +1,7 @@
 """How SFT/KD examples are laid out: the answer follows the prompt exactly as a model writes it."""
 from __future__ import annotations
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -40,3 +41,26 @@ def test_teacher_reads_training_text_as_it_wrote_it():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     mask = targets != -100
     assert bool((logits.argmax(-1)[mask] == targets[mask]).all())
+
+
+def test_chat_examples_use_the_prompt_the_harness_sends():
+    """With chat=True the training prompt is exactly the text the hf backend generates from for
+    `tourney eval --chat` (cot-chat template through the tokenizer's chat template)."""
+    from harness.prompts import render, template_for
+    from harness.types import Question
+    from models.hf_backend import HFBackend
+    from models.registry import parse_spec
+
+    tok = AutoTokenizer.from_pretrained(str(MINI_DIR / "student"))
+    tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
+    model = AutoModelForCausalLM.from_pretrained(str(MINI_DIR / "student"))
+    backend = HFBackend(parse_spec(f"hf:{MINI_DIR / 'student'}"), device="cpu", model=model, tokenizer=tok)
+    q = Question(id="1", question=QUESTION, answer="12")
+    sent = backend._text(render(template_for(q, chat=True), q))
+    (ids, start), = encode_examples(tok, [{"question": QUESTION, "solution": "20 - 8 = 12\nThe answer is 12"}], chat=True)
+    assert tok.decode(ids[:start]) == sent
+    assert tok.decode(ids[start:]) == "20 - 8 = 12\nThe answer is 12" + tok.eos_token
+    tok.chat_template = None
+    with pytest.raises(ValueError, match="chat template"):
+        encode_examples(tok, [{"question": QUESTION, "solution": "x"}], chat=True)
