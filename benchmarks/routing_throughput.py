@@ -3,8 +3,8 @@
 1. Decision overhead: computing the calibrated router's confidence and decision from a question's
    recorded student rows, per question (no model call).
 2. Throughput: `tourney submit` over the same questions in speed (student only), accuracy
-   (teacher only) and balanced (cascade) modes, one after another; questions per second and the
-   ratios between modes.
+   (teacher only) and balanced (cascade) modes, one after another, one question at a time and in
+   batches (`--batch-size`); questions per second and the ratios between modes.
 
     .venv/bin/python benchmarks/routing_throughput.py --router router.json --student-run runs/route/test-student \
         [--questions harness/data/mini/test.jsonl --limit 200]
@@ -35,7 +35,7 @@ def decision_overhead(router_path: str, student_run: str, repeats: int = 5) -> f
     return best
 
 
-def submit_seconds(router: str, questions: str, mode: str, limit: int, work: Path) -> float:
+def submit_seconds(router: str, questions: str, mode: str, limit: int, work: Path, batch_size: int) -> float:
     data = work / "questions.jsonl"
     if not data.exists():
         lines = Path(questions).read_text().splitlines()[:limit]
@@ -44,7 +44,8 @@ def submit_seconds(router: str, questions: str, mode: str, limit: int, work: Pat
     out = work / mode
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "harness.cli", "submit", "--questions", str(data), "--router", router,
-                    "--mode", mode, "--deadline-ms", "60000", "--concurrency", "1", "--out", str(out)],
+                    "--mode", mode, "--deadline-ms", "60000", "--concurrency", "1", "--batch-size", str(batch_size),
+                    "--out", str(out)],
                    check=True, capture_output=True)
     return time.perf_counter() - t
 
@@ -55,18 +56,22 @@ def main() -> None:
     ap.add_argument("--student-run", required=True)
     ap.add_argument("--questions", default="harness/data/mini/test.jsonl")
     ap.add_argument("--limit", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[1, 50],
+                    help="`submit --batch-size` values to measure, each over all three modes")
     args = ap.parse_args()
     per_q = decision_overhead(args.router, args.student_run)
     print(f"router decision: {per_q * 1e6:.0f} us per question (best of 5 passes over {args.student_run})")
-    with tempfile.TemporaryDirectory() as tmp:
-        secs = {m: submit_seconds(args.router, args.questions, m, args.limit, Path(tmp))
-                for m in ("speed", "accuracy", "balanced")}
-        summary = json.loads((Path(tmp) / "balanced" / "summary.json").read_text())
-    for mode, s in secs.items():
-        print(f"{mode:9s} {s:6.1f} s  {args.limit / s:6.1f} questions/s  (whole command, model loading included)")
-    print(f"balanced/accuracy time ratio {secs['balanced'] / secs['accuracy']:.2f}; "
-          f"balanced/speed {secs['balanced'] / secs['speed']:.2f}")
-    print("balanced summary:", json.dumps(summary))
+    for batch in args.batch_size:
+        with tempfile.TemporaryDirectory() as tmp:
+            secs = {m: submit_seconds(args.router, args.questions, m, args.limit, Path(tmp), batch)
+                    for m in ("speed", "accuracy", "balanced")}
+            summary = json.loads((Path(tmp) / "balanced" / "summary.json").read_text())
+        print(f"--batch-size {batch}:")
+        for mode, s in secs.items():
+            print(f"  {mode:9s} {s:6.1f} s  {args.limit / s:6.1f} questions/s  (whole command, model loading included)")
+        print(f"  balanced/accuracy time ratio {secs['balanced'] / secs['accuracy']:.2f}; "
+              f"balanced/speed {secs['balanced'] / secs['speed']:.2f}")
+        print("  balanced summary:", json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -230,13 +230,13 @@ def choice_router_signals(router: CalibratedRouter) -> bool:
     return any(s in CHOICE_SIGNALS for s in router.signals)
 
 
-def backend_options(settings: ModelSettings, *, concurrency: int = 8,
+def backend_options(settings: ModelSettings, *, concurrency: int = 8, batch_size: int = 16,
                     request_timeout_s: float | None = None) -> dict[str, Any]:
     """Backend options for a model, as `tourney eval` picks them. An OpenAI-compatible server gets
     a per-request timeout and no retries when request_timeout_s is given (a deadline to keep)."""
     from models.registry import default_options, parse_spec
 
-    opts, _ = default_options(settings.spec, chat=settings.chat, concurrency=concurrency)
+    opts, _ = default_options(settings.spec, chat=settings.chat, batch_size=batch_size, concurrency=concurrency)
     opts.update(settings.model_args)
     if parse_spec(settings.spec).kind == "openai" and request_timeout_s is not None:
         opts.setdefault("timeout_s", request_timeout_s)
@@ -244,7 +244,7 @@ def backend_options(settings: ModelSettings, *, concurrency: int = 8,
     return opts
 
 
-def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8,
+def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8, batch_size: int = 16,
                  teacher_timeout_s: float | None = None, student_backup: bool = True) -> Cascade:
     """Build the backends a router file names and the cascade over them. The student is loaded in
     accuracy mode too when student_backup (it answers once a submission's budget is spent)."""
@@ -260,10 +260,11 @@ def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8,
     student = teacher = None
     try:
         if want_student and bundle.student is not None:
-            student = load_backend(bundle.student.spec, **backend_options(bundle.student, concurrency=concurrency))
+            student = load_backend(bundle.student.spec, **backend_options(bundle.student, concurrency=concurrency,
+                                                                          batch_size=batch_size))
         if want_teacher:
             teacher = load_backend(bundle.teacher.spec, **backend_options(
-                bundle.teacher, concurrency=concurrency, request_timeout_s=teacher_timeout_s))
+                bundle.teacher, concurrency=concurrency, batch_size=batch_size, request_timeout_s=teacher_timeout_s))
     except Exception:
         for b in (student, teacher):
             if b is not None:

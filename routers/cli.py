@@ -63,24 +63,27 @@ def route_eval(student, teacher, router_path, signal, out) -> None:
 @click.option("--mode", type=click.Choice(["speed", "accuracy", "balanced"]), default="balanced", show_default=True)
 @click.option("--deadline-ms", type=float, required=True, help="Per-question deadline, from when the question starts.")
 @click.option("--budget-s", type=float, default=None, help="Total wall-clock budget; once spent, the student answers alone.")
-@click.option("--concurrency", type=int, default=1, show_default=True, help="Questions in flight (keep 1 for in-process models).")
+@click.option("--concurrency", type=int, default=1, show_default=True, help="Batches in flight (keep 1 for in-process models).")
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="Questions answered together (one student call, one teacher call); each one's deadline counts from the batch's start.")
 @click.option("--student", "student_spec", default=None, help="Override the student's model spec.")
 @click.option("--teacher", "teacher_spec", default=None, help="Override the teacher's model spec.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (resumed if it holds a log).")
 @click.option("--overwrite", is_flag=True, help="Discard what --out holds instead of resuming it.")
 @friendly_errors
-def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, concurrency, student_spec, teacher_spec, out,
-               overwrite) -> None:
+def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, concurrency, batch_size, student_spec,
+               teacher_spec, out, overwrite) -> None:
     """Answer a tournament question file under per-question deadlines; write submission.{jsonl,csv}."""
     from routers.bundle import RouterBundle
     from routers.cascade import load_cascade
     from routers.submit import SubmitConfig, load_submit_questions, render_summary, run_submission
 
     cfg = SubmitConfig(questions=questions, out=out, mode=mode, deadline_ms=deadline_ms, budget_s=budget_s,
-                       concurrency=concurrency, router=router_path)
+                       concurrency=concurrency, batch_size=batch_size, router=router_path)
     qs = load_submit_questions(questions)  # bad data fails before a model is loaded
     bundle = RouterBundle.load(router_path).with_specs(student_spec, teacher_spec)
-    cascade = load_cascade(bundle, mode, concurrency=concurrency, teacher_timeout_s=deadline_ms / 1000.0,
+    cascade = load_cascade(bundle, mode, concurrency=concurrency, batch_size=max(batch_size, 16),
+                           teacher_timeout_s=deadline_ms / 1000.0,
                            student_backup=mode != "accuracy" or budget_s is not None)
     bar, update = progress_bar(f"submit ({mode})")
     try:

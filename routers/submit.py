@@ -2,7 +2,11 @@
 
 Deadline. Each question has `deadline_ms`, measured from the moment a worker starts it. Every
 model call for it gets a timeout equal to the time left before that deadline: the student's
-first, then the teacher's. A call still running at the deadline is abandoned: the student's
+first, then the teacher's. With `batch_size` B > 1 a worker takes B questions at once (all known
+up front, as in a tournament file): one student call over the B, then one teacher call over
+those escalated, and every one of the B has its deadline counted from the batch's start; batched
+generation is what makes the cascade pay on in-process models, which are overhead-bound one
+question at a time. A call still running at the deadline is abandoned: the student's
 answer stands when the teacher is late, the fallback ("0", or "A" for multiple choice) when the
 student itself is late (or, in accuracy mode, the teacher: it runs alone), and `deadline_missed`
 is recorded. The answer is therefore decided no
@@ -61,7 +65,8 @@ class SubmitConfig:
     mode: str = "balanced"  # speed | accuracy | balanced
     deadline_ms: float = 30_000.0  # per question, from when a worker starts it
     budget_s: float | None = None  # wall-clock budget for the whole submission; None: unlimited
-    concurrency: int = 1  # questions in flight
+    concurrency: int = 1  # batches in flight
+    batch_size: int = 1  # questions answered together (one student call, one teacher call)
     router: str | None = None  # ROUTER.json path; its hash is checked on resume
 
     def __post_init__(self) -> None:
@@ -73,6 +78,8 @@ class SubmitConfig:
             raise ValueError(f"budget_s must be > 0, got {self.budget_s}")
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
     def identity(self) -> dict[str, Any]:
         return {"questions_sha256": file_sha256(self.questions), "mode": self.mode,
@@ -122,71 +129,90 @@ def _describe(e: BaseException) -> str:
 
 def answer_question(cascade: Cascade, q: Question, *, deadline_s: float, budget_end: float | None) -> CascadeRecord:
     """Answer one question within its deadline (see module doc). Never raises."""
+    return answer_batch(cascade, [q], deadline_s=deadline_s, budget_end=budget_end)[0]
+
+
+def answer_batch(cascade: Cascade, qs: Sequence[Question], *, deadline_s: float,
+                 budget_end: float | None) -> list[CascadeRecord]:
+    """Answer questions together, each within the deadline counted from the batch's start: one
+    student call over the batch, one teacher call over those it escalates (module doc). Never raises."""
     t0 = time.monotonic()
-    deadline = t0 + deadline_s
+    qs = list(qs)
     try:
-        return _answer(cascade, q, t0, deadline, budget_end)
+        return _answer(cascade, qs, t0, t0 + deadline_s, budget_end)
     except Exception as e:  # noqa: BLE001 -- a submission answers every question, whatever failed
-        return compose(q, None, None, escalated=False, student_latency_s=0.0, teacher_latency_s=0.0,
-                       total_latency_s=time.monotonic() - t0, errors=[_describe(e)])
+        total = time.monotonic() - t0
+        return [compose(q, None, None, escalated=False, student_latency_s=0.0, teacher_latency_s=0.0,
+                        total_latency_s=total, errors=[_describe(e)]) for q in qs]
 
 
-def _answer(cascade: Cascade, q: Question, t0: float, deadline: float, budget_end: float | None) -> CascadeRecord:
-    errors: list[str] = []
-    missed = False
-    exhausted = budget_end is not None and t0 >= budget_end
-    student = teacher = None
-    s_lat = t_lat = 0.0
-    asked_teacher = False
+def _answer(cascade: Cascade, qs: list[Question], t0: float, deadline: float,
+            budget_end: float | None) -> list[CascadeRecord]:
+    n = len(qs)
+    errors: list[list[str]] = [[] for _ in qs]
+    missed, asked = [False] * n, [False] * n
+    exhausted = [budget_end is not None and t0 >= budget_end] * n
+    students: list[Any] = [None] * n
+    teachers: list[Any] = [None] * n
+    s_lat, t_lat = [0.0] * n, [0.0] * n
+    decided = [t0] * n  # when each answer was settled: total latency is measured to there
     teacher_end = deadline if budget_end is None else min(deadline, budget_end)
 
-    def ask_teacher() -> None:
-        nonlocal teacher, t_lat, missed, asked_teacher, exhausted
+    def ask_teacher(idx: list[int]) -> None:
         left = teacher_end - time.monotonic()
+        budget_first = budget_end is not None and budget_end < deadline
         if left <= 0:
-            if budget_end is not None and budget_end < deadline:
-                exhausted = True
-                errors.append("teacher: not asked, the budget is spent")
-            else:
-                missed = True
-                errors.append("teacher: no time left before the deadline")
+            for i in idx:
+                if budget_first:
+                    exhausted[i] = True
+                    errors[i].append("teacher: not asked, the budget is spent")
+                else:
+                    missed[i] = True
+                    errors[i].append("teacher: no time left before the deadline")
             return
-        asked_teacher = True
-        call = call_with_timeout(lambda: cascade.run_teacher([q])[0], left)
-        t_lat = call.elapsed_s
-        if call.done and call.error is None:
-            teacher = call.value
-        elif call.done:
-            errors.append(f"teacher: {_describe(call.error)}")
-        elif budget_end is not None and budget_end < deadline:
-            exhausted = True
-            errors.append("teacher: abandoned at the end of the budget; the student's answer stands")
-        else:
-            missed = True
-            errors.append(f"teacher: no answer within the deadline (abandoned after {call.elapsed_s:.3f} s)")
+        for i in idx:
+            asked[i] = True
+        call = call_with_timeout(lambda: cascade.run_teacher([qs[i] for i in idx]), left)
+        now = time.monotonic()
+        for k, i in enumerate(idx):
+            t_lat[i], decided[i] = call.elapsed_s, now
+            if call.done and call.error is None:
+                teachers[i] = call.value[k]
+            elif call.done:
+                errors[i].append(f"teacher: {_describe(call.error)}")
+            elif budget_first:
+                exhausted[i] = True
+                errors[i].append("teacher: abandoned at the end of the budget; the student's answer stands")
+            else:
+                missed[i] = True
+                errors[i].append(f"teacher: no answer within the deadline (abandoned after {call.elapsed_s:.3f} s)")
 
-    if cascade.mode == "accuracy" and not exhausted:
-        ask_teacher()
+    if cascade.mode == "accuracy" and not exhausted[0]:
+        ask_teacher(list(range(n)))
     elif cascade.student is not None:
-        full = cascade.mode == "balanced" and not exhausted
-        call = call_with_timeout(lambda: cascade.run_student([q], full=full)[0], deadline - time.monotonic())
-        s_lat = call.elapsed_s
-        failed = False
-        if call.done and call.error is None:
-            student = call.value
-        elif call.done:
-            failed = True
-            errors.append(f"student: {_describe(call.error)}")
-        else:
-            missed = True
-            errors.append(f"student: no answer within the deadline (abandoned after {call.elapsed_s:.3f} s)")
-        if full and (failed or (student is not None and student.escalate)):
-            ask_teacher()
+        full = cascade.mode == "balanced" and not exhausted[0]
+        call = call_with_timeout(lambda: cascade.run_student(qs, full=full), deadline - time.monotonic())
+        now = time.monotonic()
+        failed = call.done and call.error is not None
+        for i in range(n):
+            s_lat[i], decided[i] = call.elapsed_s, now
+            if call.done and call.error is None:
+                students[i] = call.value[i]
+            elif call.done:
+                errors[i].append(f"student: {_describe(call.error)}")
+            else:
+                missed[i] = True
+                errors[i].append(f"student: no answer within the deadline (abandoned after {call.elapsed_s:.3f} s)")
+        up = [i for i in range(n) if full and (failed or (students[i] is not None and students[i].escalate))]
+        if up:
+            ask_teacher(up)
     else:
-        errors.append("no student to answer once the budget is spent")
-    total = time.monotonic() - t0
-    return compose(q, student, teacher, escalated=asked_teacher, student_latency_s=s_lat, teacher_latency_s=t_lat,
-                   total_latency_s=total, deadline_missed=missed, budget_exhausted=exhausted, errors=errors)
+        for e in errors:
+            e.append("no student to answer once the budget is spent")
+        decided = [time.monotonic()] * n
+    return [compose(q, students[i], teachers[i], escalated=asked[i], student_latency_s=s_lat[i],
+                    teacher_latency_s=t_lat[i], total_latency_s=decided[i] - t0, deadline_missed=missed[i],
+                    budget_exhausted=exhausted[i], errors=errors[i]) for i, q in enumerate(qs)]
 
 
 # -- the submission ------------------------------------------------------------------------
@@ -248,7 +274,7 @@ def _prepare(cfg: SubmitConfig, overwrite: bool) -> Path:
             for name in (LOG_FILE, SUMMARY_FILE, "submission.jsonl", "submission.csv"):
                 (out / name).unlink(missing_ok=True)
         meta = {"identity": ident, "questions": cfg.questions, "router": cfg.router,
-                "concurrency": cfg.concurrency, "margin_s": DEADLINE_MARGIN_S,
+                "concurrency": cfg.concurrency, "batch_size": cfg.batch_size, "margin_s": DEADLINE_MARGIN_S,
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out
@@ -300,13 +326,15 @@ def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Ques
     if progress:
         progress(len(rows), len(questions))
     with ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="tourney-submit") as pool:
-        futures = [pool.submit(answer_question, cascade, q, deadline_s=cfg.deadline_ms / 1000.0,
-                               budget_end=budget_end) for q in todo]
+        futures = [pool.submit(answer_batch, cascade, todo[i: i + cfg.batch_size],
+                               deadline_s=cfg.deadline_ms / 1000.0, budget_end=budget_end)
+                   for i in range(0, len(todo), cfg.batch_size)]
         for fut in as_completed(futures):
-            row = fut.result().to_dict()
-            row["spent_s"] = round(prior + time.monotonic() - start, 6)
-            append_objects(log, [row])
-            rows[row["id"]] = row
+            done = [r.to_dict() for r in fut.result()]
+            for row in done:
+                row["spent_s"] = round(prior + time.monotonic() - start, 6)
+            append_objects(log, done)
+            rows.update((row["id"], row) for row in done)
             if progress:
                 progress(len(rows), len(questions))
     write_outputs(out, questions, rows)

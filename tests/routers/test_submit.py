@@ -145,3 +145,29 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 def test_questions_without_answers_load(tmp_path):
     qs = load_submit_questions(questions_file(tmp_path))
     assert [q.id for q in qs] == IDS and all(q.answer == "" for q in qs)
+
+
+def test_batches_answer_like_single_questions_with_one_call_per_model_per_batch(tmp_path):
+    student, teacher = models()
+    summary, out = submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=5000, batch_size=4)
+    assert [json.loads(x)["answer"] for x in (out / "submission.jsonl").read_text().splitlines()] == \
+        ["1", "102", "3", "104", "5", "106"]
+    assert [keys for keys, _ in student.calls] == [IDS[:4], IDS[4:]]  # one student call per batch
+    assert [keys for keys, _ in teacher.calls] == [["q2", "q4"], ["q6"]]  # and one for what it escalates
+    assert summary.escalated == 3 and summary.deadline_missed == 0
+    rows = {r["id"]: r for r in log_rows(out)}
+    # a confident question is decided when the student batch returns, before the teacher's call
+    assert rows["q1"]["total_latency_s"] <= rows["q2"]["total_latency_s"]
+
+
+def test_batched_slow_teacher_keeps_every_deadline(tmp_path):
+    student, teacher = models(teacher_sleep=1.5)
+    deadline_ms = 300
+    summary, out = submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=deadline_ms,
+                          batch_size=6)
+    rows = {r["id"]: r for r in log_rows(out)}
+    assert [rows[i]["answer"] for i in IDS] == ["1", "2", "3", "4", "5", "6"]  # the student's stand
+    assert summary.deadline_missed == 3 and all(rows[i]["deadline_missed"] for i in ("q2", "q4", "q6"))
+    assert max(r["total_latency_s"] for r in rows.values()) <= deadline_ms / 1000 + DEADLINE_MARGIN_S
+    with pytest.raises(ValueError, match="batch_size"):
+        SubmitConfig(questions="q", out="o", batch_size=0)
