@@ -16,8 +16,8 @@ number when no "####"/"answer is" marker is found: harness.scoring.extract_answe
 Latency accounting: a question's total is the student's latency plus the teacher's when it was
 escalated (the two run one after the other). In `Cascade.answer` (batch) they are the latencies
 the backends report per sample (for a batched in-process backend, the batch's wall time); when
-the confidence reads several samples, the student's latency is the sum over its K samples, as in
-routers.rundata. routers.submit measures wall-clock time per question instead.
+the confidence reads several samples, the student's latency is the slowest of its K samples,
+drawn together in one call, as in routers.rundata (multi_sample="max"). routers.submit measures wall-clock time per question instead.
 """
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class StudentOutcome:
 
     rows: list[SampleResult]
     confidence: float | None  # None in speed mode, or when the signals have nothing to read
-    latency_s: float  # sample 0's, or the sum over samples when the confidence reads them all
+    latency_s: float  # sample 0's, or the slowest sample's when the confidence reads them all
     escalate: bool  # balanced mode: the router sends this question to the teacher
 
     @property
@@ -185,8 +185,11 @@ class Cascade:
             conf = None
             if full and self.router is not None and rows:
                 conf = self.router.confidence(rows, question_text=q.question)
+            # The K samples of one call are drawn together (one batch, `n`, concurrent requests) and
+            # each carries that shared wait: the question waited for the slowest, not their sum
+            # (routers.rundata's multi_sample="max", the same accounting).
             several = full and needs_samples(self.signals) and len(g) > 1
-            latency = sum(x.latency_s for x in g) if several else (g[0].latency_s if g else 0.0)
+            latency = max(x.latency_s for x in g) if several else (g[0].latency_s if g else 0.0)
             escalate = self.mode == "balanced" and (not rows or rows[0].error is not None
                                                     or self.router.to_teacher(conf))
             out.append(StudentOutcome(rows=rows, confidence=conf, latency_s=latency, escalate=escalate))

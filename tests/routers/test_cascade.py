@@ -67,7 +67,7 @@ def test_accuracy_mode_never_calls_the_student():
     assert [r.total_latency_s for r in recs] == [0.5] * 4 and all(r.student_latency_s == 0 for r in recs)
 
 
-def test_self_consistency_draws_k_samples_and_sums_their_latency():
+def test_self_consistency_draws_k_samples_together_and_waits_for_the_slowest():
     student = ScriptedBackend(spec="fake:s", latency_s=0.1, outputs={
         "alpha": ["#### 3", "#### 3", "#### 3"], "beta": ["#### 1", "#### 2", "#### 3"]})
     teacher = ScriptedBackend(spec="fake:t", latency_s=0.5, outputs={"alpha": ["#### 3"], "beta": ["#### 4"]})
@@ -78,8 +78,8 @@ def test_self_consistency_draws_k_samples_and_sums_their_latency():
     assert cfg.n == 3 and cfg.temperature == 0.7
     assert [r.confidence for r in recs] == pytest.approx([1.0, 1 / 3])
     assert teacher.asked() == ["beta"]
-    assert [r.student_latency_s for r in recs] == pytest.approx([0.3, 0.3])
-    assert recs[1].total_latency_s == pytest.approx(0.8)
+    assert [r.student_latency_s for r in recs] == pytest.approx([0.1, 0.1])  # one call: the samples' shared wait
+    assert recs[1].total_latency_s == pytest.approx(0.6)
 
 
 def test_a_sampling_router_needs_several_samples():
