@@ -62,7 +62,8 @@ class EvalConfig:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        if self.samples > 1 and self.temperature == 0.0:
+        # Recorded outputs (replay:) hold their own samples; nothing is drawn, so no temperature.
+        if self.samples > 1 and self.temperature == 0.0 and not self.model.startswith("replay:"):
             raise ValueError("samples > 1 with temperature 0 would repeat one greedy answer; set --temperature")
 
     def gen_config(self, stop: tuple[str, ...]) -> GenConfig:

@@ -56,7 +56,8 @@ class ModelSettings:
             raise ValueError("field 'spec': expected a model spec string")
         if self.samples < 1:
             raise ValueError(f"field 'samples': expected >= 1, got {self.samples}")
-        if self.samples > 1 and self.temperature == 0.0:
+        if self.samples > 1 and self.temperature == 0.0 and not self.spec.startswith("replay:"):
+            # replay: returns its recorded samples, so temperature does not apply
             raise ValueError("field 'samples': more than one sample needs temperature > 0")
         GenConfig(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
                   logprobs=self.logprobs)  # range checks, with GenConfig's messages

@@ -64,3 +64,40 @@ def test_eval_calibrate_route_eval_submit(tmp_path):
     res = run("submit", "--questions", data, "--router", router, "--mode", "speed", "--deadline-ms", 100,
               "--out", tmp_path / "fast")
     assert res.exit_code == 2 and "deadline_ms" in res.output
+
+
+def test_recorded_samples_without_logprobs_route_by_default(tmp_path):
+    """The path for recorded outputs of real models: `outputs` lists in a replay file, no
+    logprobs, `route calibrate` with its default signal choice, then `route eval`."""
+    data, s_replay, t_replay = tmp_path / "q.jsonl", tmp_path / "student.jsonl", tmp_path / "teacher.jsonl"
+    with data.open("w") as q, s_replay.open("w") as s, t_replay.open("w") as t:
+        for n in range(60):
+            gold = n + 10
+            q.write(json.dumps({"id": f"q{n}", "question": f"Ann has {n} pens and gets 10. How many?", "answer": gold}) + "\n")
+            # 0: all five agree, right; 1: the first wrong, the other four right (the majority);
+            # 2: the first right, one other agrees, three scattered
+            kind = n % 3
+            first = gold if kind != 1 else gold + 1
+            rest = [gold] * 4 if kind != 2 else [gold, gold + 1, gold + 2, gold + 3]
+            s.write(json.dumps({"id": f"q{n}", "outputs": [f"#### {a}" for a in [first, *rest]], "latency_s": 0.1}) + "\n")
+            t.write(json.dumps({"id": f"q{n}", "output": f"#### {gold}", "latency_s": 1.0}) + "\n")
+    for who, replay, k in (("s", s_replay, 5), ("t", t_replay, 1)):
+        res = run("eval", "--model", f"replay:{replay}", "--data", data, "--out", tmp_path / who, "--samples", k)
+        assert res.exit_code == 0, res.output
+    router = tmp_path / "router.json"
+    res = run("route", "calibrate", "--student", tmp_path / "s", "--teacher", tmp_path / "t",
+              "--target", "share=0.3", "--split", "0.5", "--out", router)
+    assert res.exit_code == 0, res.output
+    raw = json.loads(router.read_text())
+    table = raw["data"]["signal_selection"]["candidates"]
+    assert all(not any("logprob" in s for s in c["signals"]) for c in table)  # unavailable, never faked
+    # the first sample is wrong exactly when the others outvote it: agreement with it ranks the
+    # questions perfectly (0 < 0.25 < 1), the majority's share puts the wrong ones (0.8) above
+    # right ones (0.4)
+    assert "answer_agreement" in raw["signals"]
+    res = run("route", "eval", "--student", tmp_path / "s", "--teacher", tmp_path / "t", "--router", router,
+              "--out", tmp_path / "e")
+    assert res.exit_code == 0, res.output
+    reports = json.loads((tmp_path / "e" / "route_eval.json").read_text())["reports"]
+    assert reports["answer_agreement"]["overall"]["auroc"] == 1.0 == reports["router"]["overall"]["auroc"]
+    assert reports["self_consistency"]["overall"]["auroc"] < 1.0
