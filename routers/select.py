@@ -130,4 +130,6 @@ def select_signals(dev: RoutingData, *, folds: int = 5, repeats: int = 3, seed: 
 
 
 def chosen(table: Sequence[Candidate]) -> Candidate:
-    return next(c for c in table if c.eligible)
+    """The best eligible candidate; the best of all when no combined set could be fitted (every
+    fold held one class only), so a discrete signal alone is still better than nothing."""
+    return next((c for c in table if c.eligible), table[0])

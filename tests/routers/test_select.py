@@ -49,3 +49,17 @@ def test_auto_router_hits_a_share_target_on_dev():
     best = chosen(select_signals(d))
     router = fit_router(d, Target.parse("share=0.25"), best.signals, primary=best.primary)
     assert router.dev.teacher_share == 0.25
+
+
+def test_a_dev_set_too_small_to_fit_falls_back_to_the_best_single_signal(monkeypatch):
+    import routers.select as sel
+
+    def no_fit(*a, **k):
+        raise ValueError("a fold with one class")
+    monkeypatch.setattr(sel.CombinedRouter, "fit", no_fit)
+    d = data()
+    for f in d.features:
+        f["mean_logprob"] = None  # left: length and self_consistency, both discrete (reference only)
+    table = select_signals(d)
+    assert all(len(c.signals) == 1 and not c.eligible for c in table)
+    assert chosen(table) == table[0] and chosen(table).signals == ("self_consistency",)
