@@ -69,8 +69,8 @@ def main() -> None:
     dev = routing_data(args.dev_student, args.dev_teacher)
     test = routing_data(args.test_student, args.test_teacher)
 
-    router = fit_router(dev, Target.parse("share=0.3"), chosen(select_signals(dev)).signals,
-                        primary=chosen(select_signals(dev)).primary)
+    best = chosen(select_signals(dev))
+    router = fit_router(dev, Target.parse("share=0.3"), best.signals, primary=best.primary)
     held = test.router_confidence(router)
     print(f"dev -> held-out ({test.n} questions); auto chose: {router.model if isinstance(router.model, str) else router.model.get('primary') or 'combined'} over {', '.join(router.signals)}")
     print("| router | APGR | AUROC |\n|---|---|---|")

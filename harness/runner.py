@@ -22,6 +22,7 @@ from harness.questions import file_sha256, load_questions
 from harness.report import RESULTS_FILE, RUN_FILE, read_results, write_reports
 from harness.scoring import score
 from harness.types import DataError, Question, SampleResult
+from models.registry import replays_recordings
 from models.types import Backend, GenConfig, Generation
 
 
@@ -62,8 +63,7 @@ class EvalConfig:
             raise ValueError(f"samples must be >= 1, got {self.samples}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
-        # Recorded outputs (replay:) hold their own samples; nothing is drawn, so no temperature.
-        if self.samples > 1 and self.temperature == 0.0 and not self.model.startswith("replay:"):
+        if self.samples > 1 and self.temperature == 0.0 and not replays_recordings(self.model):
             raise ValueError("samples > 1 with temperature 0 would repeat one greedy answer; set --temperature")
 
     def gen_config(self, stop: tuple[str, ...]) -> GenConfig:

@@ -27,6 +27,12 @@ ALIASES: dict[str, str] = {
 }
 
 
+def replays_recordings(spec: str) -> bool:
+    """Whether `spec` returns recorded outputs (replay:) instead of drawing samples: K samples
+    from it need no temperature."""
+    return ALIASES.get(spec.strip(), spec.strip()).startswith("replay:")
+
+
 def parse_spec(spec: str) -> ModelSpec:
     """Split `prefix:target`; resolve aliases. Raises BackendError naming the spec."""
     raw = spec

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from harness.prompts import get_template, render, template_for
 from harness.report import load_run_meta
 from harness.types import DataError, Question
+from models.registry import replays_recordings
 from models.types import GenConfig, Prompt
 from routers.calibrate import CalibratedRouter
 
@@ -56,8 +57,7 @@ class ModelSettings:
             raise ValueError("field 'spec': expected a model spec string")
         if self.samples < 1:
             raise ValueError(f"field 'samples': expected >= 1, got {self.samples}")
-        if self.samples > 1 and self.temperature == 0.0 and not self.spec.startswith("replay:"):
-            # replay: returns its recorded samples, so temperature does not apply
+        if self.samples > 1 and self.temperature == 0.0 and not replays_recordings(self.spec):
             raise ValueError("field 'samples': more than one sample needs temperature > 0")
         GenConfig(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
                   logprobs=self.logprobs)  # range checks, with GenConfig's messages

@@ -33,6 +33,7 @@ from routers.metrics import (
 from routers.signals import FEATURE_NAMES, ChoiceLogliks, compute_signals, oriented
 
 TARGET_KINDS = ("teacher_share", "accuracy", "latency")
+LATENCY_STATS = ("mean", "p95")
 TIE_EPS = 1e-9  # below any gap between confidences that mean something, above float resolution
 
 
@@ -48,7 +49,6 @@ def split_ties(conf: ArrayLike, questions: Sequence[str]) -> np.ndarray:
         raise ValueError(f"{len(questions)} question texts for {c.size} confidences")
     jitter = np.array([tie_jitter(q) for q in questions])
     return np.where(np.isfinite(c), c + TIE_EPS * jitter, c)
-LATENCY_STATS = ("mean", "p95")
 
 
 def threshold_for_teacher_share(conf: ArrayLike, share: float) -> float:

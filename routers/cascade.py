@@ -17,7 +17,8 @@ Latency accounting: a question's total is the student's latency plus the teacher
 escalated (the two run one after the other). In `Cascade.answer` (batch) they are the latencies
 the backends report per sample (for a batched in-process backend, the batch's wall time); when
 the confidence reads several samples, the student's latency is the slowest of its K samples,
-drawn together in one call, as in routers.rundata (multi_sample="max"). routers.submit measures wall-clock time per question instead.
+drawn together in one call, as in routers.rundata (multi_sample="max"). routers.submit measures
+wall-clock time per question instead.
 """
 from __future__ import annotations
 

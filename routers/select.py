@@ -6,11 +6,12 @@ the teacher too, and one noisy feature can reorder the confident end of the rank
 signals is itself chosen on dev, the way a user would choose it, but without looking at held-out
 data: every single available signal, and combined routers over natural groups of them, are scored
 by the APGR of their out-of-fold confidences (K folds, seeded, averaged over a few fold
-assignments; a single signal needs no fitting, so its dev confidence is already out-of-fold). A discrete signal (self-consistency over five
-samples takes six values) is also tried with its ties broken by a regression over the others
-(CombinedRouter's `primary`). The best candidate wins; on a tie, the one with fewer signals.
-A discrete signal alone is scored for reference but never chosen: a teacher-share target that
-falls inside one of its ties cannot be met (its tie-broken version keeps its order and can).
+assignments; a single signal needs no fitting, so its dev confidence is already out-of-fold).
+A discrete signal (self-consistency over five samples takes six values) is also tried with its
+ties broken by a regression over the others (CombinedRouter's `primary`). The best candidate
+wins; on a tie, the one with fewer signals. A discrete signal alone is scored for reference but
+never chosen: a teacher-share target that falls inside one of its ties cannot be met (its
+tie-broken version keeps its order and can).
 The table of every candidate's score is kept in ROUTER.json.
 """
 from __future__ import annotations
@@ -31,8 +32,6 @@ SAMPLE_GROUP = ("answer_agreement", "self_consistency", "answer_agreement_entrop
 LOGPROB_GROUP = ("mean_logprob", "min_logprob", "answer_logprob_mean", "answer_logprob_min", "entropy_proxy")
 CHOICE_GROUP = ("mc_probability", "mc_margin")
 LENGTH_GROUP = ("length", "mean_length")
-
-
 MAX_DISCRETE = 50  # a signal with at most this many distinct dev values is tried tie-broken
 
 
@@ -57,8 +56,9 @@ class Candidate:
 
 
 def candidates(dev: RoutingData) -> list[Candidate]:
-    """Every single signal; each discrete one with its ties broken by all the others; then combined sets: each group, the agreement group with length and with logprobs, the
-    model's own signals (no question features), and everything. Duplicates removed, order kept."""
+    """Every single signal; each discrete one with its ties broken by all the others; then
+    combined sets: each group, the agreement group with length and with logprobs, the model's
+    own signals (no question features), and everything. Duplicates removed, order kept."""
     avail = dev.available_signals()
     pick = lambda names: tuple(n for n in avail if n in names)  # noqa: E731
     own = tuple(n for n in avail if n not in QUESTION_FEATURES)
