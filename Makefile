@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,llamacpp,train,lmeval
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-rest test-all wheel-check bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -18,8 +18,19 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/tourney demo
 
+# The fast set plus one end-to-end test of the shipped pair (marker e2e); under 5 minutes.
 test: setup
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -m "(not slow and not integration) or e2e"
+
+# Everything make test leaves out: training, real servers, kill/resume (marker slow/integration).
+test-rest: setup
+	$(VENV)/bin/pytest -q -m "(slow or integration) and not e2e"
+
+test-all: test test-rest
+
+# Build the wheel, install it in a fresh venv, run the product from a foreign directory.
+wheel-check:
+	bash .ci/wheel-check.sh
 
 bench: setup
 	$(VENV)/bin/python benchmarks/harness_overhead.py

@@ -24,16 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.demo import MINI_TEST
-from harness.report import read_results
-from harness.synthetic import SynthConfig, generate, write_jsonl
+from tourney.harness.synthetic import MINI_TEST
+from tourney.harness.report import read_results
+from tourney.harness.synthetic import SynthConfig, generate, write_jsonl
 
 RECIPES = ["gold-answers", "gold", "sft-cot", "rs", "rs+curriculum", "rs+curriculum+kd", "rs+curriculum+kd+feature"]
 BASELINES = ("gold-answers", "gold")
 
 
 def tourney(*args: str) -> None:
-    cmd = [sys.executable, "-m", "harness.cli", *map(str, args)]
+    cmd = [sys.executable, "-m", "tourney", *map(str, args)]
     print("$ tourney", " ".join(map(str, args)), flush=True)
     subprocess.run(cmd, check=True)
 

@@ -10,11 +10,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.agreement import compare_backends
-from harness.demo import MINI_TEST
-from harness.questions import load_questions
-from models.gguf_export import export_gguf
-from models.registry import ALIASES, load_backend
+from tourney.harness.agreement import compare_backends
+from tourney.harness.synthetic import MINI_TEST
+from tourney.harness.questions import load_questions
+from tourney.models.gguf_export import export_gguf
+from tourney.models.registry import ALIASES, load_backend
 
 
 def main() -> None:

@@ -10,12 +10,13 @@ import statistics
 import tempfile
 import time
 
-from harness.demo import DEMO_MAX_TOKENS, MINI_TEST
-from harness.prompts import render, template_for
-from harness.questions import load_questions
-from harness.runner import EvalConfig, run_eval
-from models.registry import load_backend
-from models.types import GenConfig
+from tourney.cli.demo import DEMO_MAX_TOKENS
+from tourney.harness.synthetic import MINI_TEST
+from tourney.harness.prompts import render, template_for
+from tourney.harness.questions import load_questions
+from tourney.harness.runner import EvalConfig, run_eval
+from tourney.models.registry import load_backend
+from tourney.models.types import GenConfig
 
 
 def main() -> None:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from models.registry import MINI_DIR
-from trainers.dataset import read_sft_jsonl
-from trainers.distill import train
-from trainers.distill_config import DistillTrainConfig
-from trainers.pretrain import encode_examples
+from tourney.models.registry import MINI_DIR
+from tourney.trainers.dataset import read_sft_jsonl
+from tourney.trainers.distill import train
+from tourney.trainers.distill_config import DistillTrainConfig
+from tourney.trainers.pretrain import encode_examples
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ import argparse
 
 import numpy as np
 
-from routers.combined import CombinedRouter
-from routers.fit import Target, fit_router
-from routers.rundata import RoutingData, routing_data
-from routers.select import chosen, score, select_signals
+from tourney.routers.combined import CombinedRouter
+from tourney.routers.fit import Target, fit_router
+from tourney.routers.rundata import RoutingData, routing_data
+from tourney.routers.select import chosen, score, select_signals
 
 BASELINE = "self_consistency"
 

@@ -7,7 +7,7 @@
    batches (`--batch-size`); questions per second and the ratios between modes.
 
     .venv/bin/python benchmarks/routing_throughput.py --router router.json --student-run runs/route/test-student \
-        [--questions harness/data/mini/test.jsonl --limit 200]
+        [--questions tourney/harness/data/mini/test.jsonl --limit 200]
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from routers.calibrate import CalibratedRouter
-from routers.rundata import read_run_rows
+from tourney.routers.calibrate import CalibratedRouter
+from tourney.routers.rundata import read_run_rows
 
 
 def decision_overhead(router_path: str, student_run: str, repeats: int = 5) -> float:
@@ -46,7 +46,7 @@ def submit_seconds(router: str, questions: str, mode: str, limit: int, work: Pat
                                 + "\n" for x in lines))
     out = work / mode
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "harness.cli", "submit", "--questions", str(data), "--router", router,
+    subprocess.run([sys.executable, "-m", "tourney", "submit", "--questions", str(data), "--router", router,
                     "--mode", mode, "--deadline-ms", "60000", "--concurrency", "1", "--batch-size", str(batch_size),
                     "--out", str(out)],
                    check=True, capture_output=True)
@@ -58,7 +58,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--router", required=True)
     ap.add_argument("--student-run", required=True)
-    ap.add_argument("--questions", default="harness/data/mini/test.jsonl")
+    ap.add_argument("--questions", default="tourney/harness/data/mini/test.jsonl")
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--batch-size", type=int, nargs="+", default=[1, 50],
                     help="`submit --batch-size` values to measure, each over all three modes")

@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from harness.metrics import summarize
-from harness.scoring import extract_answer
-from harness.synthetic import SynthConfig, generate
-from harness.types import SampleResult
+from tourney.harness.metrics import summarize
+from tourney.harness.scoring import extract_answer
+from tourney.harness.synthetic import SynthConfig, generate
+from tourney.harness.types import SampleResult
 
 OUTPUTS = [r["solution"] for r in generate(SynthConfig(n=500, seed=11))]
 THINKING = ["<think>" + "Let me think. 12 + 30 = 42. " * 40 + "</think>The answer is 42." for _ in range(100)]

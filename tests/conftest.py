@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import MINI_DIR
+from tourney.models.registry import MINI_DIR
 
 SHARED_GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
 
@@ -16,9 +16,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     enough to test backends' mechanics without depending on the shipped models."""
     import torch
 
-    from harness.synthetic import SynthConfig, generate
-    from models.mini.arch import MiniArch, build_model
-    from models.mini.tokenizer import train_tokenizer
+    from tourney.harness.synthetic import SynthConfig, generate
+    from tourney.models.mini.arch import MiniArch, build_model
+    from tourney.models.mini.tokenizer import train_tokenizer
 
     out = tmp_path_factory.mktemp("tiny")
     rows = generate(SynthConfig(n=300, seed=5))

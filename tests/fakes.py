@@ -5,7 +5,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from models.types import GenConfig, Generation
+from tourney.models.types import GenConfig, Generation
 
 
 @dataclass

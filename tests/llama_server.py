@@ -121,9 +121,9 @@ def build_tiny_qwen3(out_dir: str | Path, *, tie_word_embeddings: bool = True, s
     """
     import torch
 
-    from harness.synthetic import SynthConfig, generate
-    from models.mini.arch import MiniArch, build_model
-    from models.mini.tokenizer import train_tokenizer
+    from tourney.harness.synthetic import SynthConfig, generate
+    from tourney.models.mini.arch import MiniArch, build_model
+    from tourney.models.mini.tokenizer import train_tokenizer
 
     out = Path(out_dir)
     rows = generate(SynthConfig(n=150, seed=seed))

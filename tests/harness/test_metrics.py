@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from harness.metrics import majority_correct, percentile, summarize, wilson_interval
-from harness.types import SampleResult
+from tourney.harness.metrics import majority_correct, percentile, summarize, wilson_interval
+from tourney.harness.types import SampleResult
 
 
 def row(id: str, sample: int = 0, *, type: str = "arith", prediction: str | None = "1",

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.prompts import (BASE_STOP, TEMPLATES, PromptTemplate, get_template, render,
+from tourney.harness.prompts import (BASE_STOP, TEMPLATES, PromptTemplate, get_template, render,
                              stop_sequences, strip_thinking, template_for)
-from harness.types import Question
+from tourney.harness.types import Question
 
 Q = Question(id="q1", question="What is {x} + \\frac{1}{2}?", answer="1")
 MC = Question(id="m1", question="Sky colour?", answer="B", choices=("red", "blue", "green"))

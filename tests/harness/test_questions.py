@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.questions import file_sha256, gsm8k_type, load_questions
-from harness.types import DataError
+from tourney.harness.questions import file_sha256, gsm8k_type, load_questions
+from tourney.harness.types import DataError
 
 GSM = {
     "question": "Janet's ducks lay 16 eggs per day. How much does she make?",

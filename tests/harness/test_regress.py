@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from harness.cli import main
-from harness.regress import (
+from tourney.cli.main import main
+from tourney.harness.regress import (
     RegressConfig, compare_runs, holm_adjust, is_worse, mcnemar_exact, paired_bootstrap_ci,
     render_markdown,
 )
-from harness.types import DataError
+from tourney.harness.types import DataError
 
 META = {"model": "hf:base", "data": "q.jsonl", "data_sha256": "ab" * 32, "n_questions": 0}
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.report import (
+from tourney.harness.report import (
     build_report, read_results, render_comparison_table, rich_comparison, write_reports,
 )
-from harness.types import DataError
+from tourney.harness.types import DataError
 
 RUN_META = {
     "model": "hf:mini-student", "generation": {"max_tokens": 64, "temperature": 0.0, "n": 1},

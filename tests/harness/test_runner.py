@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from harness.runner import EvalConfig, run_eval
-from harness.types import DataError
+from tourney.harness.runner import EvalConfig, run_eval
+from tourney.harness.types import DataError
 from tests.fakes import EchoMathBackend
 
 

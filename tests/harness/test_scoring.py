@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.scoring import (Score, extract_answer, extract_choice, normalize_number,
+from tourney.harness.scoring import (Score, extract_answer, extract_choice, normalize_number,
                              numbers_equal, score)
-from harness.types import Question
+from tourney.harness.types import Question
 
 GSM8K_DIR = Path(__file__).resolve().parents[2] / "../shared/data/gsm8k"
 
@@ -123,7 +123,7 @@ def test_score_dispatch() -> None:
 @pytest.mark.skipif(not GSM8K_DIR.is_dir(), reason="GSM8K not found at ../shared/data/gsm8k")
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_every_gsm8k_gold_solution_scores_correct(split: str) -> None:
-    from harness.questions import load_questions
+    from tourney.harness.questions import load_questions
 
     questions = load_questions(str(GSM8K_DIR / f"{split}.jsonl"))
     assert len(questions) > 1000

@@ -1,9 +1,9 @@
 import re
 from collections import Counter
 
-from harness.questions import load_questions
-from harness.scoring import score
-from harness.synthetic import MAX_VALUE, TYPE_SHARES, TYPE_STEPS, SynthConfig, generate, write_splits
+from tourney.harness.questions import load_questions
+from tourney.harness.scoring import score
+from tourney.harness.synthetic import MAX_VALUE, TYPE_SHARES, TYPE_STEPS, SynthConfig, generate, write_splits
 
 LINE = re.compile(r"^(\d+) ([-+*]) (\d+) = (\d+)$")
 

@@ -3,10 +3,11 @@ scores at least 80% and at least 15 points above the student, which is at least 
 shipped distilled student (same size as the student) recovers at least 70% of that gap."""
 import pytest
 
-from harness.demo import MINI_TEST, run_demo
-from models.registry import MINI_DIR
+from tourney.cli.demo import run_demo
+from tourney.harness.synthetic import MINI_TEST
+from tourney.models.registry import MINI_DIR
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def test_shipped_pair_meets_its_targets(tmp_path, mini_teacher, mini_student):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.demo import MINI_TEST
+from tourney.harness.synthetic import MINI_TEST
 
 pytestmark = pytest.mark.slow
 TIMING = {"latency_s", "ttft_s", "latency_p50_s", "latency_p95_s", "latency_mean_s", "ttft_p50_s", "tokens_per_s",
@@ -18,7 +18,7 @@ TIMING = {"latency_s", "ttft_s", "latency_p50_s", "latency_p95_s", "latency_mean
 
 
 def eval_cmd(out: Path) -> list[str]:
-    return [sys.executable, "-m", "harness.cli", "eval", "--model", "mini-student", "--data", str(MINI_TEST),
+    return [sys.executable, "-m", "tourney", "eval", "--model", "mini-student", "--data", str(MINI_TEST),
             "--limit", "60", "--batch-size", "6", "--max-tokens", "64", "--out", str(out)]
 
 

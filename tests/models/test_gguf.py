@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.gguf_export import LAYER_TENSORS, export_gguf
-from models.types import BackendError, GenConfig, ModelSpec
+from tourney.models.gguf_export import LAYER_TENSORS, export_gguf
+from tourney.models.types import BackendError, GenConfig, ModelSpec
 from tests.llama_server import build_tiny_qwen3
 
 gguf = pytest.importorskip("gguf")
@@ -213,7 +213,7 @@ def test_llama_logits_untied_output(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def backend(tiny_gguf: Path):
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (tourney[llamacpp])")
-    from models.registry import load_backend
+    from tourney.models.registry import load_backend
 
     b = load_backend(f"gguf:{tiny_gguf}", n_threads=1, logprobs=True, **F32_KV)
     yield b
@@ -305,7 +305,7 @@ def test_backend_sampling_is_seeded_per_sample(backend) -> None:
 
 @needs_llama
 def test_backend_errors(tiny_gguf: Path, tmp_path: Path) -> None:
-    from models.gguf_backend import GGUFBackend
+    from tourney.models.gguf_backend import GGUFBackend
 
     with pytest.raises(BackendError, match="no GGUF file"):
         GGUFBackend(ModelSpec(raw="gguf:x", kind="gguf", target=str(tmp_path / "x.gguf")))
@@ -329,7 +329,7 @@ def test_backend_errors(tiny_gguf: Path, tmp_path: Path) -> None:
 def test_missing_llama_cpp_names_the_extra(monkeypatch: pytest.MonkeyPatch, tiny_gguf: Path) -> None:
     import sys
 
-    from models.gguf_backend import GGUFBackend
+    from tourney.models.gguf_backend import GGUFBackend
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` raise ImportError
     with pytest.raises(BackendError, match=r"pip install 'tourney\[llamacpp\]'"):

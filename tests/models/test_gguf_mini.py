@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from harness.agreement import compare_backends
-from harness.demo import MINI_TEST
-from harness.questions import load_questions
-from models.registry import load_backend
+from tourney.harness.agreement import compare_backends
+from tourney.harness.synthetic import MINI_TEST
+from tourney.harness.questions import load_questions
+from tourney.models.registry import load_backend
 from tests.llama_server import llama_server, missing_server_modules
 
 pytestmark = pytest.mark.slow
@@ -16,7 +16,7 @@ llama_cpp = pytest.importorskip("llama_cpp")
 
 @pytest.fixture(scope="module")
 def student_gguf(mini_student, tmp_path_factory):
-    from models.gguf_export import export_gguf
+    from tourney.models.gguf_export import export_gguf
 
     return export_gguf(mini_student, tmp_path_factory.mktemp("gguf") / "student.gguf")
 
@@ -34,7 +34,7 @@ def test_llamacpp_greedy_agrees_with_transformers(mini_student, student_gguf):
 def test_eval_through_llama_server(student_gguf, mini_student, tmp_path):
     from click.testing import CliRunner
 
-    from harness.cli import main
+    from tourney.cli.main import main
 
     with llama_server(student_gguf, extra_args=["--n_threads", "1", "--n_threads_batch", "1"]) as server:
         out = tmp_path / "served"

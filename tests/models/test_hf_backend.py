@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from models.registry import load_backend
-from models.types import BackendError, GenConfig
+from tourney.models.registry import load_backend
+from tourney.models.types import BackendError, GenConfig
 
 PROMPTS = ["Question: Ava has 12 coins. Ava finds 3 more coins. How many coins does Ava have now?\nAnswer:",
            "Question: Ben has 7 pens.\nAnswer:",

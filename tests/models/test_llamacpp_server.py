@@ -9,9 +9,9 @@ from typing import Iterator
 
 import pytest
 
-from models.gguf_export import export_gguf
-from models.registry import load_backend
-from models.types import GenConfig
+from tourney.models.gguf_export import export_gguf
+from tourney.models.registry import load_backend
+from tourney.models.types import GenConfig
 from tests.llama_server import LlamaServer, build_tiny_qwen3, llama_server, missing_server_modules
 
 pytestmark = pytest.mark.integration

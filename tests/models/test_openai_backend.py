@@ -19,9 +19,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from models.openai_backend import OpenAIBackend, parse_target, retry_delay, sum_choice_logprobs
-from models.registry import load_backend, parse_spec
-from models.types import BackendError, GenConfig, ModelSpec
+from tourney.models.openai_backend import OpenAIBackend, parse_target, retry_delay, sum_choice_logprobs
+from tourney.models.registry import load_backend, parse_spec
+from tourney.models.types import BackendError, GenConfig, ModelSpec
 
 SECRET = "sk-test-SECRET-0123456789"
 PIECES = ["Hel", "lo", " world"]

@@ -2,8 +2,8 @@ import shlex
 
 import pytest
 
-from models.reference import REFERENCE_FILE, load_reference
-from models.registry import parse_spec
+from tourney.models.reference import REFERENCE_FILE, load_reference
+from tourney.models.registry import parse_spec
 
 
 def test_shipped_reference_pair_is_valid():

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from models.registry import load_backend
-from models.replay_backend import ReplayBackend
-from models.types import BackendError, GenConfig
+from tourney.models.registry import load_backend
+from tourney.models.replay_backend import ReplayBackend
+from tourney.models.types import BackendError, GenConfig
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from types import SimpleNamespace as NS
 
 import pytest
 
-from models.registry import MINI_DIR, load_backend
-from models.types import BackendError, GenConfig
-from models.vllm_backend import VLLMBackend, _to_generations
+from tourney.models.registry import MINI_DIR, load_backend
+from tourney.models.types import BackendError, GenConfig
+from tourney.models.vllm_backend import VLLMBackend, _to_generations
 
 HAVE_VLLM = importlib.util.find_spec("vllm") is not None
 

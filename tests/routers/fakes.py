@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from models.types import GenConfig, Generation
+from tourney.models.types import GenConfig, Generation
 
 
 @dataclass

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.types import Question
-from routers.bundle import ModelSettings
-from routers.calibrate import CalibratedRouter
-from routers.cascade import Cascade, compose
-from routers.metrics import CascadeFigures
+from tourney.harness.types import Question
+from tourney.routers.bundle import ModelSettings
+from tourney.routers.calibrate import CalibratedRouter
+from tourney.routers.cascade import Cascade, compose
+from tourney.routers.metrics import CascadeFigures
 
 from tests.routers.fakes import ScriptedBackend
 

@@ -7,7 +7,7 @@ import json
 
 from click.testing import CliRunner
 
-from harness.cli import main
+from tourney.cli.main import main
 
 # question number, gold; the student is right and sure on odd ones, wrong and unsure on even ones
 QUESTIONS = [(n, n + 10) for n in range(1, 9)]

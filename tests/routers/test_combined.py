@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from harness.types import SampleResult
-from routers.combined import CombinedRouter, _sigmoid
-from routers.metrics import auroc
+from tourney.harness.types import SampleResult
+from tourney.routers.combined import CombinedRouter, _sigmoid
+from tourney.routers.metrics import auroc
 
 X = [-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0]
 Y = [x > 0 for x in X]  # separable: the student is right exactly when the signal is positive

@@ -12,10 +12,10 @@ lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip i
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.api.model import LM  # noqa: E402
 
-from routers.calibrate import CalibratedRouter  # noqa: E402
-from routers.cascade import Cascade  # noqa: E402
-from routers.lm_eval_model import TourneyLM  # noqa: E402
-from routers.metrics import CascadeFigures  # noqa: E402
+from tourney.routers.calibrate import CalibratedRouter  # noqa: E402
+from tourney.routers.cascade import Cascade  # noqa: E402
+from tourney.routers.lm_eval_model import TourneyLM  # noqa: E402
+from tourney.routers.metrics import CascadeFigures  # noqa: E402
 from tests.routers.fakes import ScriptedBackend  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
@@ -118,8 +118,8 @@ def lm_eval_accuracy(spec: str, tmp_path: Path) -> tuple[float, list]:
 
 
 def harness_accuracy(spec: str, tmp_path: Path) -> float:
-    from harness.runner import EvalConfig, run_eval
-    from models.registry import load_backend
+    from tourney.harness.runner import EvalConfig, run_eval
+    from tourney.models.registry import load_backend
 
     cfg = EvalConfig(model=spec, data=str(DATA / "mini10.jsonl"), out=str(tmp_path / "run"), max_tokens=48,
                      chunk_size=1)  # one question per call, as lm-eval's batch_size=1: no padding anywhere

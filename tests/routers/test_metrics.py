@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from routers.metrics import (
+from tourney.routers.metrics import (
     CurvePoint, apgr, auroc, cascade_figures, cpt, oracle_curve, random_router_curve, routing_curve,
     routing_metrics, routing_report, threshold_candidates,
 )

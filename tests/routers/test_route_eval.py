@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from harness.cli import main
-from harness.types import DataError
-from routers.bundle import RouterBundle
-from routers.calibrate import CalibratedRouter
-from routers.metrics import CascadeFigures, cascade_figures, routing_report
-from routers.route_eval import evaluate_routing, run_route_eval
-from routers.rundata import routing_data
+from tourney.cli.main import main
+from tourney.harness.types import DataError
+from tourney.routers.bundle import RouterBundle
+from tourney.routers.calibrate import CalibratedRouter
+from tourney.routers.metrics import CascadeFigures, cascade_figures, routing_report
+from tourney.routers.route_eval import evaluate_routing, run_route_eval
+from tourney.routers.rundata import routing_data
 
 N = 20
 

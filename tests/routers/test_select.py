@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from routers.fit import Target, fit_router
-from routers.rundata import RoutingData
-from routers.select import candidates, chosen, select_signals
-from routers.signals import FEATURE_NAMES
+from tourney.routers.fit import Target, fit_router
+from tourney.routers.rundata import RoutingData
+from tourney.routers.select import candidates, chosen, select_signals
+from tourney.routers.signals import FEATURE_NAMES
 from tests.routers.test_signals import row
 
 
@@ -52,7 +52,7 @@ def test_auto_router_hits_a_share_target_on_dev():
 
 
 def test_a_dev_set_too_small_to_fit_falls_back_to_the_best_single_signal(monkeypatch):
-    import routers.select as sel
+    import tourney.routers.select as sel
 
     def no_fit(*a, **k):
         raise ValueError("a fold with one class")

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from harness.types import SampleResult
-from routers.signals import (
+from tourney.harness.types import SampleResult
+from tourney.routers.signals import (
     FEATURE_NAMES, SIGNALS, compute_signals, oriented, question_features,
 )
 

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from harness.types import DataError
-from routers.calibrate import CalibratedRouter
-from routers.cascade import Cascade
-from routers.metrics import CascadeFigures
-from routers.submit import DEADLINE_MARGIN_S, SubmitConfig, load_submit_questions, run_submission
+from tourney.harness.types import DataError
+from tourney.routers.calibrate import CalibratedRouter
+from tourney.routers.cascade import Cascade
+from tourney.routers.metrics import CascadeFigures
+from tourney.routers.submit import DEADLINE_MARGIN_S, SubmitConfig, load_submit_questions, run_submission
 
 from tests.routers.fakes import ScriptedBackend
 

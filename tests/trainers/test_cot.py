@@ -5,12 +5,12 @@ from dataclasses import dataclass, field
 import pytest
 from click.testing import CliRunner
 
-from harness.cli import main
-from harness.types import DataError
-from models.registry import load_backend
-from models.types import GenConfig, Generation
+from tourney.cli.main import main
+from tourney.harness.types import DataError
+from tourney.models.registry import load_backend
+from tourney.models.types import GenConfig, Generation
 from tests.fakes import EchoMathBackend
-from trainers.cot import CoTConfig, generate_cot, load_cot_questions, mean_logprob, read_cot
+from tourney.trainers.cot import CoTConfig, generate_cot, load_cot_questions, mean_logprob, read_cot
 
 
 def write_questions(path, n=6, answered=True):

@@ -5,10 +5,10 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from harness.cli import main
-from harness.types import DataError
-from trainers.curriculum import CurriculumConfig, competence, difficulty_scores, order_examples
-from trainers.dataset import read_sft_jsonl
+from tourney.cli.main import main
+from tourney.harness.types import DataError
+from tourney.trainers.curriculum import CurriculumConfig, competence, difficulty_scores, order_examples
+from tourney.trainers.dataset import read_sft_jsonl
 
 PASS_ONLY = dict(w_pass=1.0, w_confidence=0.0, w_length=0.0, w_type=0.0)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.synthetic import SynthConfig, generate, write_jsonl
+from tourney.harness.synthetic import SynthConfig, generate, write_jsonl
 
 
 def _easy_rows(n: int) -> list[dict]:
@@ -21,7 +21,7 @@ def _easy_rows(n: int) -> list[dict]:
 def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "trainers.distill", *args]
+           "-m", "tourney.cli.distill", "train", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 

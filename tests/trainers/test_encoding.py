@@ -5,10 +5,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from harness.prompts import TEMPLATES
-from models.registry import MINI_DIR
-from trainers.losses import shift_labels
-from trainers.pretrain import PROMPT, encode_examples, make_batch
+from tourney.harness.prompts import TEMPLATES
+from tourney.models.registry import MINI_DIR
+from tourney.trainers.losses import shift_labels
+from tourney.trainers.pretrain import PROMPT, encode_examples, make_batch
 
 QUESTION = "Leo has 20 coins. Leo sells 8 coins. How many coins does Leo have now?"
 
@@ -46,10 +46,10 @@ def test_teacher_reads_training_text_as_it_wrote_it():
 def test_chat_examples_use_the_prompt_the_harness_sends():
     """With chat=True the training prompt is exactly the text the hf backend generates from for
     `tourney eval --chat` (cot-chat template through the tokenizer's chat template)."""
-    from harness.prompts import render, template_for
-    from harness.types import Question
-    from models.hf_backend import HFBackend
-    from models.registry import parse_spec
+    from tourney.harness.prompts import render, template_for
+    from tourney.harness.types import Question
+    from tourney.models.hf_backend import HFBackend
+    from tourney.models.registry import parse_spec
 
     tok = AutoTokenizer.from_pretrained(str(MINI_DIR / "student"))
     tok.chat_template = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trainers.features import (
+from tourney.trainers.features import (
     PROJECTOR_FILE,
     FeatureKDConfig,
     FeatureProjector,
@@ -145,7 +145,7 @@ def test_attention_loss_averages_heads_first():
 
 
 def test_feature_kd_on_tiny_qwen3_models_trains_student_and_projector_only():
-    from models.mini.arch import MiniArch, build_model
+    from tourney.models.mini.arch import MiniArch, build_model
 
     torch.manual_seed(0)
     student = build_model(MiniArch(32, 64, 2, 2, 1, 16), vocab_size=40, eos_id=0)

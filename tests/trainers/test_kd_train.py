@@ -10,13 +10,13 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from tests.trainers.test_sft import FAST, StopAfterEpoch, epoch_losses, write_sft
-from trainers.distill import train
-from trainers.distill_config import DistillTrainConfig
-from trainers.features import PROJECTOR_FILE, load_projector
+from tourney.trainers.distill import train
+from tourney.trainers.distill_config import DistillTrainConfig
+from tourney.trainers.features import PROJECTOR_FILE, load_projector
 
 
 def _save_model(out: Path, tokenizer, arch, seed: int) -> Path:
-    from models.mini.arch import build_model
+    from tourney.models.mini.arch import build_model
 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(str(out))
@@ -28,7 +28,7 @@ def _save_model(out: Path, tokenizer, arch, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def teacher_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
     """Wider and deeper than the student (48 vs 32, 4 vs 2 layers), same tokenizer."""
-    from models.mini.arch import MiniArch
+    from tourney.models.mini.arch import MiniArch
 
     tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint))
     return _save_model(tmp_path_factory.mktemp("teacher"), tok, MiniArch(48, 96, 4, 2, 1, 24), seed=1)
@@ -49,9 +49,9 @@ def _mtimes(folder: Path) -> dict[str, int]:
 
 
 def test_kd_loss_is_zero_against_itself(tiny_checkpoint, data):
-    from trainers.kd_trainer import DistillLoss
-    from trainers.pretrain import encode_examples, make_batch
-    from trainers.dataset import read_sft_jsonl
+    from tourney.trainers.kd_trainer import DistillLoss
+    from tourney.trainers.pretrain import encode_examples, make_batch
+    from tourney.trainers.dataset import read_sft_jsonl
 
     student = AutoModelForCausalLM.from_pretrained(str(tiny_checkpoint)).eval()
     tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint))
@@ -91,7 +91,7 @@ def test_offline_store_is_built_once_and_reused(tiny_checkpoint, teacher_checkpo
     assert second < first
 
     # A second run on the same data reuses the store without even loading the teacher.
-    import trainers.kd_trainer as kd
+    import tourney.trainers.kd_trainer as kd
 
     monkeypatch.setattr(kd, "load_teacher", lambda *a, **k: pytest.fail("the teacher was loaded again"))
     said: list[str] = []
@@ -103,10 +103,10 @@ def test_offline_store_is_built_once_and_reused(tiny_checkpoint, teacher_checkpo
 
 def test_store_rows_follow_the_dataset_index(tiny_checkpoint, teacher_checkpoint, data, tmp_path):
     """Example i of the store is dataset item i, whatever order training visits it in."""
-    from trainers.kd_trainer import prepare_store
-    from trainers.offline_logits import compute_topk
-    from trainers.pretrain import make_batch
-    from trainers.sft import load_sft_data
+    from tourney.trainers.kd_trainer import prepare_store
+    from tourney.trainers.offline_logits import compute_topk
+    from tourney.trainers.pretrain import make_batch
+    from tourney.trainers.sft import load_sft_data
 
     tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint))
     cfg = _cfg(tiny_checkpoint, teacher_checkpoint, data, tmp_path / "run", method="kd", topk=4, batch_size=5)
@@ -123,9 +123,9 @@ def test_store_rows_follow_the_dataset_index(tiny_checkpoint, teacher_checkpoint
 
 
 def test_vocab_mismatch_is_a_clear_error(tiny_checkpoint, data, tmp_path):
-    from harness.synthetic import SynthConfig, generate
-    from models.mini.arch import MiniArch
-    from models.mini.tokenizer import train_tokenizer
+    from tourney.harness.synthetic import SynthConfig, generate
+    from tourney.models.mini.arch import MiniArch
+    from tourney.models.mini.tokenizer import train_tokenizer
 
     folder = tmp_path / "other"
     rows = generate(SynthConfig(n=100, seed=99))

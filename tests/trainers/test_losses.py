@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.losses import (
+from tourney.trainers.losses import (
     KDLoss,
     check_vocab_compatible,
     choice_distillation_loss,

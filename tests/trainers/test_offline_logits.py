@@ -7,16 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.mini.arch import MiniArch, build_model
-from trainers.losses import kd_loss, shift_labels, sparse_kd_loss
-from trainers.offline_logits import (
+from tourney.models.mini.arch import MiniArch, build_model
+from tourney.trainers.losses import kd_loss, shift_labels, sparse_kd_loss
+from tourney.trainers.offline_logits import (
     TopKStore,
     collate_topk,
     compute_topk,
     fill_store,
     model_fingerprint,
 )
-from trainers.pretrain import make_batch
+from tourney.trainers.pretrain import make_batch
 
 VOCAB = 40
 

@@ -4,11 +4,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from harness.cli import main
-from harness.types import DataError
-from trainers.cot import CoTSample, read_cot, write_cot
-from trainers.dataset import read_sft_jsonl
-from trainers.rejection import group_by_question, normalise_text, select, select_file
+from tourney.cli.main import main
+from tourney.harness.types import DataError
+from tourney.trainers.cot import CoTSample, read_cot, write_cot
+from tourney.trainers.dataset import read_sft_jsonl
+from tourney.trainers.rejection import group_by_question, normalise_text, select, select_file
 
 
 def sample(qid, s, output, prediction, gold="7", tokens=10, error=None, logprob=-0.5, qtype="t"):

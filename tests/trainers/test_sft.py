@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer, TrainerCallback
 
-from harness.synthetic import SynthConfig, generate, write_jsonl
-from harness.types import DataError
-from trainers.distill import train
-from trainers.distill_config import DistillTrainConfig, check_same_run, parse_layer_map
-from trainers.epoch_eval import read_epochs
-from trainers.sft import EpochOrderSampler, SFTCollator, SFTDataset, load_order_file, load_sft_data, merge_lora
+from tourney.harness.synthetic import SynthConfig, generate, write_jsonl
+from tourney.harness.types import DataError
+from tourney.trainers.distill import train
+from tourney.trainers.distill_config import DistillTrainConfig, check_same_run, parse_layer_map
+from tourney.trainers.epoch_eval import read_epochs
+from tourney.trainers.sft import EpochOrderSampler, SFTCollator, SFTDataset, load_order_file, load_sft_data, merge_lora
 
 # A tiny random model learns fast at this rate; 32 examples, 8 per step: 4 steps an epoch.
 FAST = dict(epochs=2, batch_size=8, lr=3e-3, logging_steps=1)
@@ -94,8 +94,8 @@ def test_trainer_follows_the_epoch_orders(tiny_checkpoint, sft_data, tmp_path):
     """Epoch e iterates order[e], batch by batch, as the curriculum asked."""
     from transformers import AutoModelForCausalLM
 
-    from trainers.distill import training_arguments
-    from trainers.kd_trainer import DistillTrainer
+    from tourney.trainers.distill import training_arguments
+    from tourney.trainers.kd_trainer import DistillTrainer
 
     tok = AutoTokenizer.from_pretrained(str(tiny_checkpoint))
     cfg = DistillTrainConfig(student=str(tiny_checkpoint), data=str(sft_data), out=str(tmp_path), epochs=2,
@@ -180,8 +180,8 @@ def test_lora_adapters_per_epoch_and_merge(tiny_checkpoint, sft_data, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from models.registry import load_backend
-    from models.types import GenConfig
+    from tourney.models.registry import load_backend
+    from tourney.models.types import GenConfig
 
     cfg = DistillTrainConfig(student=str(tiny_checkpoint), data=str(sft_data), out=str(tmp_path / "run"),
                              lora=True, lora_r=8, lora_alpha=16, **{**FAST, "lr": 1e-2})
@@ -260,7 +260,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 def test_gate_stops_training_when_an_epoch_is_worse(tiny_checkpoint, sft_data, tmp_path, monkeypatch):
     """The callback's control flow: epoch 2 judged significantly worse stops a 3-epoch run there."""
-    import trainers.epoch_eval as ee
+    import tourney.trainers.epoch_eval as ee
 
     def fake_eval(cfg, ckpt, eval_dir, model=None, tokenizer=None):
         eval_dir.mkdir(parents=True)
@@ -284,7 +284,7 @@ def test_gate_stops_training_when_an_epoch_is_worse(tiny_checkpoint, sft_data, t
 def test_cli_train_and_its_errors(tiny_checkpoint, sft_data, tmp_path):
     from click.testing import CliRunner
 
-    from harness.cli import main
+    from tourney.cli.main import main
 
     runner = CliRunner()
     base = ["distill", "train", "--student", str(tiny_checkpoint), "--data", str(sft_data)]

@@ -1,0 +1,44 @@
+"""`tourney demo`: the shipped miniature models on the miniature test set, side by side."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from tourney.cli.common import with_backend
+from tourney.harness.report import render_comparison_table
+from tourney.harness.runner import EvalConfig, run_eval
+from tourney.harness.synthetic import MINI_TEST
+from tourney.models.registry import ALIASES, MINI_DIR
+
+# Longest gold solution in the miniature set is ~60 tokens; 96 leaves room for a wandering model.
+DEMO_MAX_TOKENS = 96
+
+
+def demo_models() -> list[str]:
+    """Aliases of the miniature checkpoints that are present, teacher first."""
+    return [a for a in ("mini-teacher", "mini-distilled", "mini-student")
+            if (MINI_DIR / a.removeprefix("mini-") / "config.json").exists()]
+
+
+def run_demo(out: str, limit: int | None = None, overwrite: bool = False,
+             echo: Callable[[str], None] = print) -> dict[str, dict]:
+    from rich.console import Console
+
+    from tourney.harness.report import rich_comparison
+
+    models = demo_models()
+    if not models:
+        raise FileNotFoundError(f"no miniature checkpoints under {MINI_DIR}; run `tourney mini train`")
+    reports = {}
+    for alias in models:
+        cfg = EvalConfig(model=alias, data=str(MINI_TEST), out=str(Path(out) / alias), limit=limit,
+                         max_tokens=DEMO_MAX_TOKENS, chunk_size=50)
+        reports[alias] = with_backend(alias, {"batch_size": 50}, f"{alias:>15}", lambda backend, progress: run_eval(
+            cfg, backend, overwrite=overwrite, progress=progress))
+    Console().print(rich_comparison(reports))
+    table = render_comparison_table(reports)
+    (Path(out) / "comparison.md").write_text(
+        "# Miniature pair on the miniature test set\n\n"
+        f"Models: {', '.join(f'{a} ({ALIASES[a]})' for a in models)}\n\n{table}\n")
+    echo(f"wrote {Path(out) / 'comparison.md'} and a report per model under {out}/")
+    return reports

@@ -1,0 +1,183 @@
+"""Accuracy and speed metrics over scored samples: pure functions, no I/O.
+
+Conventions used throughout:
+
+- A sample whose `error` is set counts as *incorrect* for accuracy (whatever its `correct` field
+  says) and is *excluded* from latency, TTFT and token statistics: a failed request's wall time
+  measures the failure (timeout, refused connection), not the model.
+- Sums use `math.fsum`, which is correctly rounded and so independent of row order: the same
+  results in any order give the same numbers, and report.json stays byte-identical.
+- "No value" is `None` for statistics of an empty set (no latency recorded) and `nan` for
+  proportions over zero samples; `to_dict()` turns `nan` into `None` so the result is valid JSON.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+from tourney.harness.types import SampleResult
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials (z=1.96: 95%).
+
+    Chosen over the normal approximation because it stays inside [0, 1] and is sensible at k=0,
+    k=n and small n, which per-type groups of a few dozen questions hit all the time.
+    n=0 gives (nan, nan): there is no estimate, and reports render it as "n/a".
+    """
+    if n < 0 or not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    center = (p + z2 / (2 * n)) / denom
+    half = (z / denom) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    # Clamp only against float round-off (e.g. k=n giving 1.0000000000000002).
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The q-th percentile (q in [0, 100]) with linear interpolation, as numpy's default.
+
+    The position is (n - 1) * q / 100 in the sorted values; between two values we interpolate.
+    Empty input gives None rather than raising, since "no successful samples" is a normal case.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    xs = sorted(values)
+    if not xs:
+        return None
+    pos = (len(xs) - 1) * q / 100
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    frac = pos - lo
+    return xs[lo] + (xs[hi] - xs[lo]) * frac
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    return x
+
+
+@dataclass
+class GroupSummary:
+    """Accuracy and speed of one group of samples (one question type, or all of them)."""
+
+    n: int  # samples, errored ones included (they count as incorrect)
+    n_questions: int  # distinct question ids
+    accuracy: float  # mean per-sample correctness; nan when n == 0
+    ci95: list[float]  # Wilson 95% interval [low, high] for `accuracy`; [nan, nan] when n == 0
+    # One vote per question over its samples' predictions; equals `accuracy` when K == 1.
+    # See `majority_correct` for the exact rule.
+    majority_accuracy: float
+    latency_p50_s: float | None  # over successful samples; None when there are none
+    latency_p95_s: float | None
+    latency_mean_s: float | None
+    ttft_p50_s: float | None  # None when no successful sample recorded a TTFT
+    tokens_per_s: float | None  # sum completion tokens / sum latency, successful samples only
+    completion_tokens_mean: float | None  # successful samples only
+    errors: int  # samples whose `error` is set
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict, with nan turned into None so that it is valid JSON."""
+        return _nan_to_none(asdict(self))
+
+
+@dataclass
+class Report:
+    """Summary of a whole run: all samples, and each question type separately."""
+
+    overall: GroupSummary
+    by_type: dict[str, GroupSummary] = field(default_factory=dict)  # keys sorted by type name
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "overall": self.overall.to_dict(),
+            "by_type": {t: g.to_dict() for t, g in self.by_type.items()},
+        }
+
+
+def is_correct(row: SampleResult) -> bool:
+    """Correctness for accuracy: an errored sample is wrong whatever `correct` says."""
+    return row.error is None and bool(row.correct)
+
+
+def majority_correct(samples: Sequence[SampleResult]) -> bool:
+    """Whether the majority vote over one question's samples is correct.
+
+    Each sample votes for its prediction; an errored sample votes for "no answer" (None), as does
+    a sample whose answer could not be parsed. The prediction with most votes wins; on a tie the
+    one that appears at the lowest sample index wins (so with greedy sample 0 first, a tie falls
+    back to the greedy answer). The vote is correct when the first sample carrying the winning
+    prediction is correct; samples with the same prediction score the same, and with K=1 this is
+    exactly that sample's correctness, so majority accuracy equals accuracy.
+    """
+    if not samples:
+        raise ValueError("majority vote over no samples")
+    ordered = sorted(samples, key=lambda r: r.sample)
+    votes: dict[str | None, int] = {}
+    first: dict[str | None, SampleResult] = {}
+    for row in ordered:
+        key = None if row.error is not None else row.prediction
+        votes[key] = votes.get(key, 0) + 1
+        first.setdefault(key, row)
+    # dicts keep insertion order and max() returns the first maximum: that is the tie-break.
+    winner = max(votes, key=lambda key: votes[key])
+    return is_correct(first[winner])
+
+
+def summarize_group(rows: Sequence[SampleResult]) -> GroupSummary:
+    """Summary of one group of samples; see the module docstring for error handling."""
+    n = len(rows)
+    k = sum(1 for r in rows if is_correct(r))
+    by_question: dict[str, list[SampleResult]] = {}
+    for r in rows:
+        by_question.setdefault(r.id, []).append(r)
+    n_q = len(by_question)
+    majority = sum(1 for s in by_question.values() if majority_correct(s))
+
+    ok = [r for r in rows if r.error is None]
+    latencies = [float(r.latency_s) for r in ok]
+    ttfts = [float(r.ttft_s) for r in ok if r.ttft_s is not None]
+    total_latency = math.fsum(latencies)
+    total_tokens = sum(r.completion_tokens for r in ok)
+    low, high = wilson_interval(k, n)
+    return GroupSummary(
+        n=n,
+        n_questions=n_q,
+        accuracy=k / n if n else math.nan,
+        ci95=[low, high],
+        majority_accuracy=majority / n_q if n_q else math.nan,
+        latency_p50_s=percentile(latencies, 50),
+        latency_p95_s=percentile(latencies, 95),
+        latency_mean_s=total_latency / len(ok) if ok else None,
+        ttft_p50_s=percentile(ttfts, 50),
+        # Zero total latency (a replay backend, say) has no meaningful rate: None, not inf.
+        tokens_per_s=total_tokens / total_latency if total_latency > 0 else None,
+        completion_tokens_mean=total_tokens / len(ok) if ok else None,
+        errors=n - len(ok),
+    )
+
+
+def summarize(rows: Sequence[SampleResult]) -> Report:
+    """Overall and per-type summaries of a run's samples (K samples per question allowed).
+
+    `accuracy` is over all samples (mean per-sample correctness); `majority_accuracy` is over
+    questions, one majority vote each. Rows are taken as given: de-duplicating retried rows is
+    the reader's job (`harness.report.read_results`).
+    """
+    groups: dict[str, list[SampleResult]] = {}
+    for r in rows:
+        groups.setdefault(r.type, []).append(r)
+    return Report(
+        overall=summarize_group(rows),
+        by_type={t: summarize_group(groups[t]) for t in sorted(groups)},
+    )

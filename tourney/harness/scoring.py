@@ -1,0 +1,315 @@
+"""Score a model's output against a gold answer: find the final answer in free text, compare it.
+
+Model output is untrusted: it is only matched with regular expressions and parsed into numbers by
+`fractions.Fraction`/`decimal.Decimal`; nothing is evaluated. math-verify (sympy behind it) is
+asked only about short extracted answers in LaTeX form, as a second opinion after our own parse.
+
+Numeric answers are normalised to one spelling so that golds and predictions compare as text too:
+integers as "1000" (no commas, "$", or ".00"), decimals as "0.5", fractions as the decimal when
+it ends ("3/4" -> "0.75") and reduced otherwise ("2/6" -> "1/3"), percentages as the number of
+percent ("50%" -> "50", the way GSM8K states them).
+"""
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation, localcontext
+from fractions import Fraction
+
+from tourney.harness.prompts import LETTERS, strip_thinking
+from tourney.harness.types import Question
+
+REL_TOL = 1e-6  # relative tolerance when either side is not a whole number
+MAX_DIGITS = 100  # a longer digit run is noise, not an answer (and would hit int/str limits)
+
+# A number as people and models write it. The look-behind keeps "x2", "v1.5" and the "3" of "5-3"
+# from reading as numbers; a minus counts only when glued to the digits ("-3", "-$3", "$-3").
+_NUM = re.compile(
+    r"(?<![\w.])"
+    r"(?:(?P<sign>-)(?=\$?\s?\.?\d))?\$?\s?(?P<sign2>-(?=\.?\d))?"
+    r"(?=\.?\d)(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)?(?P<frac>\.\d+)?"
+    r"(?:/(?P<den>\d+)(?!\d|\.\d))?"
+    r"(?P<pct>\s?%)?"
+)
+_FULL_NUM = re.compile(r"\s*(?:" + _NUM.pattern + r")\s*\.?\s*")
+
+# LaTeX and markdown that wrap numbers: rewritten before any search so "$\frac{3}{4}$", "**18**",
+# "1{,}000" and "\$18" read as plain numbers.
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.,]+)\s*\}\s*\{\s*([\d.,]+)\s*\}")
+_LATEX_FRAC_SHORT = re.compile(r"\\[dt]?frac(\d)(\d)")  # \frac34
+_LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
+_ANNOTATION = re.compile(r"<<[^<>]*>>")  # GSM8K calculator notes: "<<48/2=24>>"
+_SIMPLE_SUBS = (
+    ("\\$", "$"), ("\\%", "%"), ("{,}", ","), ("\\!", ""), ("\\,", ""), ("\\;", " "),
+    ("\\left", ""), ("\\right", ""), ("^\\circ", ""), ("^{\\circ}", ""), ("−", "-"),
+    ("**", ""), ("\\(", " "), ("\\)", " "), ("\\[", " "), ("\\]", " "),
+)
+
+_HASHES = re.compile(r"####[ \t]*([^\n]*)")
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# The span after a marker is capped so that a long line full of markers stays linear to scan.
+_ANSWER_IS = re.compile(
+    r"\banswer\s*(?:is|would\s+be|will\s+be|should\s+be|=)\s*:?(?=([^\n]{0,300}))", re.IGNORECASE
+)
+# "A: 18" only as a capital opening a line (Q/A layout), never the "a:" inside a sentence.
+_ANSWER_COLON = re.compile(
+    r"(?:\banswer\s*:|^[ \t>*#-]*(?-i:A)\s*:)(?=([^\n]{0,300}))", re.IGNORECASE | re.MULTILINE
+)
+_EXPR_CONTINUES = re.compile(r"\s*(?:[-+*/×÷x]|\\times|\\cdot|\\div)\s*[\d$(.]")
+
+
+@dataclass
+class Score:
+    prediction: str | None  # the extracted answer, normalised; None when nothing was found
+    correct: bool
+
+
+def _clean(text: str) -> str:
+    """Rewrite LaTeX/markdown number wrappers to plain text and drop GSM8K annotations."""
+    text = _ANNOTATION.sub("", text)
+    text = _LATEX_TEXT.sub(r" \1 ", text)
+    text = _LATEX_FRAC.sub(r"\1/\2", text)
+    text = _LATEX_FRAC_SHORT.sub(r"\1/\2", text)
+    for old, new in _SIMPLE_SUBS:
+        text = text.replace(old, new)
+    return text
+
+
+def _from_match(m: re.Match[str]) -> str | None:
+    """Normalised text of one `_NUM` match, or None when it holds no digits."""
+    whole, frac = m.group("int") or "", m.group("frac") or ""
+    den = m.group("den")
+    if not whole and not frac or len(whole) + len(frac) + len(den or "") > MAX_DIGITS:
+        return None
+    negative = bool(m.group("sign") or m.group("sign2"))
+    try:
+        value = Fraction(Decimal(whole.replace(",", "") + frac if whole else "0" + frac))
+    except (InvalidOperation, ValueError):
+        return None
+    if den is not None and int(den) != 0:
+        value /= int(den)
+    return _format(-value if negative else value)
+
+
+def _format(value: Fraction) -> str:
+    if value.denominator == 1:
+        return str(value.numerator)
+    # A decimal whose digits end (0.5, 2.25) prints as a decimal; others (1/3) stay a fraction.
+    d = value.denominator
+    while d % 2 == 0:
+        d //= 2
+    while d % 5 == 0:
+        d //= 5
+    if d != 1:
+        return f"{value.numerator}/{value.denominator}"
+    with localcontext() as ctx:
+        ctx.prec = 4 * MAX_DIGITS  # exact: the quotient terminates within this many digits
+        text = format(Decimal(value.numerator) / Decimal(value.denominator), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def normalize_number(text: str) -> str | None:
+    """The canonical spelling of `text` if the whole of it is one number, else None.
+
+    >>> normalize_number("$1,000.00"), normalize_number("-.5"), normalize_number("6/8")
+    ('1000', '-0.5', '0.75')
+    """
+    m = _FULL_NUM.fullmatch(_clean(text))
+    if m is None:
+        return None
+    return _from_match(m)
+
+
+def _numbers(text: str) -> list[tuple[re.Match[str], str]]:
+    found = []
+    for m in _NUM.finditer(text):
+        value = _from_match(m)
+        if value is not None:
+            found.append((m, value))
+    return found
+
+
+def _first_value(span: str) -> str | None:
+    """The first number in a span such as the rest of "The answer is ...".
+
+    When that number begins an expression ("5 \\times 3 = 15"), the result after the last "=" is
+    the answer, not the first operand.
+    """
+    nums = _numbers(span)
+    if not nums:
+        return None
+    m, value = nums[0]
+    rest = span[m.end():]
+    if _EXPR_CONTINUES.match(rest) and "=" in rest:
+        after = _first_value(rest[rest.rindex("=") + 1:])
+        if after is not None:
+            return after
+    return value
+
+
+def _boxed_contents(text: str) -> list[str]:
+    """Contents of the last 20 `\\boxed{...}`, braces balanced, in order.
+
+    Only the last few are scanned so that a long output full of unclosed boxes stays linear."""
+    out = []
+    for m in list(_BOXED.finditer(text))[-20:]:
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            out.append(text[m.end(): i - 1])
+    return out
+
+
+def _boxed_value(content: str) -> str | None:
+    cleaned = _clean(content).strip()
+    if "=" in cleaned:  # "x = 5"
+        cleaned = cleaned[cleaned.rindex("=") + 1:].strip()
+    full = normalize_number(cleaned)
+    if full is not None:
+        return full
+    if "\\" in cleaned:
+        # Real LaTeX (\sqrt{2}, \pi) that we do not reduce: keep it for math-verify to compare.
+        return cleaned
+    return _first_value(cleaned)
+
+
+def extract_answer(text: str) -> str | None:
+    """The final numeric answer in a model's output, normalised (see module doc), or None.
+
+    Tried in order, the first format found wins:
+    1. `#### N`, the GSM8K and miniature-model format (the first one: a base model that runs on
+       invents further questions with their own "####" lines);
+    2. `\\boxed{N}` (the last one); LaTeX that is not a plain number is returned as written;
+    3. "the (final) answer is N" (the last one, as models correct themselves);
+    4. "Answer: N" or a line starting "A: N" (the last one);
+    5. the last number anywhere.
+    Thinking blocks are removed first, so numbers inside them never count.
+    """
+    text = strip_thinking(text)
+    if not text:
+        return None
+    for span in _HASHES.findall(text):
+        span = _clean(span).strip()
+        # Only "#### N": chat models also write "#### Step 1" as a markdown heading.
+        m = _NUM.match(span)
+        if m and _from_match(m) is not None:
+            return _first_value(span)
+    for content in reversed(_boxed_contents(text)):
+        value = _boxed_value(content)
+        if value:
+            return value
+    cleaned = _clean(text)
+    for pattern in (_ANSWER_IS, _ANSWER_COLON):
+        for marker in reversed(list(pattern.finditer(cleaned))):
+            value = _first_value(marker.group(1))
+            if value is not None:
+                return value
+    nums = _numbers(cleaned)
+    return nums[-1][1] if nums else None
+
+
+def _to_fraction(text: str) -> Fraction | None:
+    norm = normalize_number(text)
+    return Fraction(norm) if norm is not None else None
+
+
+def _math_verify_equal(pred: str, gold: str) -> bool:
+    """math-verify's verdict on two short LaTeX answers; False on any failure.
+
+    Its timeouts use SIGALRM, which only the main thread may set, so worker threads (a threaded
+    run loop) call it without one; inputs are short extracted answers, never whole outputs.
+    """
+    if len(pred) > 200 or len(gold) > 200:
+        return False
+    try:
+        from math_verify import parse, verify
+    except ImportError:  # a minimal install still scores plain numbers
+        return False
+    in_main = threading.current_thread() is threading.main_thread()
+    timeout = 5 if in_main else None
+    wrap = lambda s: s if "$" in s else f"${s}$"  # noqa: E731 -- math-verify wants delimiters
+    try:
+        g = parse(wrap(gold), parsing_timeout=timeout)  # type: ignore[arg-type]
+        p = parse(wrap(pred), parsing_timeout=timeout)  # type: ignore[arg-type]
+        return bool(g and p and verify(g, p, timeout_seconds=timeout))
+    except Exception:  # noqa: BLE001 -- a library failure on odd input means "not shown equal"
+        return False
+
+
+def numbers_equal(pred: str | None, gold: str) -> bool:
+    """Whether a predicted answer equals the gold one.
+
+    Whole numbers must match exactly; when either side has a fractional part the match is within
+    a relative 1e-6 (so 1/3 equals 0.3333333 but not 0.33). Anything our parser cannot read as a number, such as
+    `\\sqrt{2}`, is left to math-verify.
+    """
+    if pred is None:
+        return False
+    p, g = _to_fraction(pred), _to_fraction(gold)
+    if p is not None and g is not None:
+        if p == g:
+            return True
+        if p.denominator == 1 and g.denominator == 1:
+            return False
+        return abs(p - g) <= REL_TOL * max(abs(p), abs(g))
+    return _math_verify_equal(pred, gold)
+
+
+# Choice letters. A capital "A" or "I" followed by a lower-case word is the article or pronoun
+# ("A man buys...", "I think"), and a bare lower-case letter is taken only when it is marked
+# ("(b)", "**b**", "\boxed{b}") or ends a phrase right after an answer marker ("answer is b.").
+_CAP = r"\b(A(?!\s+[a-z])|I(?!\s+[a-z])|[B-HJ-Z])\b(?!['’])"
+_LETTER = (
+    r"(?:\(([A-Za-z])\)|\\boxed\{([A-Za-z])\}|\*\*([A-Za-z])\*\*|" + _CAP
+    + r"|\b([a-z])\b(?=\s*(?:[.,;:)!]|$)))"
+)
+_CHOICE_MARKER = re.compile(
+    r"(?:\banswer\s*(?:is|would\s+be|will\s+be|should\s+be)?"
+    r"|\b(?:correct|right|best)\s+(?:option|choice)(?:\s+is)?|\b(?:option|choice)\s+is)"
+    r"\s*[:=]?[\s*$]*(?:(?:option|choice|letter)\s+)?" + _LETTER,
+    re.MULTILINE,
+)
+_CHOICE_MARKER_CI = re.compile(r"\b(?:answer|option|choice|correct|right|best|is|letter)\b", re.IGNORECASE)
+_MARKED_LETTER = re.compile(r"\(([A-Za-z])\)|\\boxed\{([A-Za-z])\}|\*\*\(?([A-Za-z])\)?[.:]?\*\*")
+_LINE_START_LETTER = re.compile(r"^\s*\**\(?([A-Z])\)?\**\s*(?:[.:)]|$)", re.MULTILINE)
+_BARE_LETTER = re.compile(_CAP)
+
+
+def _letter(m: re.Match[str]) -> str:
+    return next(g for g in m.groups() if g).upper()
+
+
+def extract_choice(text: str, n_choices: int) -> str | None:
+    """The chosen letter (A, B, ...) among the first `n_choices`, or None.
+
+    Tried in order: an answer marker ("The answer is (B)", "Answer: B", "correct option is B"),
+    the last one; a marked letter ("\\boxed{B}", "**B**", "(b)"), the last one; a letter opening a
+    line ("B." / "(B)" / "B"), the first one; finally the last capital letter standing alone that
+    is not the article "A".
+    """
+    valid = LETTERS[:n_choices]
+    text = strip_thinking(text)
+    if not text or n_choices < 1:
+        return None
+    # Markers are found case-insensitively, but the letter after them keeps its case rules.
+    folded = _CHOICE_MARKER_CI.sub(lambda m: m.group(0).lower(), text)
+    for m in reversed(list(_CHOICE_MARKER.finditer(folded))):
+        if _letter(m) in valid:
+            return _letter(m)
+    for pattern, pick_last in ((_MARKED_LETTER, True), (_LINE_START_LETTER, False), (_BARE_LETTER, True)):
+        hits = [_letter(m) for m in pattern.finditer(text) if _letter(m) in valid]
+        if hits:
+            return hits[-1] if pick_last else hits[0]
+    return None
+
+
+def score(question: Question, output: str) -> Score:
+    """Extract the answer from `output` and compare it with the question's gold answer."""
+    if question.is_multiple_choice:
+        letter = extract_choice(output, len(question.choices or ()))
+        return Score(letter, letter is not None and letter == question.answer.strip().upper())
+    pred = extract_answer(output)
+    return Score(pred, numbers_equal(pred, question.answer))

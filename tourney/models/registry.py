@@ -1,0 +1,72 @@
+"""Spec strings to backends. Each prefix names a module imported only when used, so a CPU install
+never imports vLLM or llama.cpp."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from tourney.models.types import Backend, BackendError, ModelSpec
+
+# prefix -> "module:factory"; the factory takes (ModelSpec, **options) and returns a Backend.
+BACKENDS: dict[str, str] = {
+    "hf": "tourney.models.hf_backend:HFBackend",
+    "openai": "tourney.models.openai_backend:OpenAIBackend",
+    "gguf": "tourney.models.gguf_backend:GGUFBackend",
+    "vllm": "tourney.models.vllm_backend:VLLMBackend",
+    "replay": "tourney.models.replay_backend:ReplayBackend",
+}
+
+MINI_DIR = Path(__file__).parent / "mini" / "checkpoints"
+
+# Short names for the shipped miniature pair (and the distilled student once it exists).
+ALIASES: dict[str, str] = {
+    "mini-teacher": f"hf:{MINI_DIR / 'teacher'}",
+    "mini-student": f"hf:{MINI_DIR / 'student'}",
+    "mini-distilled": f"hf:{MINI_DIR / 'distilled'}",
+}
+
+
+def replays_recordings(spec: str) -> bool:
+    """Whether `spec` returns recorded outputs (replay:) instead of drawing samples: K samples
+    from it need no temperature."""
+    return ALIASES.get(spec.strip(), spec.strip()).startswith("replay:")
+
+
+def parse_spec(spec: str) -> ModelSpec:
+    """Split `prefix:target`; resolve aliases. Raises BackendError naming the spec."""
+    raw = spec
+    spec = ALIASES.get(spec.strip(), spec.strip())
+    prefix, sep, target = spec.partition(":")
+    if not sep or prefix not in BACKENDS:
+        known = ", ".join(f"{p}:..." for p in BACKENDS) + ", " + ", ".join(ALIASES)
+        raise BackendError(f"unknown model spec {raw!r}: expected one of {known}")
+    if not target:
+        raise BackendError(f"model spec {raw!r} has nothing after '{prefix}:'")
+    return ModelSpec(raw=raw, kind=prefix, target=target)
+
+
+def load_backend(spec: str, **options: Any) -> Backend:
+    """Build the backend a spec names. Options go to the backend's constructor."""
+    parsed = parse_spec(spec)
+    module_name, _, factory_name = BACKENDS[parsed.kind].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # an optional extra is missing
+        extra = {"vllm": "vllm", "gguf": "llamacpp"}.get(parsed.kind, "")
+        hint = f" (pip install 'tourney[{extra}]')" if extra else ""
+        raise BackendError(f"model spec {spec!r} needs a package that is not installed: {exc}{hint}") from exc
+    return getattr(module, factory_name)(parsed, **options)
+
+
+def default_options(spec: str, chat: bool = False, batch_size: int = 16, concurrency: int = 8) -> tuple[dict[str, Any], int]:
+    """Backend options for a spec, and the chunk size (questions per backend call): a server
+    backend needs at least `concurrency` questions per call to keep its requests in flight."""
+    kind = parse_spec(spec).kind
+    if kind == "openai":
+        return {"concurrency": concurrency, "chat": chat}, max(batch_size, concurrency)
+    if kind == "hf":
+        return {"chat": chat, "batch_size": batch_size}, batch_size
+    if kind in ("vllm", "gguf"):
+        return {"chat": chat}, batch_size
+    return {}, batch_size

@@ -1,0 +1,169 @@
+"""A router file that can answer new questions: the calibrated router plus how to run the pair.
+
+`tourney route calibrate` writes ROUTER.json: the CalibratedRouter's own fields (so
+`CalibratedRouter.load` still reads it) and, beside them, the student's and the teacher's model
+specs and generation settings read from the dev runs' run.json. The threshold is only valid for
+confidences computed the way the dev run computed them: the same samples K, temperature, token
+budget and logprobs. The cascade therefore runs the student with exactly these settings.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from tourney.harness.prompts import get_template, render, template_for
+from tourney.harness.report import load_run_meta
+from tourney.harness.types import DataError, Question
+from tourney.models.registry import replays_recordings
+from tourney.models.types import GenConfig, Prompt
+from tourney.routers.calibrate import CalibratedRouter
+
+FORMAT = "tourney-router/1"
+# Signals that read the token logprobs of the first sample, and those that compare samples.
+LOGPROB_SIGNALS = frozenset({"mean_logprob", "min_logprob", "answer_logprob_mean",
+                             "answer_logprob_min", "entropy_proxy"})
+SAMPLE_SIGNALS = frozenset({"self_consistency", "answer_agreement", "answer_agreement_entropy", "mean_length"})
+CHOICE_SIGNALS = frozenset({"mc_probability", "mc_margin"})
+
+
+def needs_samples(signals: Sequence[str]) -> bool:
+    return any(s in SAMPLE_SIGNALS for s in signals)
+
+
+def needs_logprobs(signals: Sequence[str]) -> bool:
+    return any(s in LOGPROB_SIGNALS for s in signals)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """How one model answers: its spec and the generation settings of its calibration run."""
+
+    spec: str  # model spec string (hf:PATH, openai:MODEL@URL, alias, ...)
+    samples: int = 1  # samples per question (K); the answer is sample 0's
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    logprobs: int | None = None  # None: none; 0: chosen-token logprobs
+    seed: int = 0
+    template: str | None = None  # prompt template name; None picks one per question
+    chat: bool = False  # chat messages rather than raw text
+    model_args: dict[str, Any] = field(default_factory=dict)  # backend options (device, ...)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.spec, str) or not self.spec:
+            raise ValueError("field 'spec': expected a model spec string")
+        if self.samples < 1:
+            raise ValueError(f"field 'samples': expected >= 1, got {self.samples}")
+        if self.samples > 1 and self.temperature == 0.0 and not replays_recordings(self.spec):
+            raise ValueError("field 'samples': more than one sample needs temperature > 0")
+        GenConfig(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
+                  logprobs=self.logprobs)  # range checks, with GenConfig's messages
+        if self.template is not None:
+            get_template(self.template)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path) -> "ModelSettings":
+        """The settings an evaluation run used, from its run.json."""
+        path = Path(run_dir) / "run.json"
+        meta = read_run_meta(run_dir)
+        gen = meta.get("generation")
+        ident = meta.get("identity") or {}
+        if not isinstance(meta.get("model"), str) or not isinstance(gen, dict):
+            raise DataError(f"{path}: expected 'model' (a string) and 'generation' (an object)")
+        try:
+            return cls(spec=meta["model"], samples=int(gen.get("samples", 1)),
+                       temperature=float(gen.get("temperature", 0.0)), top_p=float(gen.get("top_p", 1.0)),
+                       max_tokens=int(gen.get("max_tokens", 512)), logprobs=gen.get("logprobs"),
+                       seed=int(gen.get("seed") or 0), template=ident.get("template"),
+                       chat=bool(ident.get("chat", False)))
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{path}: {e}") from None
+
+    def gen_config(self, stop: tuple[str, ...], *, n: int | None = None, logprobs: int | None | str = "same",
+                   max_tokens: int | None = None, temperature: float | None = None) -> GenConfig:
+        return GenConfig(max_tokens=max_tokens or self.max_tokens,
+                         temperature=self.temperature if temperature is None else temperature,
+                         top_p=self.top_p, stop=tuple(stop), n=n or self.samples,
+                         logprobs=self.logprobs if logprobs == "same" else logprobs, seed=self.seed)
+
+    def prompts(self, questions: Sequence[Question]) -> tuple[list[Prompt], tuple[str, ...]]:
+        """Prompts and one stop list for a batch, chosen as the run loop chooses them."""
+        templates = [get_template(self.template) if self.template else template_for(q, self.chat)
+                     for q in questions]
+        stop = tuple(dict.fromkeys(s for t in templates for s in t.stop))
+        return [render(t, q) for t, q in zip(templates, questions)], stop
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "ModelSettings":
+        if not isinstance(d, dict):
+            raise DataError(f"{where}: expected an object with the model's spec and settings")
+        known = {f for f in cls.__dataclass_fields__}
+        try:
+            return cls(**{k: v for k, v in d.items() if k in known})
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{where}: {e}") from None
+
+
+def read_run_meta(run_dir: str | Path) -> dict[str, Any]:
+    return load_run_meta(Path(run_dir))
+
+
+@dataclass
+class RouterBundle:
+    """ROUTER.json: a calibrated router, the settings to run it, and where it was calibrated."""
+
+    router: CalibratedRouter
+    student: ModelSettings | None = None  # None in a bare router file: give specs on the CLI
+    teacher: ModelSettings | None = None
+    target: str | None = None  # the target as the user typed it, e.g. "share=0.3"
+    data: dict[str, Any] = field(default_factory=dict)  # runs used, split, question counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.router.to_dict(), "format": FORMAT, "target": self.target,
+                "student": None if self.student is None else self.student.to_dict(),
+                "teacher": None if self.teacher is None else self.teacher.to_dict(),
+                "data": self.data}
+
+    def save(self, path: str | Path) -> None:
+        text = json.dumps(_finite(self.to_dict()), indent=2, sort_keys=True, allow_nan=False)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RouterBundle":
+        """Read ROUTER.json (or a bare CalibratedRouter file, without model settings)."""
+        path = Path(path)
+        router = CalibratedRouter.load(path)  # DataError naming the file and field
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        student = raw.get("student")
+        teacher = raw.get("teacher")
+        return cls(router=router,
+                   student=None if student is None else ModelSettings.from_dict(student, f"{path}: field 'student'"),
+                   teacher=None if teacher is None else ModelSettings.from_dict(teacher, f"{path}: field 'teacher'"),
+                   target=raw.get("target"), data=raw.get("data") or {})
+
+    def with_specs(self, student: str | None = None, teacher: str | None = None) -> "RouterBundle":
+        """The same bundle with model specs replaced (e.g. the same model served elsewhere)."""
+        def swap(s: ModelSettings | None, spec: str | None) -> ModelSettings | None:
+            if spec is None:
+                return s
+            return ModelSettings(spec=spec) if s is None else replace(s, spec=spec)
+        return RouterBundle(self.router, swap(self.student, student), swap(self.teacher, teacher),
+                            self.target, dict(self.data))
+
+
+def _finite(x: Any) -> Any:
+    """NaN becomes null and infinities "inf"/"-inf", so the file is strict JSON."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x

@@ -1,0 +1,278 @@
+"""Cascade execution: the student answers, its confidence decides, the teacher answers the rest.
+
+Modes:
+- "speed": the student alone, one sample (K=1, no logprobs: nothing is spent on confidence);
+- "accuracy": the teacher alone;
+- "balanced": the student answers with the samples and logprobs its calibration run used (the
+  threshold only means something on confidences computed that way), the router computes the
+  confidence from those rows, and the question goes to the teacher when `confidence < threshold`,
+  when the confidence is missing, or when the student's request failed.
+
+Whose answer stands: the teacher's when it was asked and gave a parsable answer; else the
+student's (sample 0); else the fallback, "0" for a numeric question and "A" for multiple choice,
+so that a submission never has an empty line. (A numeric answer is already the output's last
+number when no "####"/"answer is" marker is found: harness.scoring.extract_answer.)
+
+Latency accounting: a question's total is the student's latency plus the teacher's when it was
+escalated (the two run one after the other). In `Cascade.answer` (batch) they are the latencies
+the backends report per sample (for a batched in-process backend, the batch's wall time); when
+the confidence reads several samples, the student's latency is the slowest of its K samples,
+drawn together in one call, as in routers.rundata (multi_sample="max"). routers.submit measures
+wall-clock time per question instead.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from tourney.harness.scoring import extract_answer, extract_choice, score
+from tourney.harness.types import Question, SampleResult
+from tourney.models.types import Backend, Generation, Prompt
+from tourney.routers.bundle import CHOICE_SIGNALS, SAMPLE_SIGNALS, ModelSettings, RouterBundle, needs_logprobs, needs_samples
+from tourney.routers.calibrate import CalibratedRouter
+
+MODES = ("speed", "accuracy", "balanced")
+STUDENT, TEACHER, FALLBACK = "student", "teacher", "fallback"
+FALLBACK_NUMBER, FALLBACK_CHOICE = "0", "A"
+
+
+def predict(question: Question, text: str) -> str | None:
+    """The final answer in a model output (a choice letter for multiple choice), or None."""
+    if question.is_multiple_choice:
+        return extract_choice(text, len(question.choices or ()))
+    return extract_answer(text)
+
+
+def fallback_answer(question: Question) -> str:
+    return FALLBACK_CHOICE if question.is_multiple_choice else FALLBACK_NUMBER
+
+
+def sample_rows(question: Question, gens: Sequence[Generation]) -> list[SampleResult]:
+    """The student's samples as SampleResults, which the signals read. `correct` is scored only
+    when the question has a gold answer (tournament questions have none)."""
+    rows = []
+    for s, g in enumerate(gens):
+        ok = g.error is None
+        rows.append(SampleResult(
+            id=question.id, question=question.question, type=question.type, sample=s, output=g.text,
+            prediction=predict(question, g.text) if ok else None, gold=question.answer,
+            correct=bool(ok and question.answer and score(question, g.text).correct),
+            latency_s=g.latency_s, ttft_s=g.ttft_s, prompt_tokens=g.prompt_tokens,
+            completion_tokens=g.completion_tokens, error=g.error, finish_reason=g.finish_reason,
+            token_logprobs=g.token_logprobs))
+    return rows
+
+
+@dataclass
+class StudentOutcome:
+    """The student's samples of one question and what the router made of them."""
+
+    rows: list[SampleResult]
+    confidence: float | None  # None in speed mode, or when the signals have nothing to read
+    latency_s: float  # sample 0's, or the slowest sample's when the confidence reads them all
+    escalate: bool  # balanced mode: the router sends this question to the teacher
+
+    @property
+    def prediction(self) -> str | None:
+        return self.rows[0].prediction if self.rows else None
+
+    @property
+    def error(self) -> str | None:
+        return self.rows[0].error if self.rows else "no sample returned"
+
+
+@dataclass
+class CascadeRecord:
+    """One answered question."""
+
+    id: str
+    answer: str  # what to submit: the standing prediction, or the fallback; never empty
+    output: str  # the standing model output ("" when the fallback stands)
+    prediction: str | None  # the answer extracted from `output`
+    routed_to: str  # whose answer stands: "student" | "teacher" | "fallback"
+    escalated: bool  # the teacher was asked
+    confidence: float | None
+    student_latency_s: float
+    teacher_latency_s: float
+    total_latency_s: float
+    deadline_missed: bool = False  # a call was abandoned at the question's deadline
+    budget_exhausted: bool = False  # answered student-only because the total budget was spent
+    error: str | None = None  # failures on the way (a failed request, a missed deadline)
+    student_prediction: str | None = None
+    teacher_prediction: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compose(question: Question, student: StudentOutcome | None, teacher: Generation | None, *,
+            escalated: bool, student_latency_s: float, teacher_latency_s: float, total_latency_s: float,
+            deadline_missed: bool = False, budget_exhausted: bool = False,
+            errors: Sequence[str] = ()) -> CascadeRecord:
+    """The record of one question from whatever the two models returned (see module doc)."""
+    errs = list(errors)
+    s_pred = student.prediction if student is not None else None
+    if student is not None and student.error:
+        errs.append(f"student: {student.error}")
+    t_pred = None
+    if teacher is not None:
+        if teacher.error:
+            errs.append(f"teacher: {teacher.error}")
+        else:
+            t_pred = predict(question, teacher.text)
+    if t_pred is not None:
+        who, output, pred = TEACHER, teacher.text, t_pred
+    elif s_pred is not None:
+        who, output, pred = STUDENT, student.rows[0].output, s_pred
+    else:
+        who, output, pred = FALLBACK, "", None
+    return CascadeRecord(
+        id=question.id, answer=pred if pred else fallback_answer(question), output=output, prediction=pred,
+        routed_to=who, escalated=escalated, confidence=None if student is None else student.confidence,
+        student_latency_s=student_latency_s, teacher_latency_s=teacher_latency_s,
+        total_latency_s=total_latency_s, deadline_missed=deadline_missed, budget_exhausted=budget_exhausted,
+        error="; ".join(errs) or None, student_prediction=s_pred, teacher_prediction=t_pred)
+
+
+class Cascade:
+    """A student backend, a teacher backend and a calibrated router, run in one of MODES."""
+
+    def __init__(self, student: Backend | None, teacher: Backend | None, router: CalibratedRouter | None,
+                 mode: str = "balanced", *, student_settings: ModelSettings | None = None,
+                 teacher_settings: ModelSettings | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if mode != "accuracy" and student is None:
+            raise ValueError(f"mode {mode!r} needs a student model")
+        if mode != "speed" and teacher is None:
+            raise ValueError(f"mode {mode!r} needs a teacher model")
+        if mode == "balanced" and router is None:
+            raise ValueError("mode 'balanced' needs a calibrated router")
+        self.student, self.teacher, self.router, self.mode = student, teacher, router, mode
+        self.student_settings = student_settings or ModelSettings(spec=getattr(student, "spec", "student"))
+        self.teacher_settings = teacher_settings or ModelSettings(spec=getattr(teacher, "spec", "teacher"))
+        self.signals = list(router.signals) if router is not None else []
+        if mode == "balanced" and needs_samples(self.signals) and self.student_settings.samples < 2:
+            raise ValueError(f"the router reads {sorted(set(self.signals) & SAMPLE_SIGNALS)}, "
+                             "which need several student samples, but the student's settings have samples=1")
+
+    # -- the two calls ------------------------------------------------------------------------
+    def _generate(self, backend: Backend, settings: ModelSettings, questions: Sequence[Question],
+                  prompts: Sequence[Prompt] | None, stop: Sequence[str] | None, **cfg: Any) -> list[list[Generation]]:
+        if prompts is not None:  # already rendered (lm-eval contexts): generate from them as they are
+            gen = settings.gen_config(tuple(stop or ()), **cfg)
+            return backend.generate(list(prompts), gen)
+        rendered, template_stop = settings.prompts(questions)
+        gen = settings.gen_config(tuple(stop) if stop is not None else template_stop, **cfg)
+        if hasattr(backend, "generate_questions"):  # recorded outputs are matched by question
+            return backend.generate_questions(list(questions), gen)
+        return backend.generate(rendered, gen)
+
+    def run_student(self, questions: Sequence[Question], *, full: bool | None = None,
+                    prompts: Sequence[Prompt] | None = None, stop: Sequence[str] | None = None,
+                    max_tokens: int | None = None) -> list[StudentOutcome]:
+        """The student's answers. full=True (the default in balanced mode) draws the samples and
+        logprobs the router needs and computes the confidence; full=False draws one sample."""
+        full = self.mode == "balanced" if full is None else full
+        s = self.student_settings
+        if full:
+            logprobs = s.logprobs if s.logprobs is not None else (0 if needs_logprobs(self.signals) else None)
+            gens = self._generate(self.student, s, questions, prompts, stop, logprobs=logprobs, max_tokens=max_tokens)
+        else:
+            gens = self._generate(self.student, s, questions, prompts, stop, n=1, logprobs=None, max_tokens=max_tokens)
+        out = []
+        for q, g in zip(questions, gens, strict=True):
+            rows = sample_rows(q, g)
+            conf = None
+            if full and self.router is not None and rows:
+                conf = self.router.confidence(rows, question_text=q.question)
+            # The K samples of one call are drawn together (one batch, `n`, concurrent requests) and
+            # each carries that shared wait: the question waited for the slowest, not their sum
+            # (routers.rundata's multi_sample="max", the same accounting).
+            several = full and needs_samples(self.signals) and len(g) > 1
+            latency = max(x.latency_s for x in g) if several else (g[0].latency_s if g else 0.0)
+            escalate = self.mode == "balanced" and (not rows or rows[0].error is not None
+                                                    or self.router.to_teacher(conf))
+            out.append(StudentOutcome(rows=rows, confidence=conf, latency_s=latency, escalate=escalate))
+        return out
+
+    def run_teacher(self, questions: Sequence[Question], *, prompts: Sequence[Prompt] | None = None,
+                    stop: Sequence[str] | None = None, max_tokens: int | None = None) -> list[Generation]:
+        """The teacher's answer (its sample 0) per question."""
+        gens = self._generate(self.teacher, self.teacher_settings, questions, prompts, stop, n=1,
+                              logprobs=None, max_tokens=max_tokens)
+        return [g[0] if g else Generation(text="", error="no sample returned") for g in gens]
+
+    # -- batch answering ----------------------------------------------------------------------
+    def answer(self, questions: Sequence[Question], *, prompts: Sequence[Prompt] | None = None,
+               stop: Sequence[str] | None = None, max_tokens: int | None = None) -> list[CascadeRecord]:
+        """Answer a batch: one student call over all questions, one teacher call over those
+        escalated. Latencies are the backends' own (see module doc); no deadlines here."""
+        kw = dict(stop=stop, max_tokens=max_tokens)
+        if self.mode == "accuracy":
+            gens = self.run_teacher(questions, prompts=prompts, **kw)
+            return [compose(q, None, g, escalated=True, student_latency_s=0.0, teacher_latency_s=g.latency_s,
+                            total_latency_s=g.latency_s) for q, g in zip(questions, gens)]
+        outcomes = self.run_student(questions, prompts=prompts, **kw)
+        up = [i for i, o in enumerate(outcomes) if o.escalate]
+        teacher: dict[int, Generation] = {}
+        if up:
+            sub_prompts = None if prompts is None else [prompts[i] for i in up]
+            gens = self.run_teacher([questions[i] for i in up], prompts=sub_prompts, **kw)
+            teacher = dict(zip(up, gens))
+        records = []
+        for i, (q, o) in enumerate(zip(questions, outcomes)):
+            t = teacher.get(i)
+            t_lat = t.latency_s if t is not None else 0.0
+            records.append(compose(q, o, t, escalated=t is not None, student_latency_s=o.latency_s,
+                                   teacher_latency_s=t_lat, total_latency_s=o.latency_s + t_lat))
+        return records
+
+
+def choice_router_signals(router: CalibratedRouter) -> bool:
+    """Whether the router reads option scores (it can route multiple-choice log-likelihoods)."""
+    return any(s in CHOICE_SIGNALS for s in router.signals)
+
+
+def backend_options(settings: ModelSettings, *, concurrency: int = 8, batch_size: int = 16,
+                    request_timeout_s: float | None = None) -> dict[str, Any]:
+    """Backend options for a model, as `tourney eval` picks them. An OpenAI-compatible server gets
+    a per-request timeout and no retries when request_timeout_s is given (a deadline to keep)."""
+    from tourney.models.registry import default_options, parse_spec
+
+    opts, _ = default_options(settings.spec, chat=settings.chat, batch_size=batch_size, concurrency=concurrency)
+    opts.update(settings.model_args)
+    if parse_spec(settings.spec).kind == "openai" and request_timeout_s is not None:
+        opts.setdefault("timeout_s", request_timeout_s)
+        opts.setdefault("max_retries", 0)
+    return opts
+
+
+def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8, batch_size: int = 16,
+                 teacher_timeout_s: float | None = None, student_backup: bool = True) -> Cascade:
+    """Build the backends a router file names and the cascade over them. The student is loaded in
+    accuracy mode too when student_backup (it answers once a submission's budget is spent)."""
+    from tourney.models.registry import load_backend
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    want_student = mode != "accuracy" or student_backup
+    want_teacher = mode != "speed"
+    for role, settings, wanted in (("student", bundle.student, want_student), ("teacher", bundle.teacher, want_teacher)):
+        if wanted and settings is None and not (role == "student" and mode == "accuracy"):
+            raise ValueError(f"the router file names no {role} model; give its spec (--{role})")
+    student = teacher = None
+    try:
+        if want_student and bundle.student is not None:
+            student = load_backend(bundle.student.spec, **backend_options(bundle.student, concurrency=concurrency,
+                                                                          batch_size=batch_size))
+        if want_teacher:
+            teacher = load_backend(bundle.teacher.spec, **backend_options(
+                bundle.teacher, concurrency=concurrency, batch_size=batch_size, request_timeout_s=teacher_timeout_s))
+    except Exception:
+        for b in (student, teacher):
+            if b is not None:
+                b.close()
+        raise
+    return Cascade(student, teacher, bundle.router, mode, student_settings=bundle.student,
+                   teacher_settings=bundle.teacher)

@@ -1,0 +1,194 @@
+"""The lm-evaluation-harness model `tourney`: the student, the teacher, or the cascade between them.
+
+    model_args: router=ROUTER.json [mode=balanced|speed|accuracy] [student=SPEC] [teacher=SPEC]
+                student=SPEC                 (the student alone; mode speed)
+                teacher=SPEC                 (the teacher alone; mode accuracy)
+                choice_threshold=P           (see loglikelihood below)
+                chat=true, device=cuda, ...  (backend options for specs given here)
+
+Registration. lm-eval 0.4.13 discovers no external models (it reads no entry points), so this
+module must be imported before lm-eval looks the name up: `python -m tourney.cli.lm_eval ...`
+(the same arguments as `lm-eval`) does that, and so does `import routers.lm_eval_model` before
+`lm_eval.simple_evaluate(model="tourney", ...)`. Passing `TourneyLM(...)` itself as `model` needs
+no registration at all.
+
+generate_until. Each request's context is sent as it is (lm-eval has already formatted it), the
+generation stops at the request's `until` strings and after `max_gen_toks` tokens; decoding
+follows the router file's settings (greedy unless the student's calibration run sampled), other
+sampling kwargs from the task are ignored. In balanced mode the confidence is computed from the
+student's output as in routers.cascade; question features read the whole context (few-shot
+examples included), so a router using them should be run zero-shot.
+
+loglikelihood. Requests sharing a document and context (the options of a multiple-choice
+question) are scored together with the backend's `score_choices`. In balanced mode the student's
+scores are kept unless the question is escalated, in which case the teacher's replace them:
+with `choice_threshold=P`, when the softmax probability of the student's best option is below P;
+otherwise with the router itself when it reads option scores (mc_probability, mc_margin); a
+router that reads none has no evidence here and escalates every question (a warning says so).
+`is_greedy` is always False: score_choices does not report it, so metrics that need it (the
+`acc` of loglikelihood tasks such as lambada) are not meaningful with this model.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import lm_eval.models  # noqa: F401 -- built-in models first: get_model imports them only into an empty registry
+from lm_eval.api.model import LM
+from lm_eval.api.registry import register_model
+from lm_eval.utils import simple_parse_args_string
+
+from tourney.harness.types import Question, SampleResult
+from tourney.models.registry import load_backend
+from tourney.models.types import Backend
+from tourney.routers.bundle import ModelSettings, RouterBundle
+from tourney.routers.cascade import Cascade, backend_options, choice_router_signals
+from tourney.routers.signals import mc_probability
+
+log = logging.getLogger(__name__)
+_LMEVAL_KEYS = ("batch_size", "max_batch_size", "device")
+
+
+def _cut(text: str, until: list[str]) -> str:
+    for stop in until:
+        if stop:
+            i = text.find(stop)
+            if i != -1:
+                text = text[:i]
+    return text
+
+
+@register_model("tourney")
+class TourneyLM(LM):
+    def __init__(self, router: str | None = None, student: str | None = None, teacher: str | None = None,
+                 mode: str | None = None, choice_threshold: float | None = None,
+                 batch_size: Any = None, max_batch_size: Any = None, device: str | None = None,
+                 **backend_args: Any) -> None:
+        super().__init__()
+        if router:
+            bundle = RouterBundle.load(router).with_specs(student, teacher)
+            calibrated, s_set, t_set = bundle.router, bundle.student, bundle.teacher
+            mode = mode or "balanced"
+        elif student and teacher:
+            raise ValueError("tourney: student= and teacher= together need router=ROUTER.json (the threshold); "
+                             "give router=, or one model alone")
+        elif student or teacher:
+            calibrated = None
+            s_set = ModelSettings(spec=student) if student else None
+            t_set = ModelSettings(spec=teacher) if teacher else None
+            mode = mode or ("speed" if student else "accuracy")
+        else:
+            raise ValueError("tourney: give router=ROUTER.json, student=SPEC or teacher=SPEC in model_args")
+        if choice_threshold is not None and not 0.0 <= float(choice_threshold) <= 1.0:
+            raise ValueError(f"tourney: choice_threshold must be a probability in [0, 1], got {choice_threshold}")
+        self.choice_threshold = None if choice_threshold is None else float(choice_threshold)
+        self.mode = mode
+        self._warned = False
+        extra = dict(backend_args)
+        if isinstance(batch_size, int) or (isinstance(batch_size, str) and batch_size.isdigit()):
+            extra.setdefault("batch_size", int(batch_size))
+        if device and str(device).startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():  # lm-eval's CLI defaults to cuda even on a CPU machine
+                log.warning("tourney: device %s asked for but CUDA is unavailable; using the CPU", device)
+                device = None
+        if device:
+            extra.setdefault("device", str(device))
+        student_b = self._load(s_set, extra) if mode != "accuracy" and s_set else None
+        teacher_b = self._load(t_set, extra) if mode != "speed" and t_set else None
+        self.cascade = Cascade(student_b, teacher_b, calibrated, mode, student_settings=s_set, teacher_settings=t_set)
+
+    @staticmethod
+    def _load(settings: ModelSettings, extra: dict[str, Any]) -> Backend:
+        from tourney.models.registry import parse_spec
+
+        opts = backend_options(settings)
+        kind = parse_spec(settings.spec).kind
+        for key, value in extra.items():
+            if key in ("batch_size", "device") and kind != "hf":
+                continue  # only the transformers backend takes these
+            opts.setdefault(key, value)
+        return load_backend(settings.spec, **opts)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "TourneyLM":
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict | None = None) -> "TourneyLM":
+        args = dict(arg_dict)
+        for key, value in (additional_config or {}).items():
+            if key in _LMEVAL_KEYS and value is not None:
+                args.setdefault(key, value)
+        for key in ("router", "student", "teacher", "mode"):  # paths and specs stay text
+            if key in args and args[key] is not None:
+                args[key] = str(args[key])
+        return cls(**args)
+
+    # -- generation -------------------------------------------------------------------------
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        out: list[str | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            kwargs = req.args[1] if len(req.args) > 1 else {}
+            groups.setdefault(json.dumps(kwargs, sort_keys=True, default=str), []).append(i)
+        for key, idx in groups.items():
+            kwargs = json.loads(key)
+            until = kwargs.get("until") or []
+            until = [until] if isinstance(until, str) else list(until)
+            max_tokens = kwargs.get("max_gen_toks")
+            contexts = [requests[i].args[0] for i in idx]
+            questions = [Question(id=f"lm-eval-{i}", question=c, answer="") for i, c in zip(idx, contexts)]
+            records = self.cascade.answer(questions, prompts=contexts, stop=until,
+                                          max_tokens=int(max_tokens) if max_tokens else None)
+            for i, rec in zip(idx, records):
+                out[i] = _cut(rec.output, until)
+                self.cache_hook.add_partial("generate_until", requests[i].args, out[i])
+        return [o or "" for o in out]
+
+    # -- scoring ----------------------------------------------------------------------------
+    def _escalate(self, scores: list[float], context: str) -> bool:
+        if self.choice_threshold is not None:
+            p = mc_probability([], scores)
+            return p is None or p < self.choice_threshold
+        router = self.cascade.router
+        if not choice_router_signals(router) and not self._warned:
+            self._warned = True
+            log.warning("tourney: the router reads no option scores; every log-likelihood question goes to "
+                        "the teacher (pass choice_threshold=P to route on the student's option probability)")
+        row = SampleResult(id="ll", question=context, type="default", sample=0, output="", prediction=None,
+                           gold="", correct=False, latency_s=0.0, ttft_s=None, prompt_tokens=0,
+                           completion_tokens=0, error="log-likelihood request: no generation")
+        return router.to_teacher(router.confidence([row], choice_logliks=scores, question_text=context))
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        groups: dict[tuple, list[int]] = {}
+        for i, req in enumerate(requests):
+            context = req.args[0]
+            groups.setdefault((getattr(req, "task_name", None), getattr(req, "doc_id", None), context), []).append(i)
+        keys = list(groups)
+        contexts = [k[2] for k in keys]
+        options = [[requests[i].args[1] for i in groups[k]] for k in keys]
+        c = self.cascade
+        first = c.teacher if self.mode == "accuracy" else c.student
+        scores = first.score_choices(contexts, options)
+        if self.mode == "balanced":
+            up = [j for j, s in enumerate(scores) if self._escalate(list(s), contexts[j])]
+            if up:
+                better = c.teacher.score_choices([contexts[j] for j in up], [options[j] for j in up])
+                for j, s in zip(up, better):
+                    scores[j] = s
+        out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
+        for k, s in zip(keys, scores):
+            for i, v in zip(groups[k], s):
+                out[i] = (float(v), False)
+                self.cache_hook.add_partial("loglikelihood", requests[i].args, out[i])
+        return out
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        raise NotImplementedError(
+            "tourney: loglikelihood_rolling (perplexity tasks such as wikitext) is not supported: the "
+            "project's backends score a continuation given a context (score_choices), not a whole "
+            "document in rolling windows. Use lm-eval's own `hf` or `local-completions` model for these tasks.")

@@ -1,0 +1,154 @@
+"""From two evaluation runs (student, teacher) on the same questions to per-question routing arrays.
+
+Per question, in the student run's question order:
+- student_correct: whether the student's sample 0 is right (the answer a cascade would give);
+- teacher_correct: the teacher's sample 0;
+- student latency: sample 0's latency; but when the confidence reads several samples
+  (self_consistency, answer_agreement, ...: bundle.SAMPLE_SIGNALS) all K samples had to be made first,
+  so the latency is that of the slowest sample (`multi_sample="max"`, the default): every backend
+  here draws the K samples together (one batch in transformers, `n` in vLLM, concurrent requests
+  to a server), and each sample records that shared wait. `multi_sample="sum"` is for samples
+  drawn one after another;
+- teacher latency: the teacher's sample 0;
+- every signal of routers.signals and every question feature, computed once from the student's
+  rows (runs record no option scores, so the multiple-choice signals are always unavailable).
+
+A signal's confidence is its oriented value (routers.signals.oriented); where it is None for a
+question, the confidence is -inf: the cascade escalates questions it has no evidence about
+(CalibratedRouter.to_teacher does the same with None), so the arrays describe what a cascade does.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tourney.harness.report import RESULTS_FILE, read_results
+from tourney.harness.types import DataError, SampleResult
+from tourney.routers.bundle import needs_samples, read_run_meta
+from tourney.routers.calibrate import CalibratedRouter
+from tourney.routers.signals import FEATURE_NAMES, compute_signals, oriented
+
+MULTI_SAMPLE = ("sum", "max")
+
+
+def read_run_rows(run_dir: str | Path) -> dict[str, list[SampleResult]]:
+    """id -> that question's rows sorted by sample, in the file's (question) order."""
+    run_dir = Path(run_dir)
+    read_run_meta(run_dir)  # a clear error when this is not a run directory
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: not found; the run has written no results")
+    by_id: dict[str, list[SampleResult]] = {}
+    for row in read_results(path):
+        by_id.setdefault(row.id, []).append(row)
+    if not by_id:
+        raise DataError(f"{path}: no results; expected at least one answered question")
+    return {k: sorted(v, key=lambda r: r.sample) for k, v in by_id.items()}
+
+
+@dataclass
+class RoutingData:
+    """Aligned per-question arrays of one student run and one teacher run."""
+
+    ids: list[str]
+    types: list[str]
+    student_rows: list[list[SampleResult]]  # each question's student samples, sample 0 first
+    student_correct: np.ndarray  # (n,) float 0/1
+    teacher_correct: np.ndarray
+    student_latency_first: np.ndarray  # sample 0 alone
+    student_latency_all: np.ndarray  # all samples (sum or max, see multi_sample)
+    teacher_latency: np.ndarray
+    features: list[dict[str, float | None]]  # every FEATURE_NAMES value per question
+    student_run: str = ""
+    teacher_run: str = ""
+    multi_sample: str = "max"
+    _avail: list[str] | None = field(default=None, repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @property
+    def samples(self) -> int:
+        return max(len(r) for r in self.student_rows)
+
+    def student_latency(self, signals: Sequence[str]) -> np.ndarray:
+        """The student's latency per question when routing reads `signals` (see module doc)."""
+        return self.student_latency_all if needs_samples(signals) else self.student_latency_first
+
+    def available_signals(self) -> list[str]:
+        """Signals and features with a value for at least one question, in FEATURE_NAMES order."""
+        if self._avail is None:
+            self._avail = [n for n in FEATURE_NAMES if any(f[n] is not None for f in self.features)]
+        return list(self._avail)
+
+    def signal_confidence(self, name: str) -> np.ndarray:
+        """One signal as a confidence (oriented); -inf where it is missing."""
+        out = [oriented(name, f[name]) for f in self.features]
+        return np.array([-math.inf if v is None or not math.isfinite(v) else v for v in out], dtype=float)
+
+    def router_confidence(self, router: CalibratedRouter) -> np.ndarray:
+        """A calibrated router's confidence per question; -inf where it has none."""
+        out = []
+        for rows in self.student_rows:
+            c = router.confidence(rows)
+            out.append(-math.inf if c is None or not math.isfinite(c) else float(c))
+        return np.array(out, dtype=float)
+
+    def subset(self, index: Sequence[int]) -> "RoutingData":
+        idx = list(index)
+        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        return RoutingData(
+            ids=pick(self.ids), types=pick(self.types), student_rows=pick(self.student_rows),
+            student_correct=self.student_correct[idx], teacher_correct=self.teacher_correct[idx],
+            student_latency_first=self.student_latency_first[idx],
+            student_latency_all=self.student_latency_all[idx], teacher_latency=self.teacher_latency[idx],
+            features=pick(self.features), student_run=self.student_run, teacher_run=self.teacher_run,
+            multi_sample=self.multi_sample,
+        )
+
+
+def _missing(ids: Sequence[str]) -> str:
+    shown = ", ".join(list(ids)[:5])
+    return f"{len(ids)} question(s) ({shown}{', ...' if len(ids) > 5 else ''})"
+
+
+def routing_data(student_run: str | Path, teacher_run: str | Path, *, multi_sample: str = "max") -> RoutingData:
+    """Read both runs and align them by question id. Both must hold the same questions: a
+    question only one of them answered is an error (never silently dropped)."""
+    if multi_sample not in MULTI_SAMPLE:
+        raise ValueError(f"multi_sample must be one of {MULTI_SAMPLE}, got {multi_sample!r}")
+    student = read_run_rows(student_run)
+    teacher = read_run_rows(teacher_run)
+    only_s = [i for i in student if i not in teacher]
+    only_t = [i for i in teacher if i not in student]
+    if only_s or only_t:
+        parts = []
+        if only_s:
+            parts.append(f"{_missing(only_s)} in the student run are missing from the teacher run")
+        if only_t:
+            parts.append(f"{_missing(only_t)} in the teacher run are missing from the student run")
+        raise DataError(f"{student_run} and {teacher_run} must hold the same questions: " + "; ".join(parts))
+    ids = list(student)
+    s_rows = [student[i] for i in ids]
+    t_first = [teacher[i][0] for i in ids]
+    combine = sum if multi_sample == "sum" else max
+    return RoutingData(
+        ids=ids, types=[rows[0].type for rows in s_rows], student_rows=s_rows,
+        student_correct=np.array([_right(rows[0]) for rows in s_rows], dtype=float),
+        teacher_correct=np.array([_right(r) for r in t_first], dtype=float),
+        student_latency_first=np.array([rows[0].latency_s for rows in s_rows], dtype=float),
+        student_latency_all=np.array([combine(r.latency_s for r in rows) for rows in s_rows], dtype=float),
+        teacher_latency=np.array([r.latency_s for r in t_first], dtype=float),
+        features=[compute_signals(rows, FEATURE_NAMES) for rows in s_rows],
+        student_run=str(student_run), teacher_run=str(teacher_run), multi_sample=multi_sample,
+    )
+
+
+def _right(row: SampleResult) -> bool:
+    """An errored sample counts as wrong, as in harness.metrics."""
+    return bool(row.correct) and row.error is None

@@ -1,0 +1,145 @@
+"""Train a student: SFT on teacher solutions, logit KD, feature KD, with full weights or LoRA.
+
+    tourney distill train --student mini-student --teacher mini-teacher --data sft.jsonl \\
+        --out runs/student --method kd --epochs 3
+    torchrun --nproc_per_node 8 -m tourney.cli.distill train --student ... (same options)
+    accelerate launch --config_file fsdp.yaml -m tourney.cli.distill train ...
+
+The same entry point runs on one CPU or many GPUs: transformers' Trainer takes DDP, FSDP or
+DeepSpeed from the launcher's environment and accelerate config. A run folder is resumable:
+rerunning the same command continues after the last finished epoch.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from tourney.trainers.distill_config import DistillTrainConfig, check_same_run
+from tourney.trainers.epoch_eval import EpochEndCallback, EpochRecord, read_epochs
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: str  # the run folder
+    final: str  # OUT/final: the last weights (adapters for LoRA) + tokenizer (+ projector)
+    merged: str | None  # OUT/merged: LoRA folded into the base, a plain checkpoint; None otherwise
+    checkpoints: list[str]  # checkpoint-N folders, oldest first
+    epochs: list[EpochRecord]  # one per finished epoch (OUT/epochs.jsonl)
+    stopped_early: bool  # the regression gate stopped training
+
+
+def training_arguments(cfg: DistillTrainConfig):
+    from transformers import TrainingArguments
+
+    cuda = torch.cuda.is_available()
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun / accelerate launch with >1 process
+    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    return TrainingArguments(
+        output_dir=cfg.out, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        logging_strategy="steps", logging_steps=cfg.logging_steps,
+        save_strategy="epoch", save_total_limit=cfg.save_total_limit, eval_strategy="no",
+        seed=cfg.seed, data_seed=cfg.seed, full_determinism=cfg.deterministic, bf16=bf16,
+        activation_checkpointing=cfg.gradient_checkpointing and not cfg.qlora,  # QLoRA's prep enables it
+        remove_unused_columns=False,  # example_index and the top-k rows reach compute_loss
+        report_to="none", use_cpu=not cuda, ddp_backend="gloo" if launched and not cuda else None,
+        ddp_find_unused_parameters=False,
+    )
+
+
+def _main_say(args, say: Callable[[str], None]) -> Callable[[str], None]:
+    return say if args.process_index == 0 else (lambda _msg: None)
+
+
+def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str], None] = print) -> TrainResult:
+    """Train (or resume) the run cfg describes; see the module docstring."""
+    from transformers import AutoConfig, AutoTokenizer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from tourney.harness.questions import file_sha256
+    from tourney.trainers.features import FeatureProjector, load_projector
+    from tourney.trainers.kd_trainer import DistillLoss, DistillTrainer, load_teacher, prepare_store
+    from tourney.trainers.losses import check_vocab_compatible
+    from tourney.trainers.sft import (SFTCollator, SFTDataset, check_environment, epoch_orders, load_sft_data,
+                              load_student, merge_lora, resolve_checkpoint)
+
+    check_environment(cfg)  # QLoRA without a GPU or bitsandbytes fails here, before any loading
+    args = training_arguments(cfg)  # also joins the process group under torchrun / accelerate
+    say = _main_say(args, say)
+    out = Path(cfg.out)
+    check_same_run(cfg, write=args.process_index == 0)
+    student_path = resolve_checkpoint(cfg.student)
+    tokenizer = AutoTokenizer.from_pretrained(student_path)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    teacher_path = resolve_checkpoint(cfg.teacher) if cfg.teacher and cfg.method != "sft" else None
+    if cfg.teacher and cfg.method == "sft":
+        say("note: method sft trains on the solutions alone; the teacher is not used")
+    if teacher_path:
+        # Token-level KD and hidden-state matching both compare the two models position by position.
+        check_vocab_compatible(tokenizer, AutoTokenizer.from_pretrained(teacher_path))
+    data = load_sft_data(cfg, tokenizer)
+    orders = epoch_orders(cfg, data.rows)
+    cut = f" ({data.truncated} cut to max_len)" if data.truncated else ""
+    say(f"{len(data.examples)} examples from {cfg.data}{cut}")
+
+    store = teacher = None
+    if cfg.topk is not None:
+        source = {"data_sha256": file_sha256(cfg.data), "max_len": cfg.max_len, "examples": len(data.examples),
+                  "chat": cfg.chat}
+        with args.main_process_first(local=False, desc="top-k store"):
+            store = prepare_store(cfg, data.examples, teacher_path=teacher_path, pad_id=pad_id,
+                                  device=args.device, source=source, say=say)
+    attn = "eager" if cfg.attention else None  # SDPA kernels never materialise attention maps
+    if teacher_path and store is None:
+        teacher = load_teacher(teacher_path, args.device, attn_implementation=attn)
+
+    set_seed(cfg.seed)  # LoRA and projector initialisation
+    local = args.local_process_index if torch.cuda.is_available() else None
+    model = load_student(cfg, student_path, attn_implementation=attn, local_device=local)
+    last = get_last_checkpoint(cfg.out) if out.is_dir() else None
+    projector = distill_loss = None
+    if cfg.uses_features:
+        s_cfg, t_cfg = AutoConfig.from_pretrained(student_path), teacher.config
+        layer_map = cfg.feature_config().resolve_layer_map(s_cfg.num_hidden_layers, t_cfg.num_hidden_layers)
+        projector = FeatureProjector(layer_map, s_cfg.hidden_size, t_cfg.hidden_size)
+        if last is not None:
+            projector.load_state_dict(load_projector(last).state_dict())
+        projector.to(args.device)
+    if cfg.method != "sft":
+        distill_loss = DistillLoss(cfg, teacher=teacher, projector=projector)
+
+    epoch_cb = EpochEndCallback(cfg, say=say)
+    trainer = DistillTrainer(
+        model=model, args=args, train_dataset=SFTDataset(data.examples), data_collator=SFTCollator(pad_id, store),
+        processing_class=tokenizer, orders=orders, distill_loss=distill_loss, projector=projector,
+        callbacks=[epoch_cb, *callbacks],
+    )
+    if last is not None:
+        say(f"resuming from {last}")
+    trainer.train(resume_from_checkpoint=last)
+
+    final = out / "final"
+    trainer.save_model(str(final))
+    merged = None
+    if cfg.uses_lora and cfg.merge:
+        merged = out / "merged"
+        if trainer.is_world_process_zero():
+            merge_lora(final, merged)
+            say(f"merged adapters into {merged}")
+    trainer.accelerator.wait_for_everyone()
+    epochs = read_epochs(out)
+    say(f"final weights in {final}")
+    return TrainResult(out=str(out), final=str(final), merged=None if merged is None else str(merged),
+                       checkpoints=[str(p) for p in _checkpoints(out)], epochs=epochs,
+                       stopped_early=any(r.stopped for r in epochs))
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    found = [p for p in out.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
