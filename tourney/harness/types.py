@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-
-class DataError(ValueError):
-    """Bad input data. The message names the file, the line and the field, and what was expected."""
+from tourney.errors import DataError  # noqa: F401 -- re-exported: the harness's error for bad data
 
 
 @dataclass(frozen=True)

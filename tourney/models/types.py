@@ -7,14 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence, Union, runtime_checkable
 
+from tourney.errors import BackendError  # noqa: F401 -- re-exported: a backend's error
+
 # A prompt is either raw text (completion endpoints, base models) or a list of chat messages
 # ({"role": ..., "content": ...}); a backend applies the model's chat template to the latter.
 Message = dict[str, str]
 Prompt = Union[str, Sequence[Message]]
-
-
-class BackendError(RuntimeError):
-    """A backend could not be built or could not answer; the message names the spec or server."""
 
 
 @dataclass(frozen=True)
