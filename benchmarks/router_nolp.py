@@ -22,7 +22,7 @@ import numpy as np
 from tourney.routers.combined import CombinedRouter
 from tourney.routers.fit import Target, fit_router
 from tourney.routers.rundata import RoutingData, routing_data
-from tourney.routers.select import chosen, score, select_signals
+from tourney.routers.select import chosen, routing_scores, select_signals
 
 BASELINE = "self_consistency"
 
@@ -55,7 +55,7 @@ def nested_cv(data: RoutingData, folds: int, repeats: int) -> list[tuple[float, 
         for k in range(folds):
             tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
             conf[te] = auto_confidence(data.subset(tr), data.subset(te))
-        out.append(score(data, conf))
+        out.append(routing_scores(data, conf))
     return out
 
 
@@ -76,13 +76,13 @@ def main() -> None:
     print("| router | APGR | AUROC |\n|---|---|---|")
     for name, conf in (("auto", held), (BASELINE, test.signal_confidence(BASELINE)),
                        ("answer_agreement", test.signal_confidence("answer_agreement"))):
-        a, u = score(test, conf)
+        a, u = routing_scores(test, conf)
         print(f"| {name} | {a:.3f} | {u:.3f} |")
 
     data = pooled(dev, test)
     auto = nested_cv(data, args.folds, args.repeats)
-    base = score(data, data.signal_confidence(BASELINE))
-    agree = score(data, data.signal_confidence("answer_agreement"))
+    base = routing_scores(data, data.signal_confidence(BASELINE))
+    agree = routing_scores(data, data.signal_confidence("answer_agreement"))
     print(f"\nnested {args.folds}-fold CV over {data.n} pooled questions, {args.repeats} repeats (mean [min, max]):")
     print("| router | APGR | AUROC |\n|---|---|---|")
     a = np.array(auto)

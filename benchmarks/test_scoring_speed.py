@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from tourney.harness.metrics import summarize
+from tourney.harness.metrics import summarize_results
 from tourney.harness.scoring import extract_answer
 from tourney.harness.synthetic import SynthConfig, generate
 from tourney.harness.types import SampleResult
@@ -27,6 +27,6 @@ def test_summarize_10k_rows(benchmark):
     rows = [SampleResult(id=f"q{i}", question="q", type=f"t{i % 4}", sample=0, output="", prediction="1", gold="1",
                          correct=rng.random() < 0.7, latency_s=rng.random(), ttft_s=0.01, prompt_tokens=10,
                          completion_tokens=30) for i in range(10_000)]
-    report = benchmark(summarize, rows)
+    report = benchmark(summarize_results, rows)
     assert report.overall.n == 10_000
     json.dumps(report.to_dict())

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tourney.harness.metrics import majority_correct, percentile, summarize, wilson_interval
+from tourney.harness.metrics import majority_correct, percentile, summarize_results, wilson_interval
 from tourney.harness.types import SampleResult
 
 
@@ -78,7 +78,7 @@ def test_errors_count_as_wrong_and_are_excluded_from_speed() -> None:
         row("c", prediction=None, correct=True, latency_s=60.0, completion_tokens=0,
             error="timeout"),
     ]
-    g = summarize(rows).overall
+    g = summarize_results(rows).overall
     assert (g.n, g.n_questions, g.errors) == (3, 3, 1)
     assert g.accuracy == pytest.approx(1 / 3)
     assert g.majority_accuracy == pytest.approx(1 / 3)
@@ -92,11 +92,11 @@ def test_errors_count_as_wrong_and_are_excluded_from_speed() -> None:
 
 
 def test_no_ttft_and_all_errors_give_none() -> None:
-    g = summarize([row("a", error="refused", prediction=None, latency_s=0.0)]).overall
+    g = summarize_results([row("a", error="refused", prediction=None, latency_s=0.0)]).overall
     assert g.accuracy == 0.0 and g.errors == 1
     assert g.latency_p50_s is None and g.latency_mean_s is None and g.ttft_p50_s is None
     assert g.tokens_per_s is None and g.completion_tokens_mean is None
-    assert summarize([row("b")]).overall.ttft_p50_s is None
+    assert summarize_results([row("b")]).overall.ttft_p50_s is None
 
 
 def test_majority_vote_and_tie_break_by_first_sample() -> None:
@@ -105,23 +105,24 @@ def test_majority_vote_and_tie_break_by_first_sample() -> None:
           row("q1", 1, prediction="7", gold="7")]
     # q2: tie 3 vs 4 -> sample 0's "3" wins, wrong although sample 1 is right.
     q2 = [row("q2", 1, prediction="4", gold="4"), row("q2", 0, prediction="3", gold="4")]
-    # q3: two errored samples vote "no answer" and outvote the one correct sample.
+    # q3: two errored samples have no answer, and "no answer" never wins (tourney.harness.votes):
+    # the one answered sample is the majority.
     q3 = [row("q3", 0, prediction="9", gold="9"),
           row("q3", 1, prediction=None, error="timeout"),
           row("q3", 2, prediction=None, error="timeout")]
     assert majority_correct(q1) is True
     assert majority_correct(q2) is False
-    assert majority_correct(q3) is False
-    g = summarize(q1 + q2 + q3).overall
+    assert majority_correct(q3) is True
+    g = summarize_results(q1 + q2 + q3).overall
     assert (g.n, g.n_questions) == (8, 3)
     assert g.accuracy == pytest.approx(4 / 8)  # q1: 2, q2: 1, q3: 1
-    assert g.majority_accuracy == pytest.approx(1 / 3)
+    assert g.majority_accuracy == pytest.approx(2 / 3)
 
 
 def test_majority_equals_accuracy_with_one_sample() -> None:
     rows = [row("a", prediction="1"), row("b", prediction="2"), row("c", prediction="1"),
             row("d", prediction=None, error="x", correct=True)]
-    g = summarize(rows).overall
+    g = summarize_results(rows).overall
     assert g.majority_accuracy == g.accuracy == pytest.approx(0.5)
 
 
@@ -130,7 +131,7 @@ def test_grouping_by_type_sorted() -> None:
             row("2", type="arith", prediction="3", gold="4", latency_s=1.0),
             row("3", type="mcq", prediction="A", gold="C", latency_s=4.0),
             row("4", type="arith", prediction="8", gold="8", latency_s=3.0)]
-    rep = summarize(rows)
+    rep = summarize_results(rows)
     assert list(rep.by_type) == ["arith", "mcq"]
     assert rep.by_type["arith"].accuracy == 0.5 and rep.by_type["arith"].n == 2
     assert rep.by_type["mcq"].latency_p50_s == pytest.approx(3.0)
@@ -138,7 +139,7 @@ def test_grouping_by_type_sorted() -> None:
 
 
 def test_empty_and_to_dict_is_valid_json() -> None:
-    rep = summarize([])
+    rep = summarize_results([])
     assert rep.overall.n == 0 and rep.by_type == {}
     assert math.isnan(rep.overall.accuracy)
     d = rep.to_dict()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from tourney.harness.prompts import (BASE_STOP, TEMPLATES, PromptTemplate, get_template, render,
-                             stop_sequences, strip_thinking, template_for)
+                             strip_thinking, template_for)
 from tourney.harness.types import Question
 
 Q = Question(id="q1", question="What is {x} + \\frac{1}{2}?", answer="1")
@@ -13,7 +13,7 @@ MC = Question(id="m1", question="Sky colour?", answer="B", choices=("red", "blue
 
 def test_base_is_the_miniature_training_prefix() -> None:
     assert render(TEMPLATES["base"], Q) == "Question: What is {x} + \\frac{1}{2}?\nAnswer:"
-    assert stop_sequences(TEMPLATES["base"]) == ("\nQuestion:",) == BASE_STOP
+    assert TEMPLATES["base"].stop == ("\nQuestion:",) == BASE_STOP
 
 
 def test_cot_chat_messages() -> None:
@@ -21,7 +21,7 @@ def test_cot_chat_messages() -> None:
         "role": "user",
         "content": "What is {x} + \\frac{1}{2}?\nSolve step by step and end with a line 'The answer is N'.",
     }]
-    assert stop_sequences(TEMPLATES["cot-chat"]) == ()
+    assert TEMPLATES["cot-chat"].stop == ()
 
 
 def test_multiple_choice_templates() -> None:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from tourney.cli.main import main
 from tourney.harness.regress import (
     RegressConfig, compare_runs, holm_adjust, is_worse, mcnemar_exact, paired_bootstrap_ci,
-    render_markdown,
+    render_regression_markdown,
 )
 from tourney.harness.types import DataError
 
@@ -154,7 +154,7 @@ def test_planted_regression_is_flagged_in_its_type(tmp_path: Path) -> None:
     assert cli(base, cand, "--min-delta", 0.4).exit_code == 0
     # ... and a type with too few questions is reported but never flagged.
     r = compare_runs(base, cand, RegressConfig(min_n=200))
-    assert not r.failed and "untested (n < 200)" in render_markdown(r)
+    assert not r.failed and "untested (n < 200)" in render_regression_markdown(r)
 
 
 def test_small_drop_that_is_not_significant_passes(tmp_path: Path) -> None:
@@ -181,7 +181,7 @@ def test_unmatched_questions_are_reported_and_excluded(tmp_path: Path) -> None:
     assert (r.only_baseline, r.only_baseline_ids) == (2, ["x1", "x2"])
     assert (r.only_candidate, r.only_candidate_ids) == (1, ["y1"])
     assert r.unmatched_samples == 1
-    md = render_markdown(r)
+    md = render_regression_markdown(r)
     assert "only in baseline: 2 (x1, x2)" in md and "only in candidate: 1 (y1)" in md
     assert "data_sha256 differs" in md
 

@@ -43,7 +43,7 @@ def eval_cmd(model, data, out, limit, samples, concurrency, batch_size, max_toke
              seed, logprobs, template, chat, model_args, overwrite) -> None:
     """Evaluate a model on a question set; write results.jsonl and report.{json,md,html}."""
     from tourney.harness.questions import load_questions
-    from tourney.harness.report import render_markdown
+    from tourney.harness.report import render_run_markdown
     from tourney.harness.runner import EvalConfig, run_eval
 
     args, chunk = default_options(model, chat, batch_size, concurrency)
@@ -54,7 +54,7 @@ def eval_cmd(model, data, out, limit, samples, concurrency, batch_size, max_toke
     questions = load_questions(data, limit=limit)  # bad data fails before a model is loaded
     report = with_backend(model, args, f"eval {model}", lambda backend, progress: run_eval(
         cfg, backend, questions=questions, overwrite=overwrite, progress=progress))
-    click.echo(render_markdown(report))
+    click.echo(render_run_markdown(report))
     click.echo(f"wrote {Path(out) / 'report.md'}")
 
 
@@ -63,9 +63,9 @@ def eval_cmd(model, data, out, limit, samples, concurrency, batch_size, max_toke
 @friendly_errors
 def report_cmd(run_dir: str) -> None:
     """Re-render report.{json,md,html} from RUN_DIR/results.jsonl."""
-    from tourney.harness.report import render_markdown, write_reports
+    from tourney.harness.report import render_run_markdown, write_reports
 
-    click.echo(render_markdown(write_reports(run_dir)))
+    click.echo(render_run_markdown(write_reports(run_dir)))
 
 
 @main.command("demo")
@@ -153,10 +153,10 @@ def regress_cmd(baseline: str, candidate: str, alpha: float, min_delta: float, o
                 out_json: str | None) -> None:
     """Compare CANDIDATE with BASELINE (two run directories) on the same questions; exit 1 when
     the candidate is significantly worse overall or on any question type."""
-    from tourney.harness.regress import RegressConfig, compare_runs, render_markdown
+    from tourney.harness.regress import RegressConfig, compare_runs, render_regression_markdown
 
     result = compare_runs(baseline, candidate, RegressConfig(alpha=alpha, min_delta=min_delta))
-    text = render_markdown(result)
+    text = render_regression_markdown(result)
     click.echo(text)
     if out_md:
         Path(out_md).write_text(text, encoding="utf-8")

@@ -49,11 +49,11 @@ def route_calibrate(student, teacher, target, absolute, signals, heldout_student
 @friendly_errors
 def route_eval(student, teacher, router_path, signal, out) -> None:
     """Routing metrics (APGR, CPT, AUROC; overall and per type) from two runs, without calling a model."""
-    from tourney.routers.route_eval import render_markdown, run_route_eval
+    from tourney.routers.route_eval import render_routing_markdown, run_route_eval
 
     out = out or student
     ev = run_route_eval(student, teacher, out, router_path=router_path, signal=signal)
-    click.echo(render_markdown(ev))
+    click.echo(render_routing_markdown(ev))
     click.echo(f"wrote {Path(out) / 'route_eval.md'}, route_eval.json, route_eval.png")
 
 

@@ -1,7 +1,9 @@
-"""Reading JSONL files whose every line must be an object, with errors that name file:line."""
+"""JSON in and out: JSONL files whose every line must be an object (errors name file:line), and
+the one cleaner that makes any result strict, stable JSON."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -46,3 +48,28 @@ def cut_torn_tail(path: Path) -> None:
     if data and not data.endswith(b"\n"):
         with path.open("r+b") as f:
             f.truncate(data.rfind(b"\n") + 1)
+
+
+def json_safe(x: Any, digits: int | None = 6, infinity: str = "null") -> Any:
+    """A copy of `x` that `json.dumps(..., allow_nan=False)` accepts, with stable floats.
+
+    Floats are rounded to `digits` (None: kept as they are) so files diff cleanly; NaN becomes
+    null. Infinities become null (`infinity="null"`: a figure that does not exist) or the strings
+    "inf"/"-inf" (`infinity="string"`: a value that means something, like a router threshold
+    that escalates everything). Tuples become lists and dict keys strings, recursively.
+    """
+    if isinstance(x, bool) or x is None or isinstance(x, (int, str)):
+        return x
+    if isinstance(x, float):
+        if math.isnan(x):
+            return None
+        if math.isinf(x):
+            return None if infinity == "null" else ("inf" if x > 0 else "-inf")
+        return round(x, digits) if digits is not None else x
+    if isinstance(x, dict):
+        return {str(k): json_safe(v, digits, infinity) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v, digits, infinity) for v in x]
+    if hasattr(x, "item") and callable(x.item):  # a numpy scalar
+        return json_safe(x.item(), digits, infinity)
+    return x

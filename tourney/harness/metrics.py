@@ -16,7 +16,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
 
+from tourney.harness.jsonl import json_safe
 from tourney.harness.types import SampleResult
+from tourney.harness.votes import majority_vote
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -57,16 +59,6 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return xs[lo] + (xs[hi] - xs[lo]) * frac
 
 
-def _nan_to_none(x: Any) -> Any:
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    return x
-
-
 @dataclass
 class GroupSummary:
     """Accuracy and speed of one group of samples (one question type, or all of them)."""
@@ -88,7 +80,7 @@ class GroupSummary:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, with nan turned into None so that it is valid JSON."""
-        return _nan_to_none(asdict(self))
+        return json_safe(asdict(self), digits=None)
 
 
 @dataclass
@@ -111,27 +103,15 @@ def is_correct(row: SampleResult) -> bool:
 
 
 def majority_correct(samples: Sequence[SampleResult]) -> bool:
-    """Whether the majority vote over one question's samples is correct.
-
-    Each sample votes for its prediction; an errored sample votes for "no answer" (None), as does
-    a sample whose answer could not be parsed. The prediction with most votes wins; on a tie the
-    one that appears at the lowest sample index wins (so with greedy sample 0 first, a tie falls
-    back to the greedy answer). The vote is correct when the first sample carrying the winning
-    prediction is correct; samples with the same prediction score the same, and with K=1 this is
-    exactly that sample's correctness, so majority accuracy equals accuracy.
-    """
+    """Whether the majority vote over one question's samples is correct (the rule of
+    tourney.harness.votes: "no answer" never wins). The vote is correct when the first sample
+    carrying the winning answer is correct; with K=1 this is that sample's correctness, so
+    majority accuracy equals accuracy. No answered sample: not correct."""
     if not samples:
         raise ValueError("majority vote over no samples")
     ordered = sorted(samples, key=lambda r: r.sample)
-    votes: dict[str | None, int] = {}
-    first: dict[str | None, SampleResult] = {}
-    for row in ordered:
-        key = None if row.error is not None else row.prediction
-        votes[key] = votes.get(key, 0) + 1
-        first.setdefault(key, row)
-    # dicts keep insertion order and max() returns the first maximum: that is the tie-break.
-    winner = max(votes, key=lambda key: votes[key])
-    return is_correct(first[winner])
+    vote = majority_vote([None if r.error is not None else r.prediction for r in ordered])
+    return vote.first is not None and is_correct(ordered[vote.first])
 
 
 def summarize_group(rows: Sequence[SampleResult]) -> GroupSummary:
@@ -167,7 +147,7 @@ def summarize_group(rows: Sequence[SampleResult]) -> GroupSummary:
     )
 
 
-def summarize(rows: Sequence[SampleResult]) -> Report:
+def summarize_results(rows: Sequence[SampleResult]) -> Report:
     """Overall and per-type summaries of a run's samples (K samples per question allowed).
 
     `accuracy` is over all samples (mean per-sample correctness); `majority_accuracy` is over

@@ -109,11 +109,6 @@ def render(template: PromptTemplate, question: Question) -> str | list[Message]:
     return messages
 
 
-def stop_sequences(template: PromptTemplate) -> tuple[str, ...]:
-    """Stop sequences to pass in GenConfig for this template (`("\\nQuestion:",)` for base ones)."""
-    return template.stop
-
-
 _THINK_TAG = re.compile(r"<(/?)think>", re.IGNORECASE)
 
 

@@ -33,7 +33,8 @@ from typing import Any, Literal, Sequence
 import numpy as np
 
 from tourney.harness.metrics import is_correct, summarize_group
-from tourney.harness.report import RESULTS_FILE, _clean, load_run_meta, _md_table, read_results
+from tourney.harness.jsonl import json_safe
+from tourney.harness.report import RESULTS_FILE, load_run_meta, _md_table, read_results
 from tourney.harness.types import DataError, SampleResult
 
 SHOW_IDS = 5  # unmatched question ids named in the report; the rest are only counted
@@ -110,7 +111,7 @@ class RegressResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict: floats rounded to 6 places (p-values to 6 significant digits,
         since a decisive p like 2e-9 would round to 0), nan as None."""
-        out = _clean(asdict(self))
+        out = json_safe(asdict(self))
         for g, d in zip(self.groups(), [*out["by_type"].values(), out["overall"]]):
             d["p_value"], d["p_adjusted"] = float(f"{g.p_value:.6g}"), float(f"{g.p_adjusted:.6g}")
         return out
@@ -277,7 +278,7 @@ def _describe(g: GroupComparison) -> str:
             f"({g.delta:+.3f}, p={g.p_adjusted:.3g})")
 
 
-def render_markdown(result: RegressResult) -> str:
+def render_regression_markdown(result: RegressResult) -> str:
     """A headline (PASS or REGRESSION and why), the inputs, the rule and one row per type."""
     cfg = result.config
     groups = result.groups()

@@ -11,12 +11,11 @@ import base64
 import html
 import io
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from tourney.harness.metrics import summarize
-from tourney.harness.jsonl import iter_objects
+from tourney.harness.metrics import summarize_results
+from tourney.harness.jsonl import iter_objects, json_safe
 from tourney.harness.types import DataError, SampleResult
 
 if TYPE_CHECKING:
@@ -78,17 +77,6 @@ def read_results(path: str | Path) -> list[SampleResult]:
     return list(rows.values())
 
 
-def _clean(x: Any) -> Any:
-    """Round floats to FLOAT_DIGITS and turn nan/inf into None, recursively (valid, stable JSON)."""
-    if isinstance(x, float):
-        return round(x, FLOAT_DIGITS) if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
 def load_run_meta(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RUN_FILE
     if not path.is_file():
@@ -115,8 +103,8 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
         raise DataError(f"{results}: not found; the run has written no results")
     report: dict[str, Any] = {key: meta.get(key) for key in META_KEYS}
     report["n_questions_expected"] = meta.get("n_questions")
-    report.update(summarize(read_results(results)).to_dict())
-    return _clean(report)
+    report.update(summarize_results(read_results(results)).to_dict())
+    return json_safe(report, FLOAT_DIGITS)
 
 
 def report_json(report: dict[str, Any]) -> str:
@@ -190,7 +178,7 @@ def _header_facts(report: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
-def render_markdown(report: dict[str, Any]) -> str:
+def render_run_markdown(report: dict[str, Any]) -> str:
     """report.md: a header with the model, data and settings, then one table row per type."""
     out = [f"# Evaluation report: {report.get('model')}", ""]
     out += [f"- **{k}**: {_md_cell(v)}" for k, v in _header_facts(report)]
@@ -298,7 +286,7 @@ def write_reports(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     report = build_report(run_dir)
     (run_dir / "report.json").write_text(report_json(report), encoding="utf-8")
-    (run_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    (run_dir / "report.md").write_text(render_run_markdown(report), encoding="utf-8")
     (run_dir / "report.html").write_text(render_html(report), encoding="utf-8")
     return report
 

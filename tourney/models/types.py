@@ -4,7 +4,7 @@ Names follow OpenAI/vLLM (`max_tokens`, `top_p`, `stop`, `n`, `logprobs`) so use
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol, Sequence, Union, runtime_checkable
 
 from tourney.errors import BackendError  # noqa: F401 -- re-exported: a backend's error
@@ -102,4 +102,3 @@ class ModelSpec:
     raw: str
     kind: str  # prefix: hf | gguf | openai | vllm | replay
     target: str  # what follows the prefix
-    options: dict[str, str] = field(default_factory=dict)  # `?key=value&...` suffix

@@ -9,7 +9,6 @@ budget and logprobs. The cascade therefore runs the student with exactly these s
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +18,7 @@ from tourney.harness.report import load_run_meta
 from tourney.harness.types import DataError, Question
 from tourney.models.registry import replays_recordings
 from tourney.models.types import GenConfig, Prompt
+from tourney.harness.jsonl import json_safe
 from tourney.routers.calibrate import CalibratedRouter
 
 FORMAT = "tourney-router/1"
@@ -131,7 +131,7 @@ class RouterBundle:
                 "data": self.data}
 
     def save(self, path: str | Path) -> None:
-        text = json.dumps(_finite(self.to_dict()), indent=2, sort_keys=True, allow_nan=False)
+        text = json.dumps(json_safe(self.to_dict(), None, "string"), indent=2, sort_keys=True, allow_nan=False)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text + "\n", encoding="utf-8")
 
@@ -156,14 +156,3 @@ class RouterBundle:
             return ModelSettings(spec=spec) if s is None else replace(s, spec=spec)
         return RouterBundle(self.router, swap(self.student, student), swap(self.teacher, teacher),
                             self.target, dict(self.data))
-
-
-def _finite(x: Any) -> Any:
-    """NaN becomes null and infinities "inf"/"-inf", so the file is strict JSON."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tourney.harness.jsonl import json_safe
 from tourney.harness.types import DataError, SampleResult
 from tourney.routers.combined import CombinedRouter
 from tourney.routers.metrics import (
@@ -121,10 +122,6 @@ def threshold_for_latency(conf: ArrayLike, student_latency: ArrayLike, teacher_l
     return float(thresholds[ok[-1]])
 
 
-def _float_to_json(x: float) -> float | str:
-    return x if math.isfinite(x) else ("inf" if x > 0 else "-inf")  # JSON has no infinity
-
-
 @dataclass
 class CalibratedRouter:
     """A confidence (one signal, or a CombinedRouter) plus the threshold chosen for a target."""
@@ -183,7 +180,7 @@ class CalibratedRouter:
 
     def to_dict(self) -> dict[str, Any]:
         return {"target_kind": self.target_kind, "target_value": self.target_value,
-                "threshold": _float_to_json(self.threshold), "signals": list(self.signals),
+                "threshold": json_safe(self.threshold, None, "string"), "signals": list(self.signals),
                 "model": self.model, "dev": asdict(self.dev),
                 "heldout": None if self.heldout is None else asdict(self.heldout),
                 "relative": self.relative, "latency_stat": self.latency_stat, "split_ties": self.split_ties}

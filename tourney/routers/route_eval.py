@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tourney.harness.jsonl import json_safe
 from tourney.routers.calibrate import CalibratedRouter
 from tourney.routers.metrics import (
     CascadeFigures, CurvePoint, RoutingReport, cascade_figures, cpt, oracle_curve, random_router_curve,
@@ -41,23 +42,13 @@ class RouteEval:
     unavailable: list[str] = field(default_factory=list)  # signals with no value on these runs
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean({
+        return json_safe({
             "student_run": self.student_run, "teacher_run": self.teacher_run, "n": self.n,
             "samples": self.samples, "primary": self.primary, "router": self.router,
             "unavailable": self.unavailable,
             "reports": {k: v.to_dict() for k, v in self.reports.items()},
             "curves": {k: [[p.teacher_share, p.accuracy] for p in c] for k, c in self.curves.items()},
         })
-
-
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return round(x, 6) if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
 
 
 def _report(data: RoutingData, conf: np.ndarray, signals: list[str]) -> RoutingReport:
@@ -135,7 +126,7 @@ def _table(rows: list[list[str]], first: str = "router") -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(ev: RouteEval) -> str:
+def render_routing_markdown(ev: RouteEval) -> str:
     out = ["# Routing evaluation", "",
            f"- **student run**: {ev.student_run}", f"- **teacher run**: {ev.teacher_run}",
            f"- **questions**: {ev.n}; student samples per question: {ev.samples}", ""]
@@ -202,6 +193,6 @@ def run_route_eval(student_run: str | Path, teacher_run: str | Path, out_dir: st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "route_eval.json").write_text(json.dumps(ev.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    (out / "route_eval.md").write_text(render_markdown(ev), encoding="utf-8")
+    (out / "route_eval.md").write_text(render_routing_markdown(ev), encoding="utf-8")
     (out / "route_eval.png").write_bytes(render_plot(ev))
     return ev

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tourney.harness.jsonl import json_safe
 from tourney.routers.combined import CombinedRouter
 from tourney.routers.metrics import apgr, auroc, routing_curve
 from tourney.routers.rundata import RoutingData
@@ -50,9 +51,8 @@ class Candidate:
         return "+".join(self.signals)
 
     def to_dict(self) -> dict:
-        clean = lambda x: None if not math.isfinite(x) else round(x, 6)  # noqa: E731
-        return {"signals": list(self.signals), "primary": self.primary, "cv_apgr": clean(self.apgr),
-                "cv_auroc": clean(self.auroc), "eligible": self.eligible}
+        return json_safe({"signals": list(self.signals), "primary": self.primary, "cv_apgr": self.apgr,
+                          "cv_auroc": self.auroc, "eligible": self.eligible})
 
 
 def candidates(dev: RoutingData) -> list[Candidate]:
@@ -93,7 +93,7 @@ def out_of_fold(dev: RoutingData, names: Sequence[str], *, folds: int, seed: int
     return conf
 
 
-def score(dev: RoutingData, conf: np.ndarray) -> tuple[float, float]:
+def routing_scores(dev: RoutingData, conf: np.ndarray) -> tuple[float, float]:
     s, t = dev.student_correct, dev.teacher_correct
     curve = routing_curve(conf, s, t)
     return apgr(curve, float(s.mean()), float(t.mean())), auroc(conf, s)
@@ -112,7 +112,7 @@ def select_signals(dev: RoutingData, *, folds: int = 5, repeats: int = 3, seed: 
     scored = []
     for c in candidates(dev):
         try:  # the mean over `repeats` fold assignments: one split alone is a noisy judge
-            runs = [score(dev, out_of_fold(dev, c.signals, folds=folds, seed=seed + r, l2=l2, primary=c.primary))
+            runs = [routing_scores(dev, out_of_fold(dev, c.signals, folds=folds, seed=seed + r, l2=l2, primary=c.primary))
                     for r in range(repeats if len(c.signals) > 1 else 1)]
         except ValueError:  # a training fold with one class only: this set cannot be fitted
             continue

@@ -17,6 +17,8 @@ import re
 from typing import Callable, Mapping, Sequence
 
 from tourney.harness.types import SampleResult
+from tourney.harness.votes import answer_counts, majority_vote
+from tourney.harness.votes import mean_logprob as mean_of
 
 ChoiceLogliks = Sequence[float] | None
 Signal = Callable[[Sequence[SampleResult], ChoiceLogliks], float | None]
@@ -36,9 +38,9 @@ def _logprobs(rows: Sequence[SampleResult]) -> list[float] | None:
 # --- whole-solution logprob signals -------------------------------------------------------------
 
 def mean_logprob(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None) -> float | None:
-    """Mean token logprob of the first sample's whole output; None without logprobs."""
-    lp = _logprobs(rows)
-    return math.fsum(lp) / len(lp) if lp else None
+    """Mean token logprob of the first sample's whole output (tourney.harness.votes.mean_logprob:
+    a -inf token makes it -inf, the least confident); None without logprobs."""
+    return mean_of(_logprobs(rows))
 
 
 def min_logprob(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None) -> float | None:
@@ -108,26 +110,18 @@ def answer_logprob_min(rows: Sequence[SampleResult], choice_logliks: ChoiceLogli
 
 # --- agreement between samples ------------------------------------------------------------------
 
-def _votes(rows: Sequence[SampleResult]) -> dict[str | None, int]:
-    """Answer -> count, in sample order. An errored or unparsed sample votes None ("no answer"),
-    the same convention as harness.metrics.majority_correct."""
-    votes: dict[str | None, int] = {}
-    for r in sorted(rows, key=lambda r: r.sample):
-        key = None if r.error is not None else r.prediction
-        votes[key] = votes.get(key, 0) + 1
-    return votes
+def _answers(rows: Sequence[SampleResult]) -> list[str | None]:
+    """Each sample's answer in sample order; an errored or unparsed sample has none (None)."""
+    return [None if r.error is not None else r.prediction for r in sorted(rows, key=lambda r: r.sample)]
 
 
 def self_consistency(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None) -> float | None:
-    """Share of ALL samples that give the most common answer; None with fewer than 2 samples.
-
-    "No answer" never wins the vote (it is not an answer to agree on) but stays in the
-    denominator, so unparsable samples lower the confidence; all unparsable gives 0.0.
-    """
+    """Share of ALL samples that give the majority answer (tourney.harness.votes: "no answer"
+    never wins but stays in the denominator, so unparsable samples lower the confidence; all
+    unparsable gives 0.0); None with fewer than 2 samples."""
     if len(rows) < 2:
         return None
-    answered = [count for key, count in _votes(rows).items() if key is not None]
-    return max(answered, default=0) / len(rows)
+    return majority_vote(_answers(rows)).share
 
 
 def answer_agreement(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None) -> float | None:
@@ -154,7 +148,7 @@ def answer_agreement_entropy(rows: Sequence[SampleResult], choice_logliks: Choic
     if len(rows) < 2:
         return None
     n = len(rows)
-    return 0.0 - math.fsum(c / n * math.log(c / n) for c in _votes(rows).values())
+    return 0.0 - math.fsum(c / n * math.log(c / n) for c in answer_counts(_answers(rows)).values())
 
 
 # --- length -------------------------------------------------------------------------------------

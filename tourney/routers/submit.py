@@ -127,11 +127,6 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0][:300]
 
 
-def answer_question(cascade: Cascade, q: Question, *, deadline_s: float, budget_end: float | None) -> CascadeRecord:
-    """Answer one question within its deadline (see module doc). Never raises."""
-    return answer_batch(cascade, [q], deadline_s=deadline_s, budget_end=budget_end)[0]
-
-
 def answer_batch(cascade: Cascade, qs: Sequence[Question], *, deadline_s: float,
                  budget_end: float | None) -> list[CascadeRecord]:
     """Answer questions together, each within the deadline counted from the batch's start: one
@@ -280,7 +275,7 @@ def _prepare(cfg: SubmitConfig, overwrite: bool) -> Path:
     return out
 
 
-def summarize(rows: Sequence[dict[str, Any]], cfg: SubmitConfig, n: int) -> SubmitSummary:
+def summarize_submission(rows: Sequence[dict[str, Any]], cfg: SubmitConfig, n: int) -> SubmitSummary:
     lat = [float(r.get("total_latency_s") or 0.0) for r in rows]
     count = lambda pred: sum(1 for r in rows if pred(r))  # noqa: E731
     esc = count(lambda r: r.get("escalated"))
@@ -338,7 +333,7 @@ def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Ques
             if progress:
                 progress(len(rows), len(questions))
     write_outputs(out, questions, rows)
-    summary = summarize(list(rows.values()), cfg, len(questions))
+    summary = summarize_submission(list(rows.values()), cfg, len(questions))
     (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return summary
 

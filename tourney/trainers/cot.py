@@ -16,7 +16,6 @@ them by majority vote instead (see trainers.rejection). The run's report counts 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from tourney.harness.jsonl import iter_objects
 from tourney.harness.prompts import strip_thinking
+from tourney.harness.votes import mean_logprob
 from tourney.harness.questions import load_questions
 from tourney.harness.report import RESULTS_FILE, read_results
 from tourney.harness.runner import EvalConfig, run_eval
@@ -97,14 +97,6 @@ _COT_TYPES: dict[str, tuple[type, ...]] = {
     "sample": (int,), "error": (str, type(None)),
 }
 _COT_OPTIONAL = {"error", "mean_logprob"}
-
-
-def mean_logprob(token_logprobs: Sequence[float] | None) -> float | None:
-    """Mean chosen-token logprob: a length-free confidence; None when there are none to average."""
-    if not token_logprobs:
-        return None
-    finite = [x for x in token_logprobs if math.isfinite(x)]  # -inf from a masked token would swamp it
-    return sum(finite) / len(finite) if finite else None
 
 
 def load_cot_questions(path: str, limit: int | None = None) -> list[Question]:

@@ -12,7 +12,6 @@ rerunning the same command continues after the last finished epoch.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence

@@ -44,15 +44,13 @@ class DistillLoss:
     kd+feature: the kd total + the feature terms
     """
 
-    def __init__(self, cfg: DistillTrainConfig, teacher: Any = None, projector: FeatureProjector | None = None,
-                 layer_map: dict[int, int] | None = None) -> None:
+    def __init__(self, cfg: DistillTrainConfig, teacher: Any = None, projector: FeatureProjector | None = None) -> None:
         if cfg.uses_features and (teacher is None or projector is None):
             raise ValueError("feature KD needs an online teacher and a projector")
         if cfg.uses_kd and cfg.topk is None and teacher is None:
             raise ValueError("online KD needs a teacher model")
         self.cfg, self.teacher, self.projector = cfg, teacher, projector
         self.fcfg = cfg.feature_config()
-        self.layer_map = layer_map
 
     def __call__(self, model: Any, inputs: dict[str, torch.Tensor]):
         cfg = self.cfg

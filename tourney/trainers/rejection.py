@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from tourney.harness.prompts import LETTERS
 from tourney.harness.scoring import extract_answer, numbers_equal
+from tourney.harness.votes import majority_vote
 from tourney.trainers.cot import CoTSample, read_cot
 
 POLICIES = ("first", "shortest", "all-distinct")
@@ -123,14 +123,6 @@ def _matches_gold(pred: str | None, gold: str) -> bool:
     return numbers_equal(pred, gold)
 
 
-def _majority(preds: Iterable[str | None]) -> str | None:
-    counts = Counter(p for p in preds if p is not None)
-    if not counts:
-        return None
-    best = max(counts.values())
-    return next(p for p in counts if counts[p] == best)  # Counter keeps first-seen order
-
-
 def _keep(accepted: list[CoTSample], policy: str) -> list[CoTSample]:
     if not accepted:
         return []
@@ -173,7 +165,7 @@ def select(
             answer: str | None = gold or None
             accepted = [r for r in ok if gold and _matches_gold(_prediction(r), gold)]
         else:
-            answer = _majority(_prediction(r) for r in sorted(ok, key=lambda r: r.sample))
+            answer = majority_vote([_prediction(r) for r in sorted(ok, key=lambda r: r.sample)]).answer
             accepted = [r for r in ok if answer is not None and _prediction(r) == answer]
         rate = len(accepted) / len(ok) if ok else None
         kept = _keep(accepted, policy)
