@@ -62,3 +62,10 @@ def test_template_choice_and_mismatches() -> None:
 ])
 def test_strip_thinking(text: str, expected: str) -> None:
     assert strip_thinking(text) == expected
+
+
+def test_slot_names_inside_questions_and_choices_stay_as_written() -> None:
+    q = Question(id="x", question="Is {choices} a slot?", answer="A", choices=("say {question}", "no"))
+    text = render(get_template("mc-base"), q)
+    assert "Is {choices} a slot?" in text and "say {question}" in text
+    assert text.count("Is {choices} a slot?") == 1

@@ -186,7 +186,7 @@ def test_bad_fields(tmp_path: Path, bad: dict, field: str, expected: str) -> Non
 def test_malformed_json_line(tmp_path: Path) -> None:
     f = write_jsonl(tmp_path / "m.jsonl", [GSM, '{"question": "q", "answer": '])
     msg = _error(f)
-    assert f"{f}:2:" in msg and "malformed JSON" in msg
+    assert f"{f}:2:" in msg and "not valid JSON" in msg
 
 
 def test_line_that_is_not_an_object(tmp_path: Path) -> None:

@@ -73,3 +73,57 @@ def json_safe(x: Any, digits: int | None = 6, infinity: str = "null") -> Any:
     if hasattr(x, "item") and callable(x.item):  # a numpy scalar
         return json_safe(x.item(), digits, infinity)
     return x
+
+
+MAX_DEPTH = 64  # JSON nesting no data file of ours needs more of; deeper is an attack or a bug
+MAX_INT_DIGITS = 4000  # below Python's 4,300-digit int conversion limit, far above any answer
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
+    return int(text)
+
+
+def _depth_over(text: str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than `limit` (a linear scan, no recursion)."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def loads(text: str, where: str, expected: str = "valid JSON") -> Any:
+    """`json.loads` for untrusted text: nesting deeper than MAX_DEPTH, integers longer than
+    MAX_INT_DIGITS and malformed JSON each raise one DataError naming `where` (a file, or
+    file:line), never a RecursionError or a ValueError from deep inside the decoder."""
+    if ("[" in text or "{" in text) and _depth_over(text, MAX_DEPTH):
+        raise DataError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels; expected {expected}")
+    try:
+        return json.loads(text, parse_int=_bounded_int)
+    except json.JSONDecodeError as e:
+        loc = f"{where}:{e.lineno}" if "\n" in text else where
+        raise DataError(f"{loc}: not valid JSON ({e.msg} at column {e.colno}); expected {expected}") from None
+    except (ValueError, RecursionError) as e:
+        raise DataError(f"{where}: not acceptable JSON ({e}); expected {expected}") from None
+
+
+def split_lines(text: str) -> list[str]:
+    """JSONL lines, split on "\\n" only: str.splitlines() also splits on U+2028, U+2029, U+0085
+    and other characters that may sit raw inside a JSON string."""
+    lines = text.split("\n")
+    return [line[:-1] if line.endswith("\r") else line for line in lines]

@@ -32,13 +32,53 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
         return (math.nan, math.nan)
-    p = k / n
+    return _wilson(k / n, n, z)
+
+
+def _wilson(p: float, n: float, z: float) -> tuple[float, float]:
+    """The Wilson interval of a proportion p over a (possibly effective, non-integer) size n."""
     z2 = z * z
     denom = 1.0 + z2 / n
     center = (p + z2 / (2 * n)) / denom
     half = (z / denom) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
     # Clamp only against float round-off (e.g. k=n giving 1.0000000000000002).
     return (max(0.0, center - half), min(1.0, center + half))
+
+
+CI_WILSON = "wilson"
+CI_CLUSTERED = "wilson-clustered"  # Wilson at the design-effect sample size, clustered by question
+
+
+def clustered_interval(correct_by_question: Sequence[Sequence[bool]], z: float = 1.96) -> tuple[float, float]:
+    """95% interval for per-sample accuracy when each question contributes several samples.
+
+    K samples of one question are not K independent trials: they agree far more often than
+    samples of different questions, so a Wilson interval over all K x n samples is too narrow.
+    The unit of sampling is the question. The accuracy p = sum(y_i) / sum(k_i) (y_i correct out of
+    k_i samples of question i) is a ratio estimator; its cluster-robust variance over m questions is
+
+        V = m / (m - 1) * sum_i (y_i - p k_i)^2 / (sum_i k_i)^2,
+
+    and the interval is Wilson's at the effective size n_eff = p (1 - p) / V (the design effect
+    n / n_eff is 1 + (K - 1) * intra-question correlation), kept within [1, n].
+    At p = 0 or 1 there is no spread to measure: n_eff = m, as if every question's samples agreed.
+    With one sample per question this is exactly the Wilson interval.
+    """
+    m = len(correct_by_question)
+    sizes = [len(c) for c in correct_by_question]
+    n = sum(sizes)
+    if n == 0:
+        return (math.nan, math.nan)
+    if all(size == 1 for size in sizes):
+        return wilson_interval(sum(bool(c[0]) for c in correct_by_question), n, z)
+    k = sum(sum(bool(x) for x in c) for c in correct_by_question)
+    p = k / n
+    if m < 2 or p in (0.0, 1.0):
+        return _wilson(p, float(max(m, 1)), z)
+    resid = math.fsum((sum(bool(x) for x in c) - p * len(c)) ** 2 for c in correct_by_question)
+    variance = m / (m - 1) * resid / (n * n)
+    n_eff = p * (1 - p) / variance if variance > 0 else float(n)
+    return _wilson(p, min(max(n_eff, 1.0), float(n)), z)
 
 
 def percentile(values: Iterable[float], q: float) -> float | None:
@@ -66,7 +106,8 @@ class GroupSummary:
     n: int  # samples, errored ones included (they count as incorrect)
     n_questions: int  # distinct question ids
     accuracy: float  # mean per-sample correctness; nan when n == 0
-    ci95: list[float]  # Wilson 95% interval [low, high] for `accuracy`; [nan, nan] when n == 0
+    ci95: list[float]  # 95% interval [low, high] for `accuracy`; [nan, nan] when n == 0
+    ci_method: str  # "wilson" (one sample per question) or "wilson-clustered" (see clustered_interval)
     # One vote per question over its samples' predictions; equals `accuracy` when K == 1.
     # See `majority_correct` for the exact rule.
     majority_accuracy: float
@@ -129,12 +170,13 @@ def summarize_group(rows: Sequence[SampleResult]) -> GroupSummary:
     ttfts = [float(r.ttft_s) for r in ok if r.ttft_s is not None]
     total_latency = math.fsum(latencies)
     total_tokens = sum(r.completion_tokens for r in ok)
-    low, high = wilson_interval(k, n)
+    low, high = clustered_interval([[is_correct(r) for r in s] for s in by_question.values()])
     return GroupSummary(
         n=n,
         n_questions=n_q,
         accuracy=k / n if n else math.nan,
         ci95=[low, high],
+        ci_method=CI_WILSON if n == n_q else CI_CLUSTERED,
         majority_accuracy=majority / n_q if n_q else math.nan,
         latency_p50_s=percentile(latencies, 50),
         latency_p95_s=percentile(latencies, 95),

@@ -83,6 +83,9 @@ def format_choices(choices: tuple[str, ...] | list[str]) -> str:
     return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
 
 
+_SLOT = re.compile(r"\{(question|choices)\}")
+
+
 def render(template: PromptTemplate, question: Question) -> str | list[Message]:
     """The prompt for one question: a string for a base template, chat messages for a chat one."""
     if template.multiple_choice and not question.is_multiple_choice:
@@ -95,11 +98,12 @@ def render(template: PromptTemplate, question: Question) -> str | list[Message]:
             f"question {question.id!r} is multiple choice but template {template.name!r} "
             "has no {choices} slot"
         )
-    text = template.text
+    values = {"question": question.question}
     if template.multiple_choice:
-        # Choices first: a question mentioning "{choices}" literally must not be expanded twice.
-        text = text.replace("{choices}", format_choices(question.choices or ()))
-    text = text.replace("{question}", question.question)
+        values["choices"] = format_choices(question.choices or ())
+    # One pass over the template: text put into a slot is never scanned again, so a question or
+    # a choice that mentions "{question}" or "{choices}" literally stays as written.
+    text = _SLOT.sub(lambda m: values.get(m.group(1), m.group(0)), template.text)
     if not template.chat:
         return text
     messages: list[Message] = []

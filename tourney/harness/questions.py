@@ -29,12 +29,12 @@ from dataclasses import replace
 
 import csv
 import hashlib
-import json
 import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
 
+from tourney.harness.jsonl import loads, split_lines
 from tourney.harness.prompts import LETTERS
 from tourney.harness.scoring import normalize_number
 from tourney.harness.types import DataError, Question
@@ -93,22 +93,14 @@ def _read_text(path: Path) -> str:
 
 
 def _jsonl(path: Path) -> Iterator[Record]:
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+    for n, line in enumerate(split_lines(_read_text(path)), start=1):
         if not line.strip():
             continue
-        try:
-            yield f"{path}:{n}", n, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _err(f"{path}:{n}", None, f"malformed JSON ({e.msg} at column {e.colno})",
-                       "one JSON object per line") from None
+        yield f"{path}:{n}", n, loads(line, f"{path}:{n}", "one JSON object per line")
 
 
 def _json(path: Path) -> Iterator[Record]:
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as e:
-        raise _err(f"{path}:{e.lineno}", None, f"malformed JSON ({e.msg} at column {e.colno})",
-                   "a JSON list of question objects") from None
+    data = loads(_read_text(path), f"{path}", "a JSON list of question objects")
     if not isinstance(data, list):
         raise _err(f"{path}", None, f"top level is {type(data).__name__}", "a JSON list of question objects")
     for n, item in enumerate(data, start=1):
@@ -145,10 +137,7 @@ def _csv_choices(cell: str, loc: str) -> Any:
     """A CSV choices cell, written as a JSON list or as `a|b|c`."""
     if not cell.lstrip().startswith("["):
         return [c.strip() for c in cell.split("|")]
-    try:
-        return json.loads(cell)
-    except json.JSONDecodeError as e:
-        raise _err(loc, "choices", f"malformed JSON list ({e.msg})", "a JSON list of strings or a|b|c") from None
+    return loads(cell, f"{loc}: field 'choices'", "a JSON list of strings or a|b|c")
 
 
 def _parquet(path: Path) -> Iterator[Record]:
@@ -240,6 +229,23 @@ def _choice_gold(value: Any, choices: tuple[str, ...], loc: str) -> str:
                f"a letter {valid[0]}-{valid[-1]}, a 0-based index, or the exact text of a choice")
 
 
+MAX_QUESTION_CHARS = 200_000  # about 50,000 tokens: beyond any context; a 50 MB "question" is an accident
+MAX_FIELD_CHARS = 200  # id and type are names, printed in tables and terminals
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # includes ESC: a type must not drive the terminal
+
+
+def _check_text(value: str, loc: str, field: str, limit: int, name_like: bool = False) -> None:
+    if len(value) > limit:
+        raise _err(loc, field, f"{len(value):,} characters", f"at most {limit:,}")
+    bad = _SURROGATE.search(value)
+    if bad:
+        raise _err(loc, field, f"a lone surrogate {bad.group()!r} at character {bad.start()}",
+                   "valid Unicode text")
+    if name_like and _CONTROL.search(value):
+        raise _err(loc, field, f"a control character in {_short(value)}", "printable text")
+
+
 def _to_question(raw: Any, loc: str, default_id: str) -> Question:
     if not isinstance(raw, dict):
         raise _err(loc, None, f"got {type(raw).__name__} {_short(raw)}", "an object with 'question' and 'answer'")
@@ -250,6 +256,7 @@ def _to_question(raw: Any, loc: str, default_id: str) -> Question:
         raise _err(loc, "question", f"got {type(question).__name__} {_short(question)}", "a string")
     if not question.strip():
         raise _err(loc, "question", "empty", "a non-empty string")
+    _check_text(question, loc, "question", MAX_QUESTION_CHARS)
 
     answer = raw.get("answer")
     if answer is None or (isinstance(answer, str) and not answer.strip()):
@@ -264,9 +271,16 @@ def _to_question(raw: Any, loc: str, default_id: str) -> Question:
         raise _err(loc, "id", f"got {type(qid).__name__} {_short(qid)}", "a string or an integer")
     qid = str(qid)
 
+    _check_text(qid, loc, "id", MAX_FIELD_CHARS, name_like=True)
     solution = _opt_str(raw, "solution", loc)
     qtype = _opt_str(raw, "type", loc)
+    if qtype is not None:
+        _check_text(qtype, loc, "type", MAX_FIELD_CHARS, name_like=True)
+    if solution is not None:
+        _check_text(solution, loc, "solution", MAX_QUESTION_CHARS)
     choices = _choices(raw.get("choices"), loc)
+    for i, choice in enumerate(choices or ()):
+        _check_text(choice, loc, f"choices[{i}]", MAX_QUESTION_CHARS)
 
     gold_raw: Any = answer
     worked = isinstance(answer, str) and "####" in answer

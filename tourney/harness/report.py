@@ -178,12 +178,20 @@ def _header_facts(report: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def ci_note(report: dict[str, Any]) -> str:
+    """How the intervals were computed: over samples (one per question) or clustered by question."""
+    if (report.get("overall") or {}).get("ci_method") == "wilson-clustered":
+        return ("CI: Wilson 95% at the effective sample size, clustered by question "
+                "(samples of one question are not independent).")
+    return "CI: Wilson 95%."
+
+
 def render_run_markdown(report: dict[str, Any]) -> str:
     """report.md: a header with the model, data and settings, then one table row per type."""
     out = [f"# Evaluation report: {report.get('model')}", ""]
     out += [f"- **{k}**: {_md_cell(v)}" for k, v in _header_facts(report)]
     out += ["", "Accuracy counts errored samples as wrong; latency and token figures are over "
-                "successful samples only. CI: Wilson 95%.", ""]
+                f"successful samples only. {ci_note(report)}", ""]
     header = ["type"] + [name for name, _ in _COLUMNS]
     rows = [[t] + [fmt(g) for _, fmt in _COLUMNS] for t, g in _table_rows(report)]
     out.append(_md_table(header, rows))
@@ -227,7 +235,8 @@ def render_plots(report: dict[str, Any]) -> list[tuple[str, bytes]]:
     ax.set_xticks(xs, names, **tick_style)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
-    ax.set_title("Accuracy per type (Wilson 95% CI)")
+    clustered = (report.get("overall") or {}).get("ci_method") == "wilson-clustered"
+    ax.set_title(f"Accuracy per type ({'clustered ' if clustered else ''}Wilson 95% CI)")
     accuracy_png = png(fig)
 
     fig = Figure(figsize=(width, 3.2), layout="constrained")
@@ -275,7 +284,7 @@ def render_html(report: dict[str, Any]) -> str:
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{_CSS}</style></head><body>\n<h1>{title}</h1>\n<dl>{facts}</dl>\n"
         "<p>Accuracy counts errored samples as wrong; latency and token figures are over "
-        "successful samples only. CI: Wilson 95%.</p>\n"
+        f"successful samples only. {e(ci_note(report))}</p>\n"
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
         f"{plots}\n</body></html>\n"
     )

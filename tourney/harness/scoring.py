@@ -12,11 +12,11 @@ percent ("50%" -> "50", the way GSM8K states them).
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 
+from tourney.harness.mathverify import verify_equal
 from tourney.harness.prompts import LETTERS, strip_thinking
 from tourney.harness.types import Question
 
@@ -29,9 +29,11 @@ _NUM = re.compile(
     r"(?<![\w.])"
     r"(?:(?P<sign>-)(?=\$?\s?\.?\d))?\$?\s?(?P<sign2>-(?=\.?\d))?"
     r"(?=\.?\d)(?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+)?(?P<frac>\.\d+)?"
+    r"(?P<exp>[eE][-+]?\d+)?"
     r"(?:/(?P<den>\d+)(?!\d|\.\d))?"
     r"(?P<pct>\s?%)?"
 )
+MAX_EXPONENT = 30  # "1.5e3" reads exactly as 1500; "1e999999" is not an answer anyone gave
 _FULL_NUM = re.compile(r"\s*(?:" + _NUM.pattern + r")\s*\.?\s*")
 
 # LaTeX and markdown that wrap numbers: rewritten before any search so "$\frac{3}{4}$", "**18**",
@@ -43,8 +45,13 @@ _ANNOTATION = re.compile(r"<<[^<>]*>>")  # GSM8K calculator notes: "<<48/2=24>>"
 _SIMPLE_SUBS = (
     ("\\$", "$"), ("\\%", "%"), ("{,}", ","), ("\\!", ""), ("\\,", ""), ("\\;", " "),
     ("\\left", ""), ("\\right", ""), ("^\\circ", ""), ("^{\\circ}", ""), ("−", "-"),
-    ("**", ""), ("\\(", " "), ("\\)", " "), ("\\[", " "), ("\\]", " "),
+    ("\\(", " "), ("\\)", " "), ("\\[", " "), ("\\]", " "),
 )
+
+# "**18**" is bold; "9**9" is a power and stays, so that it reads as an expression, not as 99.
+_BOLD = re.compile(r"(?<!\d)\*\*|\*\*(?!\d)")
+# A number glued to a base prefix is not a decimal: "0x10", "0b101", "0o17".
+_BASE_PREFIX = re.compile(r"[xXbBoO][0-9a-fA-F]")
 
 _HASHES = re.compile(r"####[ \t]*([^\n]*)")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -56,7 +63,7 @@ _ANSWER_IS = re.compile(
 _ANSWER_COLON = re.compile(
     r"(?:\banswer\s*:|^[ \t>*#-]*(?-i:A)\s*:)(?=([^\n]{0,300}))", re.IGNORECASE | re.MULTILINE
 )
-_EXPR_CONTINUES = re.compile(r"\s*(?:[-+*/×÷x]|\\times|\\cdot|\\div)\s*[\d$(.]")
+_EXPR_CONTINUES = re.compile(r"\s*(?:\*\*|\^|[-+*/×÷x]|\\times|\\cdot|\\div)\s*[\d$(.{]")
 
 
 @dataclass
@@ -73,21 +80,29 @@ def _clean(text: str) -> str:
     text = _LATEX_FRAC_SHORT.sub(r"\1/\2", text)
     for old, new in _SIMPLE_SUBS:
         text = text.replace(old, new)
-    return text
+    return _BOLD.sub("", text)
 
 
 def _from_match(m: re.Match[str]) -> str | None:
     """Normalised text of one `_NUM` match, or None when it holds no digits."""
     whole, frac = m.group("int") or "", m.group("frac") or ""
-    den = m.group("den")
+    den, exp = m.group("den"), m.group("exp")
     if not whole and not frac or len(whole) + len(frac) + len(den or "") > MAX_DIGITS:
         return None
+    if den is not None and int(den) == 0:
+        return None  # "1/0" is no number, and certainly not 1
+    if exp is not None and abs(int(exp[1:])) > MAX_EXPONENT:
+        return None
+    if _BASE_PREFIX.match(m.string, m.end()) and whole == "0" and not frac:
+        return None  # "0x10" is hexadecimal, not 0
     negative = bool(m.group("sign") or m.group("sign2"))
     try:
         value = Fraction(Decimal(whole.replace(",", "") + frac if whole else "0" + frac))
     except (InvalidOperation, ValueError):
         return None
-    if den is not None and int(den) != 0:
+    if exp is not None:
+        value *= Fraction(10) ** int(exp[1:])
+    if den is not None:
         value /= int(den)
     return _format(-value if negative else value)
 
@@ -141,10 +156,11 @@ def _first_value(span: str) -> str | None:
         return None
     m, value = nums[0]
     rest = span[m.end():]
-    if _EXPR_CONTINUES.match(rest) and "=" in rest:
-        after = _first_value(rest[rest.rindex("=") + 1:])
-        if after is not None:
-            return after
+    if _EXPR_CONTINUES.match(rest):
+        # "5 \\times 3 = 15" is 15; "9**9**9" or "2^{10}" with no result is not an answer we can
+        # read exactly, and its first operand is certainly not it.
+        after = _first_value(rest[rest.rindex("=") + 1:]) if "=" in rest else None
+        return after
     return value
 
 
@@ -170,8 +186,9 @@ def _boxed_value(content: str) -> str | None:
     full = normalize_number(cleaned)
     if full is not None:
         return full
-    if "\\" in cleaned:
-        # Real LaTeX (\sqrt{2}, \pi) that we do not reduce: keep it for math-verify to compare.
+    if "\\" in cleaned or _EXPR_CONTINUES.search(cleaned):
+        # Real LaTeX (\sqrt{2}, \pi) or an expression (2^{10}) that we do not reduce: kept as
+        # written for math-verify, which compares it under a time limit (harness.mathverify).
         return cleaned
     return _first_value(cleaned)
 
@@ -193,9 +210,11 @@ def extract_answer(text: str) -> str | None:
         return None
     for span in _HASHES.findall(text):
         span = _clean(span).strip()
-        # Only "#### N": chat models also write "#### Step 1" as a markdown heading.
+        # Only "#### N": chat models also write "#### Step 1" as a markdown heading. A span that
+        # starts with a number we cannot read exactly ("1/0", "1e999999", "0x10", "9**9") is the
+        # model's answer all the same: unparsed, not a guess from elsewhere in the text.
         m = _NUM.match(span)
-        if m and _from_match(m) is not None:
+        if m and (m.group("int") or m.group("frac")):
             return _first_value(span)
     for content in reversed(_boxed_contents(text)):
         value = _boxed_value(content)
@@ -216,29 +235,6 @@ def _to_fraction(text: str) -> Fraction | None:
     return Fraction(norm) if norm is not None else None
 
 
-def _math_verify_equal(pred: str, gold: str) -> bool:
-    """math-verify's verdict on two short LaTeX answers; False on any failure.
-
-    Its timeouts use SIGALRM, which only the main thread may set, so worker threads (a threaded
-    run loop) call it without one; inputs are short extracted answers, never whole outputs.
-    """
-    if len(pred) > 200 or len(gold) > 200:
-        return False
-    try:
-        from math_verify import parse, verify
-    except ImportError:  # a minimal install still scores plain numbers
-        return False
-    in_main = threading.current_thread() is threading.main_thread()
-    timeout = 5 if in_main else None
-    wrap = lambda s: s if "$" in s else f"${s}$"  # noqa: E731 -- math-verify wants delimiters
-    try:
-        g = parse(wrap(gold), parsing_timeout=timeout)  # type: ignore[arg-type]
-        p = parse(wrap(pred), parsing_timeout=timeout)  # type: ignore[arg-type]
-        return bool(g and p and verify(g, p, timeout_seconds=timeout))
-    except Exception:  # noqa: BLE001 -- a library failure on odd input means "not shown equal"
-        return False
-
-
 def numbers_equal(pred: str | None, gold: str) -> bool:
     """Whether a predicted answer equals the gold one.
 
@@ -255,7 +251,7 @@ def numbers_equal(pred: str | None, gold: str) -> bool:
         if p.denominator == 1 and g.denominator == 1:
             return False
         return abs(p - g) <= REL_TOL * max(abs(p), abs(g))
-    return _math_verify_equal(pred, gold)
+    return verify_equal(pred, gold)
 
 
 # Choice letters. A capital "A" or "I" followed by a lower-case word is the article or pronoun

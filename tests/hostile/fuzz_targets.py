@@ -1,0 +1,66 @@
+"""Parsers under fuzzing, and the inputs hypothesis draws for them. Shared by the fuzz tests (a
+few hundred examples each run) and benchmarks/fuzz_parsers.py (10,000 per parser).
+
+A target takes one generated input and either returns or raises the project's own error
+(a one-line DataError / ConfigError): anything else, or a hang, is a failure."""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from hypothesis import strategies as st
+
+from tourney.errors import TourneyError
+from tourney.harness.questions import load_questions
+from tourney.harness.scoring import extract_answer, extract_choice, score
+from tourney.harness.types import Question
+
+# Text with what breaks naive parsers: separators, surrogate escapes, markers, LaTeX, digits.
+_ATOMS = st.sampled_from([
+    "####", "\\boxed{", "}", "{", "^", "**", "e9", "/0", "0x", "$", ",", ".", "-", "%", "\u2028", "\u2029",
+    "\u0085", "\x1b[31m", "\\frac{", "The answer is", "Answer:", "A:", "<think>", "</think>", "\n", " ",
+    "9" * 50, "1e999999", "\\ud800", '"', "\\", "[", "]", "(B)", "B", "**C**", "\\sqrt{2}",
+])
+messy_text = st.lists(st.one_of(_ATOMS, st.text(max_size=12)), max_size=40).map("".join)
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), messy_text)
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(
+        ["id", "question", "answer", "type", "choices", "solution", "x"]), inner, max_size=6)), max_leaves=20)
+
+
+def _record(value) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (ValueError, TypeError):
+        return "{}"
+
+
+question_lines = st.lists(st.one_of(json_values.map(_record), messy_text), min_size=1, max_size=5).map("\n".join)
+
+
+def parse_question_file(text: str, suffix: str = ".jsonl") -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / f"q{suffix}"
+        path.write_bytes(text.encode("utf-8", "surrogatepass"))
+        try:
+            for q in load_questions(str(path)):
+                assert isinstance(q.question, str) and q.question.strip()
+        except TourneyError as e:
+            assert "\n" not in str(e)
+
+
+def grade_output(text: str) -> None:
+    extract_answer(text)
+    extract_choice(text, 4)
+    score(Question(id="x", question="?", answer="18"), text)
+    score(Question(id="x", question="?", answer="B", choices=("a", "b", "c", "d")), text)
+
+
+TARGETS: dict[str, tuple[Callable, object]] = {
+    "question file (JSONL)": (parse_question_file, question_lines),
+    "question file (JSON)": (lambda t: parse_question_file(t, ".json"), question_lines),
+    "question file (CSV)": (lambda t: parse_question_file("question,answer,choices\n" + t, ".csv"), messy_text),
+    "answer extractor": (grade_output, messy_text),
+}
