@@ -27,7 +27,7 @@ def main() -> int:
     ap.add_argument("--only", default=None, help="one target name")
     args = ap.parse_args()
     failed = False
-    print(f"| parser | inputs | failures | time |\n|---|---|---|---|")
+    print("| parser | inputs | failures | time |\n|---|---|---|---|")
     for name, (target, strategy) in TARGETS.items():
         if args.only and args.only != name:
             continue
