@@ -131,7 +131,7 @@ def test_hf_without_datasets_package(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_hf_with_a_fake_datasets_module(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def load_dataset(name: str, config: str | None, split: str) -> list[dict]:
+    def load_dataset(name: str, config: str | None, split: str, revision: str | None = None) -> list[dict]:
         calls.append((name, config, split))
         if name == "offline/thing":
             raise ConnectionError("Couldn't reach the Hub\n(no network)")
@@ -229,3 +229,26 @@ def test_json_not_a_list(tmp_path: Path) -> None:
     f = tmp_path / "o.json"
     f.write_text('{"question": "q"}')
     assert "JSON list" in _error(f)
+
+
+def test_hf_dataset_is_identified_by_its_contents_and_a_revision_is_passed(tmp_path, monkeypatch):
+    """hf: data has no file to hash: its identity is the questions as loaded, so a resumed run
+    notices a dataset that changed under its name; @REVISION pins a version."""
+    pytest.importorskip("datasets")
+    from tourney.harness.questions import _parse_hf, data_sha256
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "ds"
+    (repo / "data").mkdir(parents=True)
+    (repo / "data" / "test.jsonl").write_text('{"question": "q1", "answer": "1"}\n{"question": "q2", "answer": "2"}\n')
+    spec = f"hf:{repo}"
+    first = data_sha256(spec, load_questions(spec))
+    assert first == data_sha256(spec, load_questions(spec))
+    (repo / "data" / "test.jsonl").write_text('{"question": "q1", "answer": "1"}\n{"question": "q2", "answer": "3"}\n')
+    assert data_sha256(spec, load_questions(spec)) != first
+    assert _parse_hf("hf:openai/gsm8k:main:test@abc123") == ("openai/gsm8k", "main", "test", "abc123")
+    assert _parse_hf("hf:gsm8k:test") == ("gsm8k", None, "test", None)
+    with pytest.raises(DataError, match="nothing after '@'"):
+        _parse_hf("hf:gsm8k@")

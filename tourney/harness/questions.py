@@ -29,10 +29,11 @@ from dataclasses import replace
 
 import csv
 import hashlib
+import json
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from tourney.harness.jsonl import loads, split_lines
 from tourney.harness.prompts import LETTERS
@@ -58,6 +59,19 @@ def gsm8k_type(solution: str) -> str:
         if steps <= upper:
             return name
     return "very_long"
+
+
+def data_sha256(spec: str, questions: Sequence[Question]) -> str:
+    """The identity of a data set, recorded in run.json so that resuming against changed data is
+    refused: a file's bytes for a file; for `hf:` (no file to hash, and a dataset can change
+    under its name) the SHA-256 of the questions as loaded, every field in a canonical form."""
+    if not spec.startswith("hf:") and Path(spec).is_file():
+        return file_sha256(spec)
+    h = hashlib.sha256()
+    for q in questions:
+        fields = [q.id, q.question, q.answer, q.type, list(q.choices or ()), q.solution]
+        h.update(json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode() + b"\n")
+    return h.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -153,28 +167,34 @@ def _parquet(path: Path) -> Iterator[Record]:
         yield f"{path}:row {n}", n, {k: v for k, v in row.items() if v is not None}
 
 
-def _parse_hf(spec: str) -> tuple[str, str | None, str]:
-    """`hf:NAME[:CONFIG][:SPLIT]` -> (name, config, split); a lone second part that is a usual split
-    name ("hf:gsm8k:test") is the split, otherwise it is the config; the split defaults to test."""
-    parts = spec[3:].split(":")
+def _parse_hf(spec: str) -> tuple[str, str | None, str, str | None]:
+    """`hf:NAME[:CONFIG][:SPLIT][@REVISION]` -> (name, config, split, revision); a lone second
+    part that is a usual split name ("hf:gsm8k:test") is the split, otherwise it is the config;
+    the split defaults to test. REVISION (a commit, tag or branch) pins the dataset's version."""
+    body, at, revision = spec[3:].partition("@")
+    if at and not revision:
+        raise DataError(f"{spec}: nothing after '@'; expected a dataset revision (commit, tag or branch)")
+    parts = body.split(":")
     if not parts[0] or len(parts) > 3 or any(not p for p in parts):
-        raise DataError(f"{spec}: bad dataset spec; expected hf:NAME[:CONFIG][:SPLIT], e.g. hf:openai/gsm8k:main:test")
+        raise DataError(f"{spec}: bad dataset spec; expected hf:NAME[:CONFIG][:SPLIT][@REVISION], "
+                        "e.g. hf:openai/gsm8k:main:test")
+    rev = revision or None
     if len(parts) == 1:
-        return parts[0], None, "test"
+        return parts[0], None, "test", rev
     if len(parts) == 2:
-        return (parts[0], None, parts[1]) if parts[1] in HF_SPLITS else (parts[0], parts[1], "test")
-    return parts[0], parts[1], parts[2]
+        return (parts[0], None, parts[1], rev) if parts[1] in HF_SPLITS else (parts[0], parts[1], "test", rev)
+    return parts[0], parts[1], parts[2], rev
 
 
 def _hf(spec: str) -> Iterator[Record]:
-    name, config, split = _parse_hf(spec)
+    name, config, split, revision = _parse_hf(spec)
     try:
         import datasets  # optional extra: imported only for hf: specs
     except ImportError:
         raise DataError(f"{spec}: the 'datasets' package is not installed; expected "
                         "`pip install tourney[datasets]`, or a local .jsonl file") from None
     try:
-        rows = datasets.load_dataset(name, config, split=split)
+        rows = datasets.load_dataset(name, config, split=split, revision=revision)
     except Exception as e:  # noqa: BLE001 -- network, auth, unknown name: all reported the same way
         detail = " ".join(str(e).split())[:200]
         raise DataError(f"{spec}: could not load dataset {name!r} (config {config!r}, split {split!r}): "

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from tourney.harness.jsonl import append_objects, cut_torn_tail
 from tourney.harness.prompts import get_template, render, template_for
-from tourney.harness.questions import file_sha256, load_questions
+from tourney.harness.questions import data_sha256, load_questions
 from tourney.harness.report import RESULTS_FILE, RUN_FILE, read_results, write_reports
 from tourney.harness.scoring import score
 from tourney.harness.types import DataError, Question, SampleResult
@@ -161,7 +161,7 @@ def run_eval(
     Returns the report dict (also written as report.json/.md/.html)."""
     if questions is None:
         questions = load_questions(cfg.data, limit=cfg.limit)
-    data_sha = file_sha256(cfg.data) if Path(cfg.data).exists() else "n/a"
+    data_sha = data_sha256(cfg.data, questions)
     out = _prepare_dir(cfg, data_sha, len(questions), overwrite)
     results = out / RESULTS_FILE
     cut_torn_tail(results)
