@@ -170,10 +170,12 @@ def _register_subcommands() -> None:
     # nothing heavy at load time, so `tourney --help` stays fast.
     from tourney.cli.route import route, submit_cmd
     from tourney.cli.distill import distill
+    from tourney.cli.serve import serve_cmd
 
     main.add_command(distill)
     main.add_command(route)
     main.add_command(submit_cmd)
+    main.add_command(serve_cmd)
 
 
 _register_subcommands()

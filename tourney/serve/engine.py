@@ -1,0 +1,244 @@
+"""One question through a mode, under its deadline: which model is asked, retries, fallbacks.
+
+Modes (the request's `model`):
+- router: the student answers with the router's samples and logprobs, its confidence decides,
+  and below the threshold (or when the student failed) the teacher is asked; `tourney submit
+  --mode balanced`.
+- router-speed: the student alone, one sample, no confidence; `submit --mode speed`.
+- router-accuracy: the teacher; `submit --mode accuracy`, plus a backup: the student answers
+  alongside (one cheap sample) and its answer stands when the teacher fails or misses the deadline.
+- student, teacher: the model directly. When it fails or misses the deadline the request gets an
+  error (502 / 504) instead of a fallback answer.
+
+Deadline. Every call gets the time left before the question's deadline; a call still running
+then is abandoned (an in-process batch finishes in the background, an upstream request is cut by
+its own timeout). An upstream call that fails with a 5xx, a 429, a timeout or a broken
+connection is retried after a short doubling pause while time is left. In the router modes the
+answer is then the student's when the teacher is late or failing (marked `fallback`, with
+`deadline_fallback` when the cause was the deadline), and the fallback "0" / "A" when the
+student itself is late, as in `tourney submit`.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from tourney.harness.types import Question
+from tourney.models.types import Generation
+from tourney.routers.cascade import StudentOutcome
+from tourney.serve.adapter import Pair, Served, compose_record
+from tourney.serve.config import ROUTER, ROUTER_ACCURACY, ROUTER_SPEED, STUDENT, TEACHER
+from tourney.serve.lanes import Lane, LaneConfig
+from tourney.serve.metrics import ServeMetrics
+
+_HTTP = re.compile(r"^HTTP (\d{3})")
+MIN_ATTEMPT_S = 0.005  # no retry is started with less time left than this
+
+
+def retryable(error: str) -> bool:
+    """Whether a failed call may succeed if made again: server errors, rate limits, timeouts,
+    broken connections; not a 4xx refusal of the request itself."""
+    m = _HTTP.match(error)
+    if m:
+        status = int(m.group(1))
+        return status >= 500 or status in (408, 409, 429)
+    return True
+
+
+def error_kind(error: str) -> str:
+    m = _HTTP.match(error)
+    if m:
+        return f"http_{m.group(1)}"
+    low = error.lower()
+    return "timeout" if "timeout" in low or "timed out" in low else "other"
+
+
+@dataclass
+class _Call:
+    value: Any = None
+    error: str | None = None
+    late: bool = False  # abandoned at the deadline
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Route:
+    """The routing decision of one question, known before its answer (streamed first)."""
+
+    id: str
+    model: str  # the model that will answer: student | teacher
+    escalated: bool
+    confidence: float | None = None
+    threshold: float | None = None
+
+
+OnRoute = Callable[[Route], None]
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0][:300]
+
+
+class Engine:
+    """The two lanes and the modes over them."""
+
+    def __init__(self, pair: Pair, metrics: ServeMetrics, *, max_batch: int = 16, window_s: float = 0.005,
+                 upstream_concurrency: int = 8, retry_backoff_s: float = 0.05) -> None:
+        self.pair, self.metrics, self.backoff_s = pair, metrics, retry_backoff_s
+        self.ready = {"student": True, "teacher": True}  # the app marks an unreachable upstream not ready
+        self.lanes: dict[str, Lane] = {}
+        for role, run in (("student", pair.run_student), ("teacher", pair.run_teacher)):
+            lane_cfg = (LaneConfig(max_batch=max_batch, window_s=window_s, workers=1) if pair.in_process(role)
+                        else LaneConfig(max_batch=1, window_s=0.0, workers=upstream_concurrency))
+            self.lanes[role] = Lane(role, run, lane_cfg, on_batch=self._on_batch, on_depth=self._on_depth)
+
+    def _on_batch(self, name: str, size: int, seconds: float) -> None:
+        self.metrics.batch_size.labels(name).observe(size)
+
+    def _on_depth(self, name: str, depth: int) -> None:
+        self.metrics.queue_depth.labels(name).set(depth)
+
+    def close(self) -> None:
+        for lane in self.lanes.values():
+            lane.close()
+
+    # -- one call -----------------------------------------------------------------------------
+    async def _call(self, role: str, key: tuple, q: Question, end: float) -> _Call:
+        start = time.monotonic()
+        left = end - start
+        if left <= 0:
+            return _Call(late=True)
+        fut = self.lanes[role].submit(key, q)
+        try:
+            value = await asyncio.wait_for(asyncio.wrap_future(fut), left)
+        except asyncio.TimeoutError:
+            return _Call(late=True, elapsed_s=time.monotonic() - start)
+        except Exception as e:  # noqa: BLE001 -- the backend raised: this question's error, not the server's
+            self.metrics.upstream_errors.labels(role, "exception").inc()
+            return _Call(error=_describe(e), elapsed_s=time.monotonic() - start)
+        finally:
+            self.metrics.model_latency.labels(role).observe(time.monotonic() - start)
+        return _Call(value=value, elapsed_s=time.monotonic() - start)
+
+    async def _student(self, q: Question, full: bool, max_tokens: int | None, end: float) -> _Call:
+        call = await self._call("student", (full, max_tokens), q, end)
+        if call.value is not None and call.value.error:
+            self.metrics.upstream_errors.labels("student", error_kind(call.value.error)).inc()
+        return call
+
+    async def teacher_answer(self, q: Question, max_tokens: int | None, end: float) -> tuple[_Call, int, list[str]]:
+        """The teacher's answer, retried within the deadline. (last call, attempts, errors)."""
+        attempts, errors, pause = 0, [], self.backoff_s
+        start = time.monotonic()
+        while True:
+            if not self.ready["teacher"]:
+                errors.append("teacher: not ready (its server does not answer)")
+                return _Call(error="not ready", elapsed_s=time.monotonic() - start), attempts, errors
+            call = await self._call("teacher", (max_tokens,), q, end)
+            attempts += 1
+            gen: Generation | None = call.value
+            err = call.error or (gen.error if gen is not None else None)
+            if call.late or err is None:
+                call.elapsed_s = time.monotonic() - start
+                return call, attempts, errors
+            self.metrics.upstream_errors.labels("teacher", error_kind(err)).inc()
+            errors.append(f"teacher attempt {attempts}: {err}")
+            left = end - time.monotonic()
+            if not retryable(err) or left < pause + MIN_ATTEMPT_S:
+                call.elapsed_s = time.monotonic() - start
+                return call, attempts, errors
+            await asyncio.sleep(pause)
+            pause *= 2
+
+    # -- modes --------------------------------------------------------------------------------
+    async def answer(self, q: Question, mode: str, received: float, deadline_s: float,
+                     max_tokens: int | None = None, on_route: OnRoute | None = None) -> Served:
+        """Answer one question. `on_route(route)` is called as soon as it is known which model
+        will answer (streaming sends it before the answer)."""
+        end = received + deadline_s
+        if mode == TEACHER or mode == ROUTER_ACCURACY:
+            served = await self._teacher_first(q, mode, received, end, max_tokens, on_route)
+        else:
+            served = await self._student_first(q, mode, received, end, max_tokens, on_route)
+        served.deadline_s = deadline_s
+        r = served.record
+        outcome = r.routed_to if served.status == 200 else f"error_{served.status}"
+        self.metrics.answered(mode, outcome, r.escalated and mode.startswith(ROUTER), r.total_latency_s)
+        if served.fallback:
+            self.metrics.fallbacks.labels(mode, "deadline" if served.deadline_fallback else "error").inc()
+        return served
+
+    async def _student_first(self, q: Question, mode: str, received: float, end: float,
+                             max_tokens: int | None, on_route: OnRoute | None) -> Served:
+        full = mode == ROUTER
+        s = await self._student(q, full, max_tokens, end)
+        s_decided = time.monotonic()
+        outcome: StudentOutcome | None = s.value
+        errors = ["student: no answer within the deadline"] if s.late else []
+        if s.error:
+            errors.append(f"student: {s.error}")
+        t_call, attempts, t_errors = None, 0, []
+        escalate = full and not s.late and (outcome is None or outcome.escalate)
+        if on_route is not None:
+            on_route(Route(id=q.id, model="teacher" if escalate else "student", escalated=escalate,
+                           confidence=outcome.confidence if outcome is not None else None,
+                           threshold=self.pair.threshold if full else None))
+        if escalate:
+            t_call, attempts, t_errors = await self.teacher_answer(q, max_tokens, end)
+            if t_call.late:
+                t_errors.append("teacher: no answer within the deadline; the student's answer stands")
+        decided = time.monotonic()
+        teacher: Generation | None = t_call.value if t_call is not None else None
+        usable = teacher if teacher is None or teacher.error is None else None  # its error is in t_errors
+        record = compose_record(
+            q, outcome, usable, escalated=escalate, student_latency_s=s.elapsed_s,
+            teacher_latency_s=t_call.elapsed_s if t_call else 0.0,
+            total_latency_s=(decided if escalate else s_decided) - received,
+            deadline_missed=s.late or bool(t_call and t_call.late), errors=errors + t_errors)
+        teacher_missed = escalate and (teacher is None or teacher.error is not None or record.routed_to != "teacher")
+        served = Served(question=q, mode=mode, record=record, student=outcome, student_full=full, teacher=teacher,
+                        threshold=self.pair.threshold if mode == ROUTER else None, attempts=attempts)
+        if mode in (ROUTER, ROUTER_SPEED):
+            served.fallback = s.late or teacher_missed or record.routed_to == "fallback"
+            served.deadline_fallback = s.late or bool(t_call and t_call.late)
+        elif mode == STUDENT and (s.late or s.error or (outcome is not None and outcome.error)):
+            served.status = 504 if s.late else 502
+        return served
+
+    async def _teacher_first(self, q: Question, mode: str, received: float, end: float,
+                             max_tokens: int | None, on_route: OnRoute | None) -> Served:
+        if on_route is not None:
+            on_route(Route(id=q.id, model="teacher", escalated=True))
+        backup = asyncio.ensure_future(self._student(q, False, max_tokens, end)) if mode == ROUTER_ACCURACY else None
+        t_call, attempts, errors = await self.teacher_answer(q, max_tokens, end)
+        teacher: Generation | None = t_call.value
+        failed = t_call.late or t_call.error is not None or teacher is None or teacher.error is not None
+        if t_call.late:
+            errors.append("teacher: no answer within the deadline")
+        elif t_call.error:
+            errors.append(f"teacher: {t_call.error}")
+        outcome: StudentOutcome | None = None
+        s_elapsed = 0.0
+        if backup is not None:
+            if failed:
+                s = await backup
+                outcome, s_elapsed = s.value, s.elapsed_s
+                if s.late:
+                    errors.append("student backup: no answer within the deadline")
+            else:
+                backup.cancel()
+        decided = time.monotonic()
+        usable = teacher if teacher is None or teacher.error is None else None  # its error is in `errors`
+        record = compose_record(q, outcome, usable,
+                                escalated=True, student_latency_s=s_elapsed, teacher_latency_s=t_call.elapsed_s,
+                                total_latency_s=decided - received, deadline_missed=t_call.late, errors=errors)
+        served = Served(question=q, mode=mode, record=record, student=outcome, teacher=teacher, attempts=attempts)
+        if mode == ROUTER_ACCURACY:
+            served.fallback = failed
+            served.deadline_fallback = t_call.late
+        elif failed:
+            served.status = 504 if t_call.late else 502
+        return served
