@@ -12,7 +12,7 @@ from tourney.cli.common import friendly_errors
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8000, show_default=True, help="0: any free port (printed).")
 @click.option("--deadline-ms", type=float, default=30_000.0, show_default=True,
-              help="Per-question deadline; a request may ask for less (tourney.deadline_ms).")
+              help="Per-question deadline; a request may ask for less (tourney.deadline_ms), never more.")
 @click.option("--api-key-env", default=None, help="Environment variable holding the key clients must send as a Bearer token.")
 @click.option("--student", "student_spec", default=None, help="Override the student's model spec.")
 @click.option("--teacher", "teacher_spec", default=None, help="Override the teacher's model spec.")
@@ -40,7 +40,7 @@ def serve_cmd(router_path, host, port, deadline_ms, api_key_env, student_spec, t
     from tourney.serve.server import serve
 
     cfg = ServeConfig(router=router_path, host=host, port=port, deadline_ms=deadline_ms,
-                      max_deadline_ms=max(600_000.0, deadline_ms), api_key_env=api_key_env,
+                      api_key_env=api_key_env,
                       student_spec=student_spec, teacher_spec=teacher_spec, max_batch=max_batch,
                       batch_window_ms=batch_window_ms, upstream_concurrency=upstream_concurrency,
                       max_inflight=max_inflight, max_body_bytes=max_body_bytes, log_dir=log_dir,

@@ -67,7 +67,7 @@ def _common(req: ChatRequest | CompletionRequest, cfg: ServeConfig, budget: int)
         raise Problem(404, f"model {req.model!r} does not exist; this server offers {', '.join(SERVE_MODES)}",
                       code="model_not_found", param="model")
     ext = req.tourney or Extension()
-    deadline_ms = min(ext.deadline_ms or cfg.deadline_ms, cfg.max_deadline_ms)
+    deadline_ms = min(ext.deadline_ms or cfg.deadline_ms, cfg.deadline_ms)
     cap = req.token_cap()
     return req.model, deadline_ms / 1000.0, cap if cap is not None and cap < budget else None
 
@@ -160,12 +160,13 @@ class Pair:
 
 def load_pair(cfg: ServeConfig) -> Pair:
     """Build both backends ROUTER.json names. An upstream model gets a per-request timeout of the
-    largest deadline and no retries of its own: the engine retries within each request's deadline."""
+    deadline (so a stalled request frees its slot by then) and no retries of its own: the engine
+    retries within each question's deadline."""
     bundle = RouterBundle.load(cfg.router).with_specs(cfg.student_spec, cfg.teacher_spec)
     for role in ("student", "teacher"):
         if getattr(bundle, role) is None:
             raise ValueError(f"{cfg.router}: the router file names no {role} model; give --{role}")
-    timeout = cfg.max_deadline_ms / 1000.0
+    timeout = cfg.deadline_ms / 1000.0
     opts = [backend_options(s, concurrency=cfg.upstream_concurrency, batch_size=cfg.max_batch, request_timeout_s=timeout)
             for s in (bundle.student, bundle.teacher)]
     student = load_backend(bundle.student.spec, **opts[0])

@@ -249,7 +249,7 @@ def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair
             return
 
         async def ask() -> None:
-            call, _, _ = await state.engine.teacher_answer(s.question, None, time.monotonic() + cfg.max_deadline_ms / 1000)
+            call, _, _ = await state.engine.teacher_answer(s.question, None, time.monotonic() + cfg.deadline_ms / 1000)
             if call.value is not None and call.value.error is None and state.log is not None:
                 state.log.write_pair(s, call.value)
 

@@ -18,8 +18,7 @@ class ServeConfig:
     router: str  # ROUTER.json from `tourney route calibrate` (names both models)
     host: str = "127.0.0.1"
     port: int = 8000
-    deadline_ms: float = 30_000.0  # per question unless the request asks for less (x-tourney-deadline-ms)
-    max_deadline_ms: float = 600_000.0  # the most a request may ask for
+    deadline_ms: float = 30_000.0  # per question; a request may ask for less (tourney.deadline_ms), never more
     api_key_env: str | None = None  # environment variable holding the key clients must send
     student_spec: str | None = None  # override ROUTER.json's student spec
     teacher_spec: str | None = None  # override ROUTER.json's teacher spec
@@ -42,7 +41,6 @@ class ServeConfig:
 
         need(1 <= self.port <= 65535 or self.port == 0, "port", "a port in 1..65535 (0: any free port)", self.port)
         need(self.deadline_ms > 0, "deadline_ms", "a positive number of milliseconds", self.deadline_ms)
-        need(self.max_deadline_ms >= self.deadline_ms, "max_deadline_ms", "at least --deadline-ms", self.max_deadline_ms)
         need(1 <= self.max_batch <= 1024, "max_batch", "1..1024", self.max_batch)
         need(0 <= self.batch_window_ms <= 1000, "batch_window_ms", "0..1000 ms", self.batch_window_ms)
         need(1 <= self.upstream_concurrency <= 1024, "upstream_concurrency", "1..1024", self.upstream_concurrency)

@@ -1,0 +1,222 @@
+"""Load test of `tourney serve`: concurrent clients over the miniature test set.
+
+1. Load: `tourney serve` with the router file's models in-process; CLIENTS concurrent clients
+   send REQUESTS requests (the test set's questions, cycled, each request with a unique id) to
+   `router`, then the same load to `student` and to `teacher` (the models directly, with the
+   same batching). Checked: every request answered exactly once (ids back, request-log rows),
+   every answer decided within its deadline plus MARGIN and received within deadline + MARGIN.
+   Reported: throughput and p50/p95 client latency per mode, escalation share, batch sizes.
+2. Overhead: the same server with recorded outputs (replay:) instead of models, so a model call
+   costs next to nothing: one client, one request at a time; the p50 latency is what the server
+   itself adds per request (HTTP parsing, validation, routing, lanes, reply, request log), plus
+   the loopback round trip and the client.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/serve_load.py --router router.json \
+        [--requests 2000 --clients 32 --deadline-ms 20000]
+
+The question file defaults to the package's miniature test set (tourney/harness/data/mini).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tourney.harness.metrics import percentile
+from tourney.harness.questions import load_questions
+
+MINI_TEST = Path(__file__).resolve().parents[1] / "tourney" / "harness" / "data" / "mini" / "test.jsonl"
+MARGIN_S = 0.5  # stated margin over the deadline: the reply is composed, logged and sent after the decision
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start(router: str, log_dir: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tourney", "serve", "--router", router, "--port", str(port),
+                             "--log-dir", str(log_dir), *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 600
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"tourney serve exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise SystemExit("tourney serve did not start")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    proc.wait(60)
+
+
+def load(url: str, mode: str, questions, n: int, clients: int) -> dict:
+    """n requests from `clients` threads; returns the figures and checks of one mode."""
+    jobs = [(f"{questions[i % len(questions)].id}#{i}", questions[i % len(questions)]) for i in range(n)]
+    local = threading.local()
+    results: list[tuple[str, int, dict | None, float]] = []
+    lock = threading.Lock()
+
+    def one(job) -> None:
+        rid, q = job
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = httpx.Client(timeout=120)
+        t = time.perf_counter()
+        r = client.post(url + "/v1/completions", json={"model": mode, "prompt": q.question,
+                                                       "tourney": {"id": rid, "type": q.type, "answer": q.answer}})
+        wall = time.perf_counter() - t
+        body = r.json()
+        with lock:
+            results.append((rid, r.status_code, body.get("tourney") if r.status_code == 200 else body, wall))
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, jobs))
+    elapsed = time.perf_counter() - t0
+    ok = [r for r in results if r[1] == 200]
+    ids = Counter(r[2]["id"] for r in ok)
+    sent = {rid for rid, _ in jobs}
+    walls = [r[3] for r in results]
+    decided = [r[2]["total_latency_ms"] / 1000 for r in ok]
+    deadline = max((r[2]["deadline_ms"] / 1000 for r in ok), default=0.0)
+    return {
+        "mode": mode, "requests": n, "clients": clients, "answered": len(ok),
+        "errors": Counter(r[1] for r in results if r[1] != 200),
+        "lost": len(sent - set(ids)), "duplicated": sum(c - 1 for c in ids.values() if c > 1),
+        "foreign": len(set(ids) - sent),
+        "late": sum(1 for w in walls if w > deadline + MARGIN_S), "deadline_s": deadline,
+        "decided_max_s": max(decided, default=0.0), "wall_max_s": max(walls, default=0.0),
+        "throughput_rps": n / elapsed, "p50_s": percentile(walls, 50), "p95_s": percentile(walls, 95),
+        "escalated": sum(1 for r in ok if r[2]["escalated"]), "fallbacks": sum(1 for r in ok if r[2]["fallback"]),
+        "correct_share": None, "elapsed_s": elapsed,
+    }
+
+
+def log_rows(log_dir: Path, mode: str) -> list[dict]:
+    path = log_dir / mode / "results.jsonl"
+    end = time.monotonic() + 10
+    rows: list[dict] = []
+    while time.monotonic() < end:  # the log thread flushes within a moment of the last reply
+        rows = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        if rows:
+            time.sleep(1.5)
+            rows = [json.loads(x) for x in path.read_text().splitlines()]
+            break
+        time.sleep(0.2)
+    return rows
+
+
+def batch_sizes(url: str) -> dict[str, float]:
+    text = httpx.get(url + "/metrics").text
+    out = {}
+    for model in ("student", "teacher"):
+        s = c = 0.0
+        for line in text.splitlines():
+            if line.startswith(f'tourney_batch_size_sum{{model="{model}"}}'):
+                s = float(line.split()[-1])
+            if line.startswith(f'tourney_batch_size_count{{model="{model}"}}'):
+                c = float(line.split()[-1])
+        out[model] = s / c if c else 0.0
+    return out
+
+
+def overhead(router: str, questions, work: Path, n: int) -> dict:
+    """Per-request time with models that cost nothing: recorded outputs (replay:)."""
+    recs = {}
+    for role in ("student", "teacher"):
+        path = work / f"{role}-replay.jsonl"
+        # any recorded answer will do: the model's cost is what this phase leaves out
+        path.write_text("".join(json.dumps({"question": q.question, "output": f" {q.answer}\n#### {q.answer}",
+                                            "token_logprobs": [-0.05, -0.1] if role == "student" else None,
+                                            "latency_s": 0.0}) + "\n" for q in questions))
+        recs[role] = f"replay:{path}"
+    proc, url = start(router, work / "log-replay", ["--student", recs["student"], "--teacher", recs["teacher"]])
+    try:
+        client = httpx.Client(timeout=30)
+        for q in questions[:50]:  # warm up
+            client.post(url + "/v1/completions", json={"model": "router", "prompt": q.question})
+        walls, server = [], []
+        for i in range(n):
+            q = questions[i % len(questions)]
+            t = time.perf_counter()
+            r = client.post(url + "/v1/completions", json={"model": "router", "prompt": q.question})
+            walls.append(time.perf_counter() - t)
+            server.append(r.json()["tourney"]["total_latency_ms"] / 1000)
+        # the client alone: a bare HTTP round trip to the same server
+        bare = []
+        for _ in range(n):
+            t = time.perf_counter()
+            client.get(url + "/v1/models")
+            bare.append(time.perf_counter() - t)
+    finally:
+        stop(proc)
+    return {"n": n, "client_p50_ms": percentile(walls, 50) * 1000, "client_p95_ms": percentile(walls, 95) * 1000,
+            "decision_p50_ms": percentile(server, 50) * 1000, "models_get_p50_ms": percentile(bare, 50) * 1000}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--router", required=True)
+    ap.add_argument("--questions", default=str(MINI_TEST))
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--deadline-ms", type=float, default=20000)
+    ap.add_argument("--modes", nargs="+", default=["router", "student", "teacher"])
+    ap.add_argument("--overhead-requests", type=int, default=500)
+    args = ap.parse_args()
+    questions = load_questions(args.questions)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        proc, url = start(args.router, work / "log", ["--deadline-ms", str(args.deadline_ms)])
+        figures = []
+        try:
+            for mode in args.modes:
+                f = load(url, mode, questions, args.requests, args.clients)
+                rows = log_rows(work / "log", mode)
+                ids = Counter(r["tourney"]["id"] for r in rows)
+                f["log_rows"], f["log_duplicates"] = len(rows), sum(c - 1 for c in ids.values() if c > 1)
+                f["correct_share"] = sum(r["correct"] for r in rows) / len(rows) if rows else None
+                f["mean_batch"] = batch_sizes(url)
+                figures.append(f)
+                print(json.dumps(f, default=str), flush=True)
+        finally:
+            stop(proc)
+        oh = overhead(args.router, questions, work, args.overhead_requests)
+        print(json.dumps({"overhead": oh}), flush=True)
+    print()
+    print(f"| mode | answered | lost / duplicated | late (> deadline + {MARGIN_S} s) | throughput | p50 | p95 "
+          "| max decided | escalated | accuracy |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for f in figures:
+        print(f"| {f['mode']} | {f['answered']}/{f['requests']} | {f['lost']} / {f['duplicated']} | {f['late']} "
+              f"| {f['throughput_rps']:.1f} req/s | {f['p50_s']:.3f} s | {f['p95_s']:.3f} s | {f['decided_max_s']:.3f} s "
+              f"| {f['escalated'] / max(f['answered'], 1):.1%} | {f['correct_share']:.3f} |")
+    print(f"\nserver overhead with instant (replay) models, one client: p50 {oh['client_p50_ms']:.2f} ms "
+          f"(p95 {oh['client_p95_ms']:.2f} ms) per request; of which answering (decision) p50 "
+          f"{oh['decision_p50_ms']:.2f} ms; a bare GET /v1/models round trip p50 {oh['models_get_p50_ms']:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

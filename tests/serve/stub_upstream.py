@@ -1,0 +1,87 @@
+"""A small OpenAI-compatible upstream of our own that misbehaves on purpose, by question:
+its answer is always "#### 42", and
+
+- a question about eggs gets HTTP 500 every time,
+- a question about coins stalls (nothing is sent for `stall_s`), past any test deadline,
+- a question about pens fails its first attempt with HTTP 503 and succeeds on the next,
+- a question about stamps takes `slow_s` and then answers (a slow but working teacher).
+
+It streams as vLLM and llama.cpp do (SSE chunks, a usage chunk, [DONE]), since the openai backend
+always streams. Runs under uvicorn in a thread of the test process."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+from contextlib import contextmanager
+from typing import Iterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from tests.serve.fakes import free_port
+
+
+def make_stub(stall_s: float = 5.0, slow_s: float = 1.0) -> tuple[FastAPI, Counter]:
+    app = FastAPI()
+    seen: Counter = Counter()
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": "stub", "object": "model"}]}
+
+    async def answer(request: Request, chat: bool):
+        body = await request.json()
+        text = body["messages"][-1]["content"] if chat else body["prompt"]
+        seen[text] += 1
+        if "eggs" in text:
+            return JSONResponse({"error": {"message": "boom"}}, status_code=500)
+        if "pens" in text and seen[text] == 1:
+            return JSONResponse({"error": {"message": "busy"}}, status_code=503)
+        if "coins" in text:
+            await asyncio.sleep(stall_s)
+        if "stamps" in text:
+            await asyncio.sleep(slow_s)
+
+        async def events():
+            piece = " the stub says\n#### 42"
+            choice = ({"index": 0, "delta": {"content": piece}, "finish_reason": None} if chat
+                      else {"index": 0, "text": piece, "finish_reason": None})
+            yield f"data: {json.dumps({'choices': [choice]})}\n\n"
+            end = {"index": 0, "delta": {}, "finish_reason": "stop"} if chat else {"index": 0, "text": "", "finish_reason": "stop"}
+            yield f"data: {json.dumps({'choices': [end]})}\n\n"
+            yield f"data: {json.dumps({'choices': [], 'usage': {'prompt_tokens': 9, 'completion_tokens': 4}})}\n\n"
+            yield "data: [DONE]\n\n"
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await answer(request, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request):
+        return await answer(request, chat=True)
+
+    return app, seen
+
+
+@contextmanager
+def stub_upstream(**kw) -> Iterator[tuple[str, Counter]]:
+    """(base URL ending in /v1, the count of requests per question text)."""
+    import uvicorn
+
+    app, seen = make_stub(**kw)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    end = time.monotonic() + 20
+    while not server.started and time.monotonic() < end:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1", seen
+    finally:
+        server.should_exit = True
+        thread.join(10)
