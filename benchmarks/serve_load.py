@@ -39,6 +39,22 @@ MINI_TEST = Path(__file__).resolve().parents[1] / "tourney" / "harness" / "data"
 MARGIN_S = 0.5  # stated margin over the deadline: the reply is composed, logged and sent after the decision
 
 
+def server_ms(r: httpx.Response) -> float:
+    """The `server` part of the Server-Timing header: time outside model calls, in ms."""
+    for part in r.headers.get("server-timing", "").split(","):
+        name, _, dur = part.strip().partition(";dur=")
+        if name == "server":
+            return float(dur)
+    return float("nan")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc): unlike wall time, this does not
+    grow when other processes compete for the cores."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     import socket
 
@@ -75,7 +91,7 @@ def load(url: str, mode: str, questions, n: int, clients: int) -> dict:
     """n requests from `clients` threads; returns the figures and checks of one mode."""
     jobs = [(f"{questions[i % len(questions)].id}#{i}", questions[i % len(questions)]) for i in range(n)]
     local = threading.local()
-    results: list[tuple[str, int, dict | None, float]] = []
+    results: list[tuple[str, int, dict | None, float, float]] = []
     lock = threading.Lock()
 
     def one(job) -> None:
@@ -89,7 +105,8 @@ def load(url: str, mode: str, questions, n: int, clients: int) -> dict:
         wall = time.perf_counter() - t
         body = r.json()
         with lock:
-            results.append((rid, r.status_code, body.get("tourney") if r.status_code == 200 else body, wall))
+            results.append((rid, r.status_code, body.get("tourney") if r.status_code == 200 else body, wall,
+                            server_ms(r)))
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
@@ -111,6 +128,7 @@ def load(url: str, mode: str, questions, n: int, clients: int) -> dict:
         "throughput_rps": n / elapsed, "p50_s": percentile(walls, 50), "p95_s": percentile(walls, 95),
         "escalated": sum(1 for r in ok if r[2]["escalated"]), "fallbacks": sum(1 for r in ok if r[2]["fallback"]),
         "correct_share": None, "elapsed_s": elapsed,
+        "outside_models_p50_ms": percentile([r[4] for r in ok], 50),
     }
 
 
@@ -157,13 +175,17 @@ def overhead(router: str, questions, work: Path, n: int) -> dict:
         client = httpx.Client(timeout=30)
         for q in questions[:50]:  # warm up
             client.post(url + "/v1/completions", json={"model": "router", "prompt": q.question})
-        walls, server = [], []
+        walls, server, own = [], [], []
+        cpu0, load0 = cpu_s(proc.pid), os.getloadavg()[0]
         for i in range(n):
             q = questions[i % len(questions)]
             t = time.perf_counter()
             r = client.post(url + "/v1/completions", json={"model": "router", "prompt": q.question})
             walls.append(time.perf_counter() - t)
             server.append(r.json()["tourney"]["total_latency_ms"] / 1000)
+            own.append(server_ms(r))
+        cpu_per_request = (cpu_s(proc.pid) - cpu0) / n
+        load1 = os.getloadavg()[0]
         # the client alone: a bare HTTP round trip to the same server
         bare = []
         for _ in range(n):
@@ -173,7 +195,9 @@ def overhead(router: str, questions, work: Path, n: int) -> dict:
     finally:
         stop(proc)
     return {"n": n, "client_p50_ms": percentile(walls, 50) * 1000, "client_p95_ms": percentile(walls, 95) * 1000,
-            "decision_p50_ms": percentile(server, 50) * 1000, "models_get_p50_ms": percentile(bare, 50) * 1000}
+            "decision_p50_ms": percentile(server, 50) * 1000, "models_get_p50_ms": percentile(bare, 50) * 1000,
+            "server_p50_ms": percentile(own, 50), "server_p95_ms": percentile(own, 95),
+            "server_cpu_ms_per_request": cpu_per_request * 1000, "load_average": [load0, load1]}
 
 
 def main() -> None:
@@ -183,14 +207,16 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--deadline-ms", type=float, default=20000)
-    ap.add_argument("--modes", nargs="+", default=["router", "student", "teacher"])
+    ap.add_argument("--modes", nargs="*", default=["router", "student", "teacher"], help="load phases (none: overhead only)")
     ap.add_argument("--overhead-requests", type=int, default=500)
+    ap.add_argument("--overhead-repeats", type=int, default=5,
+                    help="overhead runs (fresh server each): on a shared machine one run's p50 swings with the load")
     args = ap.parse_args()
     questions = load_questions(args.questions)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        proc, url = start(args.router, work / "log", ["--deadline-ms", str(args.deadline_ms)])
         figures = []
+        proc, url = start(args.router, work / "log", ["--deadline-ms", str(args.deadline_ms)]) if args.modes else (None, "")
         try:
             for mode in args.modes:
                 f = load(url, mode, questions, args.requests, args.clients)
@@ -202,9 +228,12 @@ def main() -> None:
                 figures.append(f)
                 print(json.dumps(f, default=str), flush=True)
         finally:
-            stop(proc)
-        oh = overhead(args.router, questions, work, args.overhead_requests)
-        print(json.dumps({"overhead": oh}), flush=True)
+            if proc is not None:
+                stop(proc)
+        runs = []
+        for k in range(args.overhead_repeats):
+            runs.append(overhead(args.router, questions, work / f"oh{k}", args.overhead_requests))
+            print(json.dumps({"overhead": runs[-1]}), flush=True)
     print()
     print(f"| mode | answered | lost / duplicated | late (> deadline + {MARGIN_S} s) | throughput | p50 | p95 "
           "| max decided | escalated | accuracy |")
@@ -213,9 +242,18 @@ def main() -> None:
         print(f"| {f['mode']} | {f['answered']}/{f['requests']} | {f['lost']} / {f['duplicated']} | {f['late']} "
               f"| {f['throughput_rps']:.1f} req/s | {f['p50_s']:.3f} s | {f['p95_s']:.3f} s | {f['decided_max_s']:.3f} s "
               f"| {f['escalated'] / max(f['answered'], 1):.1%} | {f['correct_share']:.3f} |")
-    print(f"\nserver overhead with instant (replay) models, one client: p50 {oh['client_p50_ms']:.2f} ms "
-          f"(p95 {oh['client_p95_ms']:.2f} ms) per request; of which answering (decision) p50 "
-          f"{oh['decision_p50_ms']:.2f} ms; a bare GET /v1/models round trip p50 {oh['models_get_p50_ms']:.2f} ms")
+    print("\nserver overhead with recorded (replay) models, one client, one request at a time; each row a fresh server")
+    print("| run | server's own time p50 (Server-Timing `server`) | p95 | server CPU per request | client round trip p50 "
+          "| bare GET /v1/models p50 | load average |")
+    print("|---|---|---|---|---|---|---|")
+    for k, oh in enumerate(runs, 1):
+        print(f"| {k} | {oh['server_p50_ms']:.2f} ms | {oh['server_p95_ms']:.2f} ms | {oh['server_cpu_ms_per_request']:.2f} ms "
+              f"| {oh['client_p50_ms']:.2f} ms | {oh['models_get_p50_ms']:.2f} ms | {oh['load_average'][0]:.1f} |")
+    mid = sorted(r["server_p50_ms"] for r in runs)[len(runs) // 2]
+    cpu = sorted(r["server_cpu_ms_per_request"] for r in runs)[len(runs) // 2]
+    print(f"median over runs: server's own time p50 {mid:.2f} ms; server CPU {cpu:.2f} ms per request")
+    for f in figures:
+        print(f"under load, {f['mode']}: time outside model calls (queueing included) p50 {f['outside_models_p50_ms']:.1f} ms")
 
 
 if __name__ == "__main__":

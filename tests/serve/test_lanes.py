@@ -83,3 +83,10 @@ def test_several_workers_keep_several_calls_in_flight():
     assert [f.result(5) for f in futs] == list(range(6))
     assert peak[0] == 3  # bounded concurrency: never more than the workers
     lane.close()
+
+
+def test_a_lone_request_does_not_wait_for_company_that_cannot_come():
+    run = Recorder()
+    lane = Lane("m", run, LaneConfig(max_batch=16, window_s=30.0), crowd=lambda: 1)  # one request in flight
+    assert lane.submit("k", 0).result(timeout=10) == "k:0"  # long before the 30 s window
+    lane.close()

@@ -27,8 +27,9 @@ from tourney.harness.types import Question, SampleResult
 from tourney.models.registry import load_backend, parse_spec
 from tourney.models.types import Backend, Generation
 from tourney.routers.bundle import ModelSettings, RouterBundle
+from tourney.routers.calibrate import tie_jitter
 from tourney.routers.cascade import Cascade, CascadeRecord, StudentOutcome, backend_options, compose, sample_rows
-from tourney.serve.config import ROUTER, SERVE_MODES, ServeConfig
+from tourney.serve.config import SERVE_MODES, ServeConfig
 from tourney.serve.schemas import (
     ChatChoice, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, Decision, Extension, Problem,
     QuestionMeta, TextChoice, Usage,
@@ -205,6 +206,7 @@ class Served:
     deadline_fallback: bool = False
     attempts: int = 0
     status: int = 200  # direct models: 502 (the model failed) or 504 (deadline) instead of an answer
+    model_s: float = 0.0  # time inside model calls (the batches it was in), for Server-Timing
     wall_received: float = field(default_factory=time.time)
 
     def standing(self) -> tuple[int, int, str | None]:
@@ -292,5 +294,7 @@ def compose_record(question: Question, student: StudentOutcome | None, teacher: 
     return compose(question, student, teacher, **kw)
 
 
-def is_router_mode(mode: str) -> bool:
-    return mode.startswith(ROUTER)
+def shadow_pick(question: Question, share: float) -> bool:
+    """Whether a confident answer is also sent to the teacher (--shadow-share): decided by a hash of
+    the question text, so the same question is always in or out, on every server."""
+    return tie_jitter(question.question) < share

@@ -68,7 +68,8 @@ class State:
             log.error("tourney serve: cannot load the models: %s", self.load_error)
             return
         engine = Engine(pair, self.metrics, max_batch=cfg.max_batch, window_s=cfg.batch_window_ms / 1000.0,
-                        upstream_concurrency=cfg.upstream_concurrency, retry_backoff_s=cfg.retry_backoff_ms / 1000.0)
+                        upstream_concurrency=cfg.upstream_concurrency, retry_backoff_s=cfg.retry_backoff_ms / 1000.0,
+                        crowd=lambda: self.inflight)
         for role in ("student", "teacher"):
             engine.ready[role] = self.check(pair, role)
         if cfg.log_dir:
@@ -187,6 +188,7 @@ def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair
             raise Problem(400, describe(e), code="invalid_request", param=param)
 
     async def answer_job(request: Request, model: type, to_job: Callable) -> Response:
+        entered = time.monotonic()
         authorize(request)
         req = await parse(request, model)
         received = time.monotonic()
@@ -231,11 +233,19 @@ def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair
         finally:
             release()
         problem = adapter.failure(served)
-        if problem is not None:
-            problem.headers.update(adapter.headers(served))
-            raise problem
+        if problem is not None:  # counted in tourney_requests_total as error_<status>, not as a refusal
+            return JSONResponse(problem.body(), status_code=problem.status, headers=adapter.headers(served))
         resp = adapter.chat_response(job, served[0]) if job.endpoint == "chat" else adapter.completion_response(job, served)
-        return Response(resp.model_dump_json(), media_type="application/json", headers=adapter.headers(served))
+        text = resp.model_dump_json()
+        return Response(text, media_type="application/json",
+                        headers={**adapter.headers(served), "server-timing": server_timing(entered, served)})
+
+    def server_timing(entered: float, served: list[adapter.Served]) -> str:
+        """Server-Timing: `total` from the route's entry to the reply's body, `models` inside model
+        calls (the slowest question's), `server` the rest: what the server itself adds."""
+        total = (time.monotonic() - entered) * 1000
+        models = max(s.model_s for s in served) * 1000
+        return f"total;dur={total:.3f}, models;dur={models:.3f}, server;dur={max(total - models, 0.0):.3f}"
 
     def shadow(s: adapter.Served) -> None:
         """For route eval: a share of confident router answers also goes to the teacher, after the
@@ -243,9 +253,7 @@ def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair
         share = cfg.shadow_share
         if share <= 0 or state.log is None or s.mode != ROUTER or s.record.escalated or not s.student_full:
             return
-        from tourney.routers.calibrate import tie_jitter  # the same question always gets the same draw
-
-        if tie_jitter(s.question.question) >= share:
+        if not adapter.shadow_pick(s.question, share):
             return
 
         async def ask() -> None:

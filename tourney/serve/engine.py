@@ -28,8 +28,7 @@ from typing import Any, Callable
 
 from tourney.harness.types import Question
 from tourney.models.types import Generation
-from tourney.routers.cascade import StudentOutcome
-from tourney.serve.adapter import Pair, Served, compose_record
+from tourney.serve.adapter import Pair, Served, StudentOutcome, compose_record
 from tourney.serve.config import ROUTER, ROUTER_ACCURACY, ROUTER_SPEED, STUDENT, TEACHER
 from tourney.serve.lanes import Lane, LaneConfig
 from tourney.serve.metrics import ServeMetrics
@@ -61,7 +60,8 @@ class _Call:
     value: Any = None
     error: str | None = None
     late: bool = False  # abandoned at the deadline
-    elapsed_s: float = 0.0
+    elapsed_s: float = 0.0  # waited for it: queue, batch, model
+    model_s: float = 0.0  # of which inside the model call
 
 
 @dataclass(frozen=True)
@@ -86,14 +86,15 @@ class Engine:
     """The two lanes and the modes over them."""
 
     def __init__(self, pair: Pair, metrics: ServeMetrics, *, max_batch: int = 16, window_s: float = 0.005,
-                 upstream_concurrency: int = 8, retry_backoff_s: float = 0.05) -> None:
+                 upstream_concurrency: int = 8, retry_backoff_s: float = 0.05,
+                 crowd: Callable[[], int] | None = None) -> None:
         self.pair, self.metrics, self.backoff_s = pair, metrics, retry_backoff_s
         self.ready = {"student": True, "teacher": True}  # the app marks an unreachable upstream not ready
         self.lanes: dict[str, Lane] = {}
         for role, run in (("student", pair.run_student), ("teacher", pair.run_teacher)):
             lane_cfg = (LaneConfig(max_batch=max_batch, window_s=window_s, workers=1) if pair.in_process(role)
                         else LaneConfig(max_batch=1, window_s=0.0, workers=upstream_concurrency))
-            self.lanes[role] = Lane(role, run, lane_cfg, on_batch=self._on_batch, on_depth=self._on_depth)
+            self.lanes[role] = Lane(role, run, lane_cfg, on_batch=self._on_batch, on_depth=self._on_depth, crowd=crowd)
 
     def _on_batch(self, name: str, size: int, seconds: float) -> None:
         self.metrics.batch_size.labels(name).observe(size)
@@ -121,7 +122,7 @@ class Engine:
             return _Call(error=_describe(e), elapsed_s=time.monotonic() - start)
         finally:
             self.metrics.model_latency.labels(role).observe(time.monotonic() - start)
-        return _Call(value=value, elapsed_s=time.monotonic() - start)
+        return _Call(value=value, elapsed_s=time.monotonic() - start, model_s=getattr(fut, "run_s", 0.0))
 
     async def _student(self, q: Question, full: bool, max_tokens: int | None, end: float) -> _Call:
         call = await self._call("student", (full, max_tokens), q, end)
@@ -131,25 +132,29 @@ class Engine:
 
     async def teacher_answer(self, q: Question, max_tokens: int | None, end: float) -> tuple[_Call, int, list[str]]:
         """The teacher's answer, retried within the deadline. (last call, attempts, errors)."""
-        attempts, errors, pause = 0, [], self.backoff_s
+        attempts, errors, pause, model_s = 0, [], self.backoff_s, 0.0
         start = time.monotonic()
+
+        def done(call: _Call) -> tuple[_Call, int, list[str]]:
+            call.elapsed_s, call.model_s = time.monotonic() - start, model_s
+            return call, attempts, errors
+
         while True:
             if not self.ready["teacher"]:
                 errors.append("teacher: not ready (its server does not answer)")
-                return _Call(error="not ready", elapsed_s=time.monotonic() - start), attempts, errors
+                return done(_Call(error="not ready"))
             call = await self._call("teacher", (max_tokens,), q, end)
             attempts += 1
+            model_s += call.model_s
             gen: Generation | None = call.value
             err = call.error or (gen.error if gen is not None else None)
             if call.late or err is None:
-                call.elapsed_s = time.monotonic() - start
-                return call, attempts, errors
+                return done(call)
             self.metrics.upstream_errors.labels("teacher", error_kind(err)).inc()
             errors.append(f"teacher attempt {attempts}: {err}")
             left = end - time.monotonic()
             if not retryable(err) or left < pause + MIN_ATTEMPT_S:
-                call.elapsed_s = time.monotonic() - start
-                return call, attempts, errors
+                return done(call)
             await asyncio.sleep(pause)
             pause *= 2
 
@@ -200,7 +205,8 @@ class Engine:
             deadline_missed=s.late or bool(t_call and t_call.late), errors=errors + t_errors)
         teacher_missed = escalate and (teacher is None or teacher.error is not None or record.routed_to != "teacher")
         served = Served(question=q, mode=mode, record=record, student=outcome, student_full=full, teacher=teacher,
-                        threshold=self.pair.threshold if mode == ROUTER else None, attempts=attempts)
+                        threshold=self.pair.threshold if mode == ROUTER else None, attempts=attempts,
+                        model_s=s.model_s + (t_call.model_s if t_call else 0.0))
         if mode in (ROUTER, ROUTER_SPEED):
             served.fallback = s.late or teacher_missed or record.routed_to == "fallback"
             served.deadline_fallback = s.late or bool(t_call and t_call.late)
@@ -235,7 +241,8 @@ class Engine:
         record = compose_record(q, outcome, usable,
                                 escalated=True, student_latency_s=s_elapsed, teacher_latency_s=t_call.elapsed_s,
                                 total_latency_s=decided - received, deadline_missed=t_call.late, errors=errors)
-        served = Served(question=q, mode=mode, record=record, student=outcome, teacher=teacher, attempts=attempts)
+        served = Served(question=q, mode=mode, record=record, student=outcome, teacher=teacher, attempts=attempts,
+                        model_s=t_call.model_s)
         if mode == ROUTER_ACCURACY:
             served.fallback = failed
             served.deadline_fallback = t_call.late

@@ -13,8 +13,13 @@ batch, newcomers queue and go together into the next one. Upstream servers batch
 their side, so their lane has `workers` = the concurrency bound and batches of one: requests go
 out as they come, at most `workers` in flight.
 
+The window is only waited for company that can come: with `crowd` (how many requests the server
+is answering now) a batch leaves as soon as it holds every one of them, so a lone request at low
+load pays no window at all.
+
 A caller that stops waiting (its deadline passed) cancels its future; an item cancelled before a
 worker takes it is dropped, one already running completes in the background and is discarded.
+Each future carries `run_s`, the time its batch spent in the model call.
 """
 from __future__ import annotations
 
@@ -53,8 +58,9 @@ class Lane:
 
     def __init__(self, name: str, run: BatchFn, cfg: LaneConfig,
                  on_batch: Callable[[str, int, float], None] | None = None,
-                 on_depth: Callable[[str, int], None] | None = None) -> None:
-        self.name, self._run, self.cfg = name, run, cfg
+                 on_depth: Callable[[str, int], None] | None = None,
+                 crowd: Callable[[], int] | None = None) -> None:
+        self.name, self._run, self.cfg, self._crowd = name, run, cfg, crowd
         self._on_batch, self._on_depth = on_batch, on_depth
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -104,6 +110,12 @@ class Lane:
     def _count(self, key: Hashable) -> int:
         return sum(1 for it in self._queue if it.key == key)
 
+    def _room(self) -> int:
+        """The batch size worth waiting for: max_batch, or fewer when fewer requests are in flight."""
+        if self._crowd is None:
+            return self.cfg.max_batch
+        return max(1, min(self.cfg.max_batch, self._crowd()))
+
     def _take(self) -> list[_Item] | None:
         """The next batch, or None once the lane is closed. Called with the lock held."""
         while True:
@@ -113,7 +125,7 @@ class Lane:
                 return None
             first = self._queue[0]
             until = first.enqueued + self.cfg.window_s
-            while self.cfg.max_batch > 1 and not self._closed and self._count(first.key) < self.cfg.max_batch:
+            while self.cfg.max_batch > 1 and not self._closed and self._count(first.key) < self._room():
                 left = until - time.monotonic()
                 if left <= 0:
                     break
@@ -148,7 +160,9 @@ class Lane:
                 for it in batch:
                     it.future.set_exception(e)
             else:
+                run_s = time.monotonic() - start
                 for it, res in zip(batch, results):
+                    it.future.run_s = run_s  # type: ignore[attr-defined]
                     it.future.set_result(res)
             finally:
                 with self._cond:
