@@ -242,6 +242,8 @@ def main() -> None:
         print(f"| {f['mode']} | {f['answered']}/{f['requests']} | {f['lost']} / {f['duplicated']} | {f['late']} "
               f"| {f['throughput_rps']:.1f} req/s | {f['p50_s']:.3f} s | {f['p95_s']:.3f} s | {f['decided_max_s']:.3f} s "
               f"| {f['escalated'] / max(f['answered'], 1):.1%} | {f['correct_share']:.3f} |")
+    if not runs:
+        return
     print("\nserver overhead with recorded (replay) models, one client, one request at a time; each row a fresh server")
     print("| run | server's own time p50 (Server-Timing `server`) | p95 | server CPU per request | client round trip p50 "
           "| bare GET /v1/models p50 | load average |")

@@ -236,3 +236,23 @@ def test_router_accuracy_keeps_the_student_as_backup_when_the_teacher_fails():
         d = r.json()["tourney"]
         assert r.status_code == 200 and d["model"] == "student" and d["answer"] == "2"
         assert d["fallback"] and d["escalated"] and d["attempts"] >= 2
+
+
+def test_an_unreachable_upstream_teacher_is_503_directly_and_a_marked_fallback_in_the_router():
+    from tourney.errors import BackendError
+    from tests.routers.fakes import ScriptedBackend
+
+    class Down(ScriptedBackend):
+        def check(self) -> None:
+            raise BackendError("connection refused")
+
+    student, teacher = models()
+    down = Down(spec="fake:t", outputs=teacher.outputs)
+    with serving(student, down, teacher_spec=UPSTREAM) as url:
+        r = ask(url, "teacher", "q2 how many?")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
+        d = ask(url, "router", "q2 how many?").json()["tourney"]
+        assert d["model"] == "student" and d["escalated"] and d["fallback"] and "not ready" in d["error"]
+        assert down.calls == []  # never asked while it is down
+        health = httpx.get(url + "/health").json()
+        assert health["status"] == "degraded" and health["models"]["teacher"]["ready"] is False

@@ -11,6 +11,7 @@ The top layer beside tourney.cli (cli -> serve -> routers -> harness -> models):
 - engine.py     one question through the modes, with the deadline, retries and fallbacks
 - metrics.py    prometheus-client counters, gauges and histograms
 - requestlog.py every answered request as result rows (tourney report / route eval / regress)
-- app.py        the FastAPI app: routes, auth, body limit, errors, streaming
+- stream.py     server-sent events for `stream: true`, the routing decision first
+- app.py        the FastAPI app: routes, auth, body limit, errors
 - server.py     uvicorn with a graceful drain on SIGTERM
 """

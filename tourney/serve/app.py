@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tourney.errors import ConfigError
 from tourney.schema import describe
 from tourney.serve import adapter
-from tourney.serve.config import ROUTER, ROUTER_ACCURACY, SERVE_MODES, STUDENT, TEACHER, ServeConfig
+from tourney.serve.config import ROUTER, ROUTER_ACCURACY, SERVE_MODES, TEACHER, ServeConfig
 from tourney.serve.engine import Engine, Route
 from tourney.serve.metrics import ServeMetrics
 from tourney.serve.requestlog import RequestLog
@@ -92,18 +92,23 @@ class State:
             msg = f"the models failed to load: {self.load_error}" if self.load_error else "the models are loading"
             raise Problem(503, msg, code="not_ready", headers={"Retry-After": "5"})
         ready = self.engine.ready
-        need = {ROUTER: ["student"], TEACHER: ["teacher"], STUDENT: ["student"]}.get(mode, ["student"])
-        if mode == ROUTER_ACCURACY and not (ready["teacher"] or ready["student"]):
-            need = ["teacher"]
-        elif mode == ROUTER_ACCURACY:
-            need = []
-        for role in need:
-            if not ready[role]:
-                raise Problem(503, f"the {role} model is not reachable", code="not_ready", headers={"Retry-After": "5"})
+        # the router modes fall back to the student when the teacher is down; router-accuracy needs one of the two
+        need = {TEACHER: ["teacher"], ROUTER_ACCURACY: ["teacher", "student"]}.get(mode, ["student"])
+        if not any(ready[role] for role in need):
+            raise Problem(503, f"the {' and the '.join(need)} model{'s are' if len(need) > 1 else ' is'} not reachable",
+                          code="not_ready", headers={"Retry-After": "5"})
 
 
-def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair] = adapter.load_pair) -> FastAPI:
+def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair] = adapter.load_pair,
+               on_load_failure: Callable[[str], None] | None = None) -> FastAPI:
+    """The app; `on_load_failure(message)` is called when the models cannot be loaded (the command
+    line stops the server then; without it the server stays up and answers 503 naming the cause)."""
     state = State(cfg)
+
+    def load() -> None:
+        state.load(load_pair)
+        if state.load_error and on_load_failure is not None:
+            on_load_failure(state.load_error)
 
     async def recheck() -> None:
         while True:
@@ -116,7 +121,7 @@ def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loading = asyncio.ensure_future(asyncio.to_thread(state.load, load_pair))
+        loading = asyncio.ensure_future(asyncio.to_thread(load))
         checker = asyncio.ensure_future(recheck())
         yield
         # uvicorn has drained the in-flight requests by now (timeout_graceful_shutdown)
