@@ -4,7 +4,9 @@ its answer is always "#### 42", and
 - a question about eggs gets HTTP 500 every time,
 - a question about coins stalls (nothing is sent for `stall_s`), past any test deadline,
 - a question about pens fails its first attempt with HTTP 503 and succeeds on the next,
-- a question about stamps takes `slow_s` and then answers (a slow but working teacher).
+- a question about stamps takes `slow_s` and then answers (a slow but working teacher),
+- a question about shells streams its answer in two pieces `slow_s` apart, noting when it
+  sent the last one (`marks[text]`, time.monotonic()): a relay must pass the first on before.
 
 It streams as vLLM and llama.cpp do (SSE chunks, a usage chunk, [DONE]), since the openai backend
 always streams. Runs under uvicorn in a thread of the test process."""
@@ -24,9 +26,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from tests.serve.fakes import free_port
 
 
-def make_stub(stall_s: float = 5.0, slow_s: float = 1.0) -> tuple[FastAPI, Counter]:
+def make_stub(stall_s: float = 5.0, slow_s: float = 1.0) -> tuple[FastAPI, Counter, dict]:
     app = FastAPI()
     seen: Counter = Counter()
+    marks: dict[str, float] = {}
 
     @app.get("/v1/models")
     async def models():
@@ -45,11 +48,19 @@ def make_stub(stall_s: float = 5.0, slow_s: float = 1.0) -> tuple[FastAPI, Count
         if "stamps" in text:
             await asyncio.sleep(slow_s)
 
-        async def events():
-            piece = " the stub says\n#### 42"
+        def piece_chunk(piece: str) -> str:
             choice = ({"index": 0, "delta": {"content": piece}, "finish_reason": None} if chat
                       else {"index": 0, "text": piece, "finish_reason": None})
-            yield f"data: {json.dumps({'choices': [choice]})}\n\n"
+            return f"data: {json.dumps({'choices': [choice]})}\n\n"
+
+        async def events():
+            if "shells" in text:
+                yield piece_chunk(" counting shells")
+                await asyncio.sleep(slow_s)
+                marks[text] = time.monotonic()
+                yield piece_chunk("\n#### 42")
+            else:
+                yield piece_chunk(" the stub says\n#### 42")
             end = {"index": 0, "delta": {}, "finish_reason": "stop"} if chat else {"index": 0, "text": "", "finish_reason": "stop"}
             yield f"data: {json.dumps({'choices': [end]})}\n\n"
             yield f"data: {json.dumps({'choices': [], 'usage': {'prompt_tokens': 9, 'completion_tokens': 4}})}\n\n"
@@ -64,15 +75,15 @@ def make_stub(stall_s: float = 5.0, slow_s: float = 1.0) -> tuple[FastAPI, Count
     async def chat(request: Request):
         return await answer(request, chat=True)
 
-    return app, seen
+    return app, seen, marks
 
 
 @contextmanager
-def stub_upstream(**kw) -> Iterator[tuple[str, Counter]]:
-    """(base URL ending in /v1, the count of requests per question text)."""
+def stub_upstream(**kw) -> Iterator[tuple[str, Counter, dict]]:
+    """(base URL ending in /v1, the count of requests per prompt, when the shells answers ended)."""
     import uvicorn
 
-    app, seen = make_stub(**kw)
+    app, seen, marks = make_stub(**kw)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -81,7 +92,7 @@ def stub_upstream(**kw) -> Iterator[tuple[str, Counter]]:
     while not server.started and time.monotonic() < end:
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}/v1", seen
+        yield f"http://127.0.0.1:{port}/v1", seen, marks
     finally:
         server.should_exit = True
         thread.join(10)

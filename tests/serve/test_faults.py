@@ -39,17 +39,17 @@ def pick(item: str, n: int):
 
 @pytest.fixture(scope="module")
 def faulty(mini_router, tmp_path_factory):
-    with stub_upstream(stall_s=12.0, slow_s=1.0) as (url, seen):
+    with stub_upstream(stall_s=12.0, slow_s=1.0) as (url, seen, marks):
         served = start_serve(mini_router, tmp_path_factory.mktemp("faulty"),
                              ["--teacher", f"openai:stub@{url}", "--deadline-ms", str(DEADLINE_MS)])
         try:
-            yield served, seen
+            yield served, seen, marks
         finally:
             stop_serve(served)
 
 
 def test_every_request_is_answered_and_every_fallback_marked_and_counted(faulty):
-    served, seen = faulty
+    served, seen, _ = faulty
     client = openai.OpenAI(base_url=served.base_url, api_key="unused", timeout=60, max_retries=0)
     bad = {"eggs": pick("eggs", 4), "coins": pick("coins", 4), "pens": pick("pens", 4), "books": pick("books", 6)}
     jobs = [(mode, kind, q) for kind, qs in bad.items() for q in qs for mode in ("router-accuracy", "router")]
@@ -90,9 +90,28 @@ def test_every_request_is_answered_and_every_fallback_marked_and_counted(faulty)
     assert pens_retries == sum(1 for q in bad["pens"] if asked(q))
 
 
+@pytest.mark.parametrize("mode", ["teacher", "router-accuracy"])
+def test_a_teacher_chosen_up_front_streams_as_it_generates(faulty, mode):
+    served, _, marks = faulty
+    client = openai.OpenAI(base_url=served.base_url, api_key="unused", timeout=60, max_retries=0)
+    q = pick("shells", 2)[mode == "teacher"]
+    got = []  # (time.monotonic(), chunk)
+    for chunk in client.chat.completions.create(model=mode, messages=[{"role": "user", "content": q.question}],
+                                                stream=True):
+        got.append((time.monotonic(), chunk))
+    first_text = next(t for t, c in got if c.choices and c.choices[0].delta.content)
+    (end_mark,) = [v for k, v in marks.items() if q.question in k]
+    assert first_text < end_mark  # the first piece reached the client before the teacher had finished
+    assert got[0][1].model_extra["tourney"]["model"] == "teacher"  # the decision came first
+    text = "".join(c.choices[0].delta.content or "" for _, c in got if c.choices)
+    assert text == " counting shells\n#### 42"
+    final = [c for _, c in got if c.choices and c.choices[0].finish_reason]
+    assert final[0].model_extra["tourney"]["answer"] == "42" and not final[0].model_extra["tourney"]["fallback"]
+
+
 def test_sigterm_drains_requests_in_flight(mini_router, tmp_path):
     q = pick("stamps", 1)[0]  # the stub takes a second over it
-    with stub_upstream(slow_s=1.5) as (url, seen):
+    with stub_upstream(slow_s=1.5) as (url, seen, _):
         served = start_serve(mini_router, tmp_path, ["--teacher", f"openai:stub@{url}", "--deadline-ms", "20000"])
         try:
             out = {}

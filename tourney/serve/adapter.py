@@ -147,6 +147,23 @@ class Pair:
         (max_tokens,) = key  # type: ignore[misc]
         return self.cascade.run_teacher(list(questions), max_tokens=max_tokens)
 
+    def teacher_stream_request(self, question: Question, max_tokens: int | None) -> "UpstreamRequest | None":
+        """The streaming request the teacher's openai backend would send for this question (its
+        prompt, settings, URL and key), for relaying the answer as it is generated; None when the
+        teacher is not an upstream server. Reads two private members of models.openai_backend
+        (`_payload`, the client's headers): the request must be exactly the one `generate` sends."""
+        from tourney.models.openai_backend import OpenAIBackend
+
+        backend = self.cascade.teacher
+        if not isinstance(backend, OpenAIBackend):
+            return None
+        s = self.cascade.teacher_settings
+        prompts, stop = s.prompts([question])
+        cfg = s.gen_config(stop, n=1, logprobs=None, max_tokens=max_tokens)
+        path, body, chat = backend._payload(prompts[0], cfg, 0)
+        return UpstreamRequest(url=f"{backend.base_url}/{path}", body=body, headers=dict(backend._client.headers),
+                               chat=chat, timeout_s=backend.timeout_s)
+
     def check(self, role: str) -> None:
         """Raise unless the model answers (an upstream's GET /models; in-process: loaded)."""
         backend = self.cascade.student if role == "student" else self.cascade.teacher
@@ -157,6 +174,23 @@ class Pair:
         for b in (self.cascade.student, self.cascade.teacher):
             if b is not None:
                 b.close()
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    url: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    chat: bool
+    timeout_s: float
+
+
+def upstream_stream_state() -> Any:
+    """The openai backend's own accumulator of streamed chunks, so that a relayed answer ends as
+    the same Generation (text, reasoning, usage) that `generate` would have returned."""
+    from tourney.models.openai_backend import _Stream
+
+    return _Stream()
 
 
 def load_pair(cfg: ServeConfig) -> Pair:
@@ -207,6 +241,7 @@ class Served:
     attempts: int = 0
     status: int = 200  # direct models: 502 (the model failed) or 504 (deadline) instead of an answer
     model_s: float = 0.0  # time inside model calls (the batches it was in), for Server-Timing
+    relayed: str | None = None  # text already streamed to the client as the teacher generated it
     wall_received: float = field(default_factory=time.time)
 
     def standing(self) -> tuple[int, int, str | None]:

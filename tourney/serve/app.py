@@ -131,6 +131,7 @@ def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair
             await asyncio.wait(state.background, timeout=cfg.drain_s)
         if state.engine is not None:
             state.engine.close()
+            await state.engine.aclose()
         if state.log is not None:
             state.log.close()
         if state.pair is not None:
@@ -216,9 +217,10 @@ def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair
                 state.inflight -= 1
                 state.metrics.inflight.set(state.inflight)
 
-        async def one(i: int, on_route: Callable[[Route], None] | None = None) -> adapter.Served:
+        async def one(i: int, on_route: Callable[[Route], None] | None = None,
+                      on_text: Callable[[str], None] | None = None) -> adapter.Served:
             s = await state.engine.answer(job.questions[i], job.mode, job.received, job.deadline_s,
-                                          job.max_tokens, on_route)
+                                          job.max_tokens, on_route, on_text)
             if state.log is not None:
                 state.log.write(s, job.endpoint, job.request_id)
             shadow(s)

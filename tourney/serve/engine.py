@@ -21,6 +21,7 @@ student itself is late, as in `tourney submit`.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 from tourney.harness.types import Question
 from tourney.models.types import Generation
-from tourney.serve.adapter import Pair, Served, StudentOutcome, compose_record
+from tourney.serve.adapter import Pair, Served, StudentOutcome, compose_record, upstream_stream_state
 from tourney.serve.config import ROUTER, ROUTER_ACCURACY, ROUTER_SPEED, STUDENT, TEACHER
 from tourney.serve.lanes import Lane, LaneConfig
 from tourney.serve.metrics import ServeMetrics
@@ -76,6 +77,7 @@ class Route:
 
 
 OnRoute = Callable[[Route], None]
+OnText = Callable[[str], None]
 
 
 def _describe(e: BaseException) -> str:
@@ -90,6 +92,8 @@ class Engine:
                  crowd: Callable[[], int] | None = None) -> None:
         self.pair, self.metrics, self.backoff_s = pair, metrics, retry_backoff_s
         self.ready = {"student": True, "teacher": True}  # the app marks an unreachable upstream not ready
+        self.upstream_concurrency = upstream_concurrency
+        self._relay: tuple[Any, asyncio.Semaphore] | None = None  # (httpx.AsyncClient, bound), made in the loop
         self.lanes: dict[str, Lane] = {}
         for role, run in (("student", pair.run_student), ("teacher", pair.run_teacher)):
             lane_cfg = (LaneConfig(max_batch=max_batch, window_s=window_s, workers=1) if pair.in_process(role)
@@ -105,6 +109,11 @@ class Engine:
     def close(self) -> None:
         for lane in self.lanes.values():
             lane.close()
+
+    async def aclose(self) -> None:
+        if self._relay is not None:
+            await self._relay[0].aclose()
+            self._relay = None
 
     # -- one call -----------------------------------------------------------------------------
     async def _call(self, role: str, key: tuple, q: Question, end: float) -> _Call:
@@ -158,14 +167,106 @@ class Engine:
             await asyncio.sleep(pause)
             pause *= 2
 
+    async def teacher_relay(self, q: Question, max_tokens: int | None, end: float,
+                            on_text: OnText) -> tuple[_Call, int, list[str]]:
+        """The teacher's answer from its upstream server, each piece passed to `on_text` as it
+        arrives (streaming with the decision made before the teacher runs). Retried within the
+        deadline while nothing has been relayed; a failure after that ends the answer there."""
+        import httpx
+
+        req = self.pair.teacher_stream_request(q, max_tokens)
+        if self._relay is None:
+            limits = httpx.Limits(max_connections=self.upstream_concurrency)
+            self._relay = (httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(req.timeout_s)),
+                           asyncio.Semaphore(self.upstream_concurrency))
+        client, bound = self._relay
+        attempts, errors, pause, start = 0, [], self.backoff_s, time.monotonic()
+        relayed = [False]
+
+        def emit(piece: str) -> None:
+            if piece:
+                relayed[0] = True
+                on_text(piece)
+
+        while True:
+            if not self.ready["teacher"]:
+                errors.append("teacher: not ready (its server does not answer)")
+                return _Call(error="not ready", elapsed_s=time.monotonic() - start), attempts, errors
+            attempts += 1
+            call = await self._relay_once(client, bound, req, end, emit)
+            call.elapsed_s = time.monotonic() - start
+            err = call.error or (call.value.error if call.value is not None else None)
+            if call.late or err is None:
+                return call, attempts, errors
+            self.metrics.upstream_errors.labels("teacher", error_kind(err)).inc()
+            errors.append(f"teacher attempt {attempts}: {err}")
+            if relayed[0] or not retryable(err) or end - time.monotonic() < pause + MIN_ATTEMPT_S:
+                return call, attempts, errors
+            await asyncio.sleep(pause)
+            pause *= 2
+
+    async def _relay_once(self, client: Any, bound: asyncio.Semaphore, req: Any, end: float, emit: OnText) -> _Call:
+        import httpx
+
+        state, t0 = upstream_stream_state(), time.monotonic()
+        thinking = [False]
+
+        def absorb(chunk: dict[str, Any]) -> None:
+            # the relayed text is laid out as the backend lays out the whole answer: <think>R</think>C
+            n_content, n_reason = len(state.content), len(state.reasoning)
+            state.absorb(chunk, req.chat, time.monotonic() - t0)
+            thought, piece = "".join(state.reasoning[n_reason:]), "".join(state.content[n_content:])
+            if thought:
+                emit(("" if thinking[0] else "<think>") + thought)
+                thinking[0] = True
+            if piece:
+                emit(("</think>" if thinking[0] else "") + piece)
+                thinking[0] = False
+
+        try:
+            left = end - time.monotonic()
+            if left <= 0:
+                return _Call(late=True)
+            async with asyncio.timeout(left), bound:
+                async with client.stream("POST", req.url, json=req.body, headers=req.headers) as resp:
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                        return _Call(error=f"HTTP {resp.status_code}")
+                    async for line in resp.aiter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == "[DONE]":
+                            state.done = True
+                            break
+                        chunk = json.loads(data)
+                        if "error" in chunk:
+                            return _Call(error=f"server error in stream: {json.dumps(chunk['error'])[:200]}")
+                        absorb(chunk)
+        except TimeoutError:
+            return _Call(late=True)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as e:
+            return _Call(error=_describe(e))
+        finally:
+            self.metrics.model_latency.labels("teacher").observe(time.monotonic() - t0)
+        if thinking[0]:
+            emit("</think>")
+        if not state.done and state.finish_reason is None:
+            return _Call(error="stream ended before the response was complete")
+        gen = state.generation(latency_s=time.monotonic() - t0)
+        return _Call(value=gen, model_s=gen.latency_s)
+
     # -- modes --------------------------------------------------------------------------------
     async def answer(self, q: Question, mode: str, received: float, deadline_s: float,
-                     max_tokens: int | None = None, on_route: OnRoute | None = None) -> Served:
+                     max_tokens: int | None = None, on_route: OnRoute | None = None,
+                     on_text: OnText | None = None) -> Served:
         """Answer one question. `on_route(route)` is called as soon as it is known which model
-        will answer (streaming sends it before the answer)."""
+        will answer (streaming sends it before the answer). With `on_text`, a teacher that is
+        chosen before it runs (teacher, router-accuracy) and is an upstream server has its answer
+        relayed piece by piece as generated; `served.relayed` then says so."""
         end = received + deadline_s
         if mode == TEACHER or mode == ROUTER_ACCURACY:
-            served = await self._teacher_first(q, mode, received, end, max_tokens, on_route)
+            served = await self._teacher_first(q, mode, received, end, max_tokens, on_route, on_text)
         else:
             served = await self._student_first(q, mode, received, end, max_tokens, on_route)
         served.deadline_s = deadline_s
@@ -215,11 +316,19 @@ class Engine:
         return served
 
     async def _teacher_first(self, q: Question, mode: str, received: float, end: float,
-                             max_tokens: int | None, on_route: OnRoute | None) -> Served:
+                             max_tokens: int | None, on_route: OnRoute | None, on_text: OnText | None) -> Served:
         if on_route is not None:
             on_route(Route(id=q.id, model="teacher", escalated=True))
         backup = asyncio.ensure_future(self._student(q, False, max_tokens, end)) if mode == ROUTER_ACCURACY else None
-        t_call, attempts, errors = await self.teacher_answer(q, max_tokens, end)
+        relay = on_text is not None and not self.pair.in_process("teacher")
+        relayed: list[str] = []
+        if relay:
+            def keep(piece: str) -> None:
+                relayed.append(piece)
+                on_text(piece)
+            t_call, attempts, errors = await self.teacher_relay(q, max_tokens, end, keep)
+        else:
+            t_call, attempts, errors = await self.teacher_answer(q, max_tokens, end)
         teacher: Generation | None = t_call.value
         failed = t_call.late or t_call.error is not None or teacher is None or teacher.error is not None
         if t_call.late:
@@ -242,7 +351,7 @@ class Engine:
                                 escalated=True, student_latency_s=s_elapsed, teacher_latency_s=t_call.elapsed_s,
                                 total_latency_s=decided - received, deadline_missed=t_call.late, errors=errors)
         served = Served(question=q, mode=mode, record=record, student=outcome, teacher=teacher, attempts=attempts,
-                        model_s=t_call.model_s)
+                        model_s=t_call.model_s, relayed="".join(relayed) if relay else None)
         if mode == ROUTER_ACCURACY:
             served.fallback = failed
             served.deadline_fallback = t_call.late

@@ -4,8 +4,11 @@ Per question (choice index), in this order:
 1. a chunk with the assistant role and the routing decision in `tourney` (which model answers,
    the confidence and the threshold), sent as soon as the router has decided, before the
    answering model has finished;
-2. the answer text, line by line, once the answering model has returned it (the backends return
-   whole answers, so the text arrives when the model is done);
+2. the answer text: as the teacher generates it when the teacher was chosen before it ran
+   (`teacher`, `router-accuracy`) and is an upstream server that streams; otherwise line by line
+   once the answering model has returned it (in-process backends return whole answers, and in
+   `router` the decision needs the student's finished answer). A relayed answer is sent as
+   generated, so the request's `stop` strings do not cut it;
 3. a chunk with `finish_reason` and the full decision (latencies, fallbacks) in `tourney`.
 With several prompts in one /v1/completions request their chunks interleave by index. Then one
 chunk with `usage` and no choices when `stream_options.include_usage` was asked, and `[DONE]`.
@@ -22,7 +25,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from tourney.serve.adapter import Job, Served, content, decision, failure, usage
 from tourney.serve.engine import Route
 
-Answer = Callable[[int, Callable[[Route], None]], Awaitable[Served]]
+Answer = Callable[[int, Callable[[Route], None], Callable[[str], None]], Awaitable[Served]]
 
 
 def sse(obj: Any) -> bytes:
@@ -55,9 +58,15 @@ class ChunkWriter:
     def route(self, index: int, r: Route) -> bytes:
         return self._chunk([self._choice(index, None, None, role=True)], tourney=_clean(asdict(r)))
 
+    def text(self, index: int, piece: str) -> bytes:
+        return self._chunk([self._choice(index, piece, None)])
+
     def answer(self, index: int, s: Served) -> list[bytes]:
-        text = content(self.job, s)
-        out = [self._chunk([self._choice(index, piece, None)]) for piece in text.splitlines(keepends=True)]
+        text, sent = content(self.job, s), s.relayed or ""
+        # what was relayed live stands; only a remainder is sent (e.g. the student's backup answer
+        # after a teacher that failed before sending anything)
+        rest = text if not sent else (text[len(sent):] if text.startswith(sent) else "")
+        out = [self.text(index, piece) for piece in rest.splitlines(keepends=True)]
         out.append(self._chunk([self._choice(index, None if self.chat else "", s.standing()[2] or "stop")],
                                tourney=json.loads(decision(s).model_dump_json())))
         return out
@@ -72,7 +81,8 @@ async def events(job: Job, answer: Answer) -> AsyncIterator[bytes]:
     queue: asyncio.Queue = asyncio.Queue()
     tasks = []
     for i in range(len(job.questions)):
-        task = asyncio.ensure_future(answer(i, lambda r, i=i: queue.put_nowait(("route", i, r))))
+        task = asyncio.ensure_future(answer(i, lambda r, i=i: queue.put_nowait(("route", i, r)),
+                                            lambda piece, i=i: queue.put_nowait(("text", i, piece))))
         task.add_done_callback(lambda t, i=i: queue.put_nowait(("done", i, t)))
         tasks.append(task)
     routed: set[int] = set()
@@ -82,6 +92,9 @@ async def events(job: Job, answer: Answer) -> AsyncIterator[bytes]:
         if kind == "route":
             routed.add(i)
             yield writer.route(i, value)
+            continue
+        if kind == "text":
+            yield writer.text(i, value)
             continue
         s = value.result()  # answer() never raises for a model's failure: that is in the record
         served[i] = s
