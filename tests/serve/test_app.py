@@ -60,7 +60,7 @@ def test_other_modes_ask_the_models_they_name(mode, answer, student_asked, teach
 
 
 def test_slow_teacher_misses_the_deadline_and_the_student_answer_stands():
-    student, teacher = models(teacher_sleep=2.0)
+    student, teacher = models(teacher_sleep=1.0)
     with serving(student, teacher, deadline_ms=300) as url:
         r = ask(url, "router", "q2 how many?")
         d = r.json()["tourney"]
@@ -89,7 +89,7 @@ def test_failing_upstream_teacher_is_retried_within_the_deadline_then_the_studen
 
 
 def test_a_slow_teacher_never_holds_up_student_only_requests():
-    student, teacher = models(teacher_sleep=1.5)
+    student, teacher = models(teacher_sleep=1.0)
     with serving(student, teacher) as url:
         slow = {}
         t = threading.Thread(target=lambda: slow.update(r=ask(url, "teacher", "q1 how many?")))
