@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from tourney.harness.types import Question
 from tourney.models.types import Generation
-from tourney.serve.adapter import Pair, Served, StudentOutcome, compose_record, upstream_stream_state
+from tourney.serve.adapter import Pair, Served, StudentOutcome, UpstreamRequest, compose_record, upstream_stream_state
 from tourney.serve.config import ROUTER, ROUTER_ACCURACY, ROUTER_SPEED, STUDENT, TEACHER
 from tourney.serve.lanes import Lane, LaneConfig
 from tourney.serve.metrics import ServeMetrics
@@ -167,14 +167,12 @@ class Engine:
             await asyncio.sleep(pause)
             pause *= 2
 
-    async def teacher_relay(self, q: Question, max_tokens: int | None, end: float,
-                            on_text: OnText) -> tuple[_Call, int, list[str]]:
+    async def teacher_relay(self, req: UpstreamRequest, end: float, on_text: OnText) -> tuple[_Call, int, list[str]]:
         """The teacher's answer from its upstream server, each piece passed to `on_text` as it
         arrives (streaming with the decision made before the teacher runs). Retried within the
         deadline while nothing has been relayed; a failure after that ends the answer there."""
         import httpx
 
-        req = self.pair.teacher_stream_request(q, max_tokens)
         if self._relay is None:
             limits = httpx.Limits(max_connections=self.upstream_concurrency)
             self._relay = (httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(req.timeout_s)),
@@ -205,7 +203,8 @@ class Engine:
             await asyncio.sleep(pause)
             pause *= 2
 
-    async def _relay_once(self, client: Any, bound: asyncio.Semaphore, req: Any, end: float, emit: OnText) -> _Call:
+    async def _relay_once(self, client: Any, bound: asyncio.Semaphore, req: UpstreamRequest, end: float,
+                          emit: OnText) -> _Call:
         import httpx
 
         state, t0 = upstream_stream_state(), time.monotonic()
@@ -320,13 +319,14 @@ class Engine:
         if on_route is not None:
             on_route(Route(id=q.id, model="teacher", escalated=True))
         backup = asyncio.ensure_future(self._student(q, False, max_tokens, end)) if mode == ROUTER_ACCURACY else None
-        relay = on_text is not None and not self.pair.in_process("teacher")
+        req = self.pair.teacher_stream_request(q, max_tokens) if on_text is not None else None
+        relay = req is not None
         relayed: list[str] = []
-        if relay:
+        if req is not None:
             def keep(piece: str) -> None:
                 relayed.append(piece)
                 on_text(piece)
-            t_call, attempts, errors = await self.teacher_relay(q, max_tokens, end, keep)
+            t_call, attempts, errors = await self.teacher_relay(req, end, keep)
         else:
             t_call, attempts, errors = await self.teacher_answer(q, max_tokens, end)
         teacher: Generation | None = t_call.value
