@@ -53,7 +53,7 @@ class Job:
     stop: tuple[str, ...]  # cut from the returned text
     stream: bool
     include_usage: bool
-    received: float  # time.monotonic() when the body had been read: deadlines count from here
+    received: float  # time.monotonic() when the request reached the route: deadlines count from here
     created: int = field(default_factory=lambda: int(time.time()))
 
 

@@ -189,15 +189,14 @@ def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair
         try:
             return model.model_validate(data)
         except ValidationError as e:
-            return_first = e.errors(include_url=False)[0]
-            param = ".".join(str(p) for p in return_first["loc"]) or None
+            first = e.errors(include_url=False)[0]
+            param = ".".join(str(p) for p in first["loc"]) or None
             raise Problem(400, describe(e), code="invalid_request", param=param)
 
     async def answer_job(request: Request, model: type, to_job: Callable) -> Response:
-        entered = time.monotonic()
+        entered = time.monotonic()  # the question's deadline counts from here, body reading included
         authorize(request)
         req = await parse(request, model)
-        received = time.monotonic()
         if state.inflight >= cfg.max_inflight:
             raise Problem(429, f"the server is answering {state.inflight} requests; retry shortly",
                           code="queue_full", headers={"Retry-After": "1"})
@@ -205,7 +204,7 @@ def create_app(cfg: ServeConfig, load_pair: Callable[[ServeConfig], adapter.Pair
             raise Problem(404, f"model {req.model!r} does not exist; this server offers {', '.join(SERVE_MODES)}",
                           code="model_not_found", param="model")
         state.needs(req.model)
-        job = to_job(req, cfg, state.pair.budget(), received)
+        job = to_job(req, cfg, state.pair.budget(), entered)
         state.inflight += 1
         state.metrics.inflight.set(state.inflight)
         released = False

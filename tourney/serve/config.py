@@ -13,7 +13,7 @@ SERVE_MODES = (ROUTER, ROUTER_SPEED, ROUTER_ACCURACY, STUDENT, TEACHER)
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """Options of one server. Deadlines count from when the request's body has been read."""
+    """Options of one server. A question's deadline counts from when its request reaches the route."""
 
     router: str  # ROUTER.json from `tourney route calibrate` (names both models)
     host: str = "127.0.0.1"
