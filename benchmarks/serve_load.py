@@ -162,6 +162,7 @@ def batch_sizes(url: str) -> dict[str, float]:
 
 def overhead(router: str, questions, work: Path, n: int) -> dict:
     """Per-request time with models that cost nothing: recorded outputs (replay:)."""
+    work.mkdir(parents=True, exist_ok=True)
     recs = {}
     for role in ("student", "teacher"):
         path = work / f"{role}-replay.jsonl"
