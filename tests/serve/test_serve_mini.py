@@ -115,10 +115,11 @@ def test_metrics_count_modes_outcomes_and_latencies(client, mini_server):
         assert name in text, name
 
 
-def rows_when_written(path: Path, n: int, timeout_s: float = 10) -> list:
+def rows_when_written(path: Path, ids: set[str], timeout_s: float = 10) -> list:
+    """The log's rows once every id in `ids` is there (the writer flushes every 100 ms)."""
     end = time.monotonic() + timeout_s
     while time.monotonic() < end:
-        if path.exists() and len(path.read_text().splitlines()) >= n:
+        if path.exists() and ids <= {r.id for r in read_results(path)}:
             break
         time.sleep(0.1)
     return read_results(path)
@@ -129,7 +130,7 @@ def test_the_request_log_is_read_by_report_regress_and_route_eval(client, mini_s
     for q in qs:
         client.completions.create(model="router", prompt=q.question, extra_body=meta(q))
     log = mini_server.log_dir
-    rows = {r.id: r for r in rows_when_written(log / "router" / "results.jsonl", 1)}
+    rows = {r.id: r for r in rows_when_written(log / "router" / "results.jsonl", {q.id for q in qs})}
     assert {q.id for q in qs} <= set(rows) and all(rows[q.id].gold == q.answer for q in qs)
     # report: accuracy per type from served traffic
     out = cli("report", log / "router")
