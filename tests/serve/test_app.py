@@ -256,3 +256,17 @@ def test_an_unreachable_upstream_teacher_is_503_directly_and_a_marked_fallback_i
         assert down.calls == []  # never asked while it is down
         health = httpx.get(url + "/health").json()
         assert health["status"] == "degraded" and health["models"]["teacher"]["ready"] is False
+
+
+def test_multiple_choice_through_the_extension():
+    from tests.routers.fakes import ScriptedBackend
+
+    student = ScriptedBackend(spec="fake:s", outputs={"q1": [" The answer is C"]}, logprobs={"q1": [-0.1]})
+    teacher = ScriptedBackend(spec="fake:t", outputs={"q1": [" The answer is A"]})
+    with serving(student, teacher) as url:
+        r = ask(url, "router", "q1 which colour?", tourney={"choices": ["red", "green", "blue"], "answer": "C"})
+        d = r.json()["tourney"]
+        assert r.status_code == 200 and d["answer"] == "C" and d["model"] == "student"
+        assert len(student.calls) == 1  # rendered with the options (mc template), answered by letter
+        bad = ask(url, "router", "q1 which colour?", tourney={"choices": ["only one"]})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "tourney.choices"
