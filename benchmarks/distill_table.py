@@ -110,7 +110,7 @@ def main() -> None:
 
     common = ["--student", "mini-student", "--epochs", args.epochs, "--lr", args.lr, "--batch-size", args.batch_size,
               "--max-len", 256, "--seed", 0, "--warmup-ratio", 0.05, "--no-merge"]
-    kd = ["--teacher", "mini-teacher", "--alpha", args.kd_alpha, "--temperature", args.kd_temperature]
+    kd = ["--teacher", "mini-teacher", "--alpha", args.kd_alpha, "--kd-temperature", args.kd_temperature]
     plans = {
         "gold-answers": ["--data", work / "gold-answers.jsonl"],
         "gold": ["--data", data],

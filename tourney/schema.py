@@ -38,13 +38,17 @@ def describe(err: ValidationError) -> str:
     errors = err.errors(include_url=False)
     first = errors[0]
     loc = ".".join(str(part) for part in first["loc"])
-    got = first.get("input")
-    shown = repr(got)
+    msg = first["msg"]
+    if first["type"] == "value_error" and "error" in first.get("ctx", {}):
+        msg = str(first["ctx"]["error"])  # a validator's own sentence, without pydantic's "Value error, "
+    shown = repr(first.get("input"))
     if len(shown) > 60:
         shown = shown[:57] + "..."
+    # A check across fields (empty loc) has the whole input as its input: nothing useful to show.
+    got = f" (got {shown})" if loc else ""
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     field = f"field {loc!r}: " if loc else ""
-    return f"{field}{first['msg']} (got {shown}){more}"
+    return f"{field}{msg}{got}{more}"
 
 
 def parse(model: type[M], data: Any, where: str, error: type[Exception] = DataError) -> M:

@@ -30,6 +30,29 @@ def friendly_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+class SectionedCommand(click.Command):
+    """A command whose --help lists its options in titled sections (click has none of its own).
+
+    `sections` maps a title to option names (the parameter names); options in no section are
+    listed last, under "Other options"."""
+
+    def __init__(self, *args: Any, sections: dict[str, tuple[str, ...]] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sections = sections or {}
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows: dict[str, list[tuple[str, str]]] = {title: [] for title in self.sections}
+        where = {name: title for title, names in self.sections.items() for name in names}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                rows.setdefault(where.get(param.name or "", "Other options"), []).append(record)
+        for title, records in rows.items():
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+
 def parse_model_args(pairs: tuple[str, ...]) -> dict[str, Any]:
     """`key=value` options for the backend; values are read as JSON when they parse (numbers,
     true/false), else kept as strings."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tourney.cli.common import friendly_errors, parse_model_args, with_backend
+from tourney.cli.common import SectionedCommand, friendly_errors, parse_model_args, with_backend
 from tourney.models.registry import default_options
 
 
@@ -101,68 +101,49 @@ def distill_curriculum(data: str, order: str, epochs: int, seed: int, buckets: i
     click.echo(f"wrote {out}: {len(examples)} examples, {epochs} epoch(s), order {order}")
 
 
-@distill.command("train")
-@click.option("--student", required=True, help="Student checkpoint: folder, hf:PATH, Hub id or alias (mini-student).")
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="sft.jsonl from `distill select` (or gold/GSM8K-style JSONL).")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder; rerun to resume after the last finished epoch.")
-@click.option("--teacher", default=None, help="Teacher checkpoint (needed by every method but sft).")
-@click.option("--method", type=click.Choice(["sft", "kd", "feature", "kd+feature"]), default="sft", show_default=True)
-@click.option("--chat/--no-chat", default=False, show_default=True,
-              help="Prompts through the student's chat template (instruct students; evaluate with `eval --chat`).")
-@click.option("--lora", is_flag=True, help="Train LoRA adapters instead of all weights.")
-@click.option("--qlora", is_flag=True, help="LoRA on a 4-bit base (bitsandbytes, CUDA only).")
-@click.option("--lora-r", type=int, default=16, show_default=True)
-@click.option("--lora-alpha", type=float, default=32.0, show_default=True)
-@click.option("--lora-dropout", type=float, default=0.05, show_default=True)
-@click.option("--epochs", type=int, default=3, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Sequences per device per micro-step.")
-@click.option("--grad-accum", type=int, default=1, show_default=True)
-@click.option("--max-len", type=int, default=1024, show_default=True)
-@click.option("--warmup-ratio", type=float, default=0.0, show_default=True)
-@click.option("--alpha", type=float, default=0.5, show_default=True, help="KD weight: alpha*T^2*KD + (1-alpha)*CE.")
-@click.option("--temperature", type=float, default=2.0, show_default=True)
-@click.option("--kd-kind", type=click.Choice(["forward", "reverse", "jsd"]), default="forward", show_default=True)
-@click.option("--beta", type=float, default=0.5, show_default=True, help="JSD mixture weight.")
-@click.option("--topk", type=int, default=None, help="Offline KD from a top-k store built once (default: online teacher).")
-@click.option("--topk-store", default=None, type=click.Path(file_okay=False), help="Store folder (default OUT/topk-kK).")
-@click.option("--layer-map", default=None, help="Feature KD student:teacher layers, e.g. 1:2,2:4 (default evenly spaced).")
-@click.option("--feature-loss", type=click.Choice(["mse", "cosine"]), default="mse", show_default=True)
-@click.option("--feature-weight", type=float, default=1.0, show_default=True)
-@click.option("--attention", is_flag=True, help="Also match attention maps (eager attention).")
-@click.option("--attention-weight", type=float, default=1.0, show_default=True)
-@click.option("--order", "order_file", default=None, type=click.Path(exists=True, dir_okay=False), help="order.json from `distill curriculum` (default: seeded shuffle).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-data", default=None, help="Question file evaluated on every epoch's checkpoint.")
-@click.option("--eval-limit", type=int, default=None)
-@click.option("--eval-max-tokens", type=int, default=256, show_default=True)
-@click.option("--gate/--no-gate", default=False, show_default=True, help="Stop when an epoch is significantly worse than the previous one.")
-@click.option("--gate-flag-only", is_flag=True, help="With --gate: record the verdict but keep training.")
-@click.option("--logging-steps", type=int, default=10, show_default=True)
-@click.option("--gradient-checkpointing", is_flag=True)
-@click.option("--merge/--no-merge", default=True, show_default=True, help="After LoRA training, write OUT/merged (a plain checkpoint).")
+# How `distill train --help` groups the options; every DistillTrainConfig field is in one section
+# (tests/trainers/test_train_config.py checks).
+TRAIN_SECTIONS: dict[str, tuple[str, ...]] = {
+    "Model and data": ("config_file", "student", "data", "out", "teacher", "method", "chat"),
+    "LoRA / QLoRA": ("lora", "qlora", "lora_r", "lora_alpha", "lora_dropout", "lora_targets"),
+    "Optimisation": ("epochs", "lr", "batch_size", "grad_accum", "max_len", "warmup_ratio", "weight_decay",
+                     "lr_scheduler", "max_grad_norm", "seed", "order_file"),
+    "Logit distillation (kd, kd+feature)": ("alpha", "kd_temperature", "kd_kind", "beta", "topk", "topk_store",
+                                            "teacher_hash"),
+    "Feature distillation (feature, kd+feature)": ("feature_layer_map", "feature_loss", "feature_weight",
+                                                   "attention", "attention_weight"),
+    "Evaluation after each epoch": ("eval_data", "eval_limit", "eval_max_tokens", "eval_batch_size", "gate",
+                                    "gate_stop", "gate_alpha", "gate_min_delta"),
+    "Runtime and logging": ("logging_steps", "report_to", "bf16", "gradient_checkpointing", "deterministic",
+                            "merge", "save_total_limit"),
+}
+
+
+def _train_options(fn):
+    from tourney.cli.config_options import config_options
+    from tourney.trainers.distill_config import DistillTrainConfig
+
+    return config_options(DistillTrainConfig)(fn)
+
+
+@distill.command("train", cls=SectionedCommand, sections=TRAIN_SECTIONS)
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
+              help="Recipe file (YAML, TOML or JSON) of these options by field name (kd_temperature: 1.0); "
+                   "flags given here override it.")
+@_train_options
+@click.pass_context
 @friendly_errors
-def distill_train(student, data, out, teacher, method, chat, lora, qlora, lora_r, lora_alpha, lora_dropout, epochs, lr,
-                  batch_size, grad_accum, max_len, warmup_ratio, alpha, temperature, kd_kind, beta, topk,
-                  topk_store, layer_map, feature_loss, feature_weight, attention, attention_weight, order_file,
-                  seed, eval_data, eval_limit, eval_max_tokens, gate, gate_flag_only, logging_steps,
-                  gradient_checkpointing, merge) -> None:
+def distill_train(ctx: click.Context, config_file: str | None, **values) -> None:
     """Train a student on teacher solutions (SFT, logit KD, feature KD; full or LoRA); runs
     unchanged under torchrun / accelerate launch."""
+    from tourney.cli.config_options import flag_names, given_options
     from tourney.trainers.distill import train
-    from tourney.trainers.distill_config import DistillTrainConfig, parse_layer_map
+    from tourney.trainers.distill_config import DistillTrainConfig
+    from tourney.trainers.recipe import build_config
 
-    cfg = DistillTrainConfig(
-        student=student, data=data, out=out, teacher=teacher, method=method, chat=chat, lora=lora, qlora=qlora,
-        lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, epochs=epochs, lr=lr,
-        batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, warmup_ratio=warmup_ratio, alpha=alpha,
-        temperature=temperature, kd_kind=kd_kind, beta=beta, topk=topk, topk_store=topk_store,
-        feature_layer_map=parse_layer_map(layer_map), feature_loss=feature_loss, feature_weight=feature_weight,
-        attention=attention, attention_weight=attention_weight, order_file=order_file, seed=seed,
-        eval_data=eval_data, eval_limit=eval_limit, eval_max_tokens=eval_max_tokens, gate=gate,
-        gate_stop=not gate_flag_only, logging_steps=logging_steps, gradient_checkpointing=gradient_checkpointing,
-        merge=merge)
-    result = train(cfg, say=click.echo)
+    cfg = build_config(DistillTrainConfig, given_options(ctx, DistillTrainConfig, values), config_file,
+                       flags=flag_names(DistillTrainConfig))
+    result = train(cfg, say=click.echo, progress=True)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the main process reports
         return
     for r in result.epochs:

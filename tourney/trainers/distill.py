@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from tourney.trainers.distill_config import DistillTrainConfig, check_same_run
+from tourney.trainers.distill_config import DistillTrainConfig, check_same_run, training_argument_fields
 from tourney.trainers.epoch_eval import EpochEndCallback, EpochRecord, read_epochs
 
 
@@ -33,21 +33,24 @@ class TrainResult:
 
 
 def training_arguments(cfg: DistillTrainConfig):
+    """transformers' TrainingArguments for cfg: every field that names a TrainingArguments field in
+    its metadata sets that field (distill_config.training_argument_fields), then the settings this
+    trainer fixes (checkpoints every epoch, no Trainer evaluation, our own progress bar)."""
     from transformers import TrainingArguments
 
     cuda = torch.cuda.is_available()
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun / accelerate launch with >1 process
-    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    mapped = {target: getattr(cfg, name) for name, targets in training_argument_fields().items()
+              for target in targets}
+    # Values the fields leave open, resolved for this machine and run.
+    mapped["bf16"] = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    mapped["activation_checkpointing"] = cfg.gradient_checkpointing and not cfg.qlora  # QLoRA's prep enables it
     return TrainingArguments(
-        output_dir=cfg.out, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.lr, lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        logging_strategy="steps", logging_steps=cfg.logging_steps,
-        save_strategy="epoch", save_total_limit=cfg.save_total_limit, eval_strategy="no",
-        seed=cfg.seed, data_seed=cfg.seed, full_determinism=cfg.deterministic, bf16=bf16,
-        activation_checkpointing=cfg.gradient_checkpointing and not cfg.qlora,  # QLoRA's prep enables it
+        output_dir=cfg.out, **mapped,
+        logging_strategy="steps", save_strategy="epoch", eval_strategy="no",
         remove_unused_columns=False,  # example_index and the top-k rows reach compute_loss
-        report_to="none", use_cpu=not cuda, ddp_backend="gloo" if launched and not cuda else None,
+        disable_tqdm=True, include_num_input_tokens_seen="non_padding",  # train_progress.TrainProgress instead
+        use_cpu=not cuda, ddp_backend="gloo" if launched and not cuda else None,
         ddp_find_unused_parameters=False,
     )
 
@@ -56,19 +59,26 @@ def _main_say(args, say: Callable[[str], None]) -> Callable[[str], None]:
     return say if args.process_index == 0 else (lambda _msg: None)
 
 
-def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str], None] = print) -> TrainResult:
-    """Train (or resume) the run cfg describes; see the module docstring."""
-    from transformers import AutoConfig, AutoTokenizer, set_seed
+def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str], None] = print,
+          progress: bool = False) -> TrainResult:
+    """Train (or resume) the run cfg describes; see the module docstring. `progress` draws one
+    progress bar (train_progress.TrainProgress) in place of the Trainer's printed logs."""
+    from transformers import AutoConfig, AutoTokenizer, PrinterCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
     from tourney.harness.questions import file_sha256
     from tourney.trainers.features import FeatureProjector, load_projector
     from tourney.trainers.kd_trainer import DistillLoss, DistillTrainer, load_teacher, prepare_store
     from tourney.trainers.losses import check_vocab_compatible
+    from tourney.trainers.train_progress import TrainProgress
     from tourney.trainers.sft import (SFTCollator, SFTDataset, check_environment, epoch_orders, load_sft_data,
                               load_student, merge_lora, resolve_checkpoint)
 
     check_environment(cfg)  # QLoRA without a GPU or bitsandbytes fails here, before any loading
+    if progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # loading/saving bars: ours is the one users read
     args = training_arguments(cfg)  # also joins the process group under torchrun / accelerate
     say = _main_say(args, say)
     out = Path(cfg.out)
@@ -119,6 +129,9 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
         processing_class=tokenizer, orders=orders, distill_loss=distill_loss, projector=projector,
         callbacks=[epoch_cb, *callbacks],
     )
+    if progress:  # one bar with loss and tokens/s instead of the Trainer's printed log dicts
+        trainer.remove_callback(PrinterCallback)
+        trainer.add_callback(TrainProgress())
     if last is not None:
         say(f"resuming from {last}")
     trainer.train(resume_from_checkpoint=last)

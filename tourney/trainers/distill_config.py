@@ -1,150 +1,169 @@
 """The one configuration of a student training run: SFT, logit KD, feature KD, or both KDs.
 
-Every field is documented where it is defined and range-checked in __post_init__, so a bad value
-fails before any model is loaded. `tourney distill train` and `python -m tourney.cli.distill train` build
-this from their options; tests build it directly.
+Written once. Each field carries its type, its range (checked by pydantic before any model is
+loaded), its documentation and, where transformers has the same setting, the `TrainingArguments`
+field it maps onto (`training_arguments` in the field's metadata; trainers.distill builds the
+Trainer's arguments from exactly those). The command line (`tourney distill train`, one option
+per field, help from the field's doc), recipe files (`--config FILE`, trainers.recipe) and tests
+all build this same class.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
-from tourney.trainers.features import FEATURE_LOSSES, FeatureKDConfig
-from tourney.trainers.losses import KINDS
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.dataclasses import dataclass
+
+from tourney.errors import ConfigError
+from tourney.trainers.feature_config import FEATURE_LOSSES, FeatureKDConfig, LayerIndex, parse_layer_map
 
 METHODS = ("sft", "kd", "feature", "kd+feature")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# transformers' schedulers that need no extra arguments.
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt")
+REPORT_TO = ("none", "tensorboard", "wandb")
+KD_KINDS = ("forward", "reverse", "jsd")  # trainers.losses.KINDS, without importing torch here
 CONFIG_FILE = "distill_config.json"
 # Fields a resumed run may change: they steer evaluation and logging, not the weights.
 RESUMABLE_CHANGES = frozenset({"out", "eval_data", "eval_limit", "eval_max_tokens", "eval_batch_size", "gate",
                                "gate_stop", "gate_alpha", "gate_min_delta", "logging_steps", "merge",
-                               "save_total_limit"})
+                               "save_total_limit", "report_to"})
+# Fields renamed since a run folder may have recorded them: old name -> new name.
+RENAMED = {"temperature": "kd_temperature"}
 
 
-@dataclass
+def _field(default: Any, doc: str, *, hf: str | tuple[str, ...] | None = None, alias: bool = True,
+           flags: tuple[str, ...] = (), **constraints: Any) -> Any:
+    """A documented field. `hf`: the TrainingArguments field(s) it maps onto, whose first name is
+    also accepted as a flag and recipe key unless `alias=False` (the same name, another meaning);
+    `flags`: extra command-line spellings (older names) besides --field-name."""
+    extra: dict[str, Any] = {}
+    if hf:
+        extra["training_arguments"] = [hf] if isinstance(hf, str) else list(hf)
+        if not alias:
+            extra["alias"] = False
+    if flags:
+        extra["flags"] = list(flags)
+    return Field(default, description=doc, json_schema_extra=extra or None, **constraints)
+
+
+@dataclass(config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class DistillTrainConfig:
-    student: str  # student checkpoint: folder, hf:PATH, Hub id, or a mini alias (mini-student)
-    data: str  # sft.jsonl (question + solution rows; trainers.dataset.read_sft_jsonl formats)
-    out: str  # run folder: checkpoint-N/ per epoch, eval/epoch-N/, epochs.jsonl, final/, merged/
-    teacher: str | None = None  # teacher checkpoint (same forms); required by every method but sft
-    method: str = "sft"  # "sft" | "kd" (logits) | "feature" (hidden states) | "kd+feature"
-    chat: bool = False  # prompts through the chat template (instruct students), as `eval --chat` sends them
+    # -- model and data ------------------------------------------------------------------------
+    student: str = _field(..., "Student checkpoint: folder, hf:PATH, Hub id, or an alias (mini-student).")
+    data: str = _field(..., "sft.jsonl from `distill select` (or gold/GSM8K-style JSONL).")
+    out: str = _field(..., "Run folder: checkpoint-N/ per epoch, eval/, epochs.jsonl, final/, merged/; "
+                           "rerun to resume after the last finished epoch.")
+    teacher: Optional[str] = _field(None, "Teacher checkpoint (same forms); needed by every method but sft.")
+    method: Literal[METHODS] = _field("sft", "sft, kd (logits), feature (hidden states) or kd+feature.")
+    chat: bool = _field(False, "Prompts through the student's chat template (instruct students), as "
+                               "`eval --chat` sends them.")
 
     # -- parameter-efficient fine-tuning -------------------------------------------------------
-    lora: bool = False  # train LoRA adapters instead of all weights
-    qlora: bool = False  # LoRA on a 4-bit (NF4) base via bitsandbytes; CUDA only; implies lora
-    lora_r: int = 16  # adapter rank, >= 1
-    lora_alpha: float = 32.0  # adapter scale numerator (scale = alpha / r), > 0
-    lora_dropout: float = 0.05  # dropout on the adapter input, in [0, 1)
-    lora_targets: tuple[str, ...] = LORA_TARGETS  # module names that get adapters
+    lora: bool = _field(False, "Train LoRA adapters instead of all weights.")
+    qlora: bool = _field(False, "LoRA on a 4-bit (NF4) base via bitsandbytes; CUDA only; implies lora.")
+    lora_r: int = _field(16, "Adapter rank.", ge=1)
+    lora_alpha: float = _field(32.0, "Adapter scale numerator (scale = alpha / r).", gt=0)
+    lora_dropout: float = _field(0.05, "Dropout on the adapter input.", ge=0, lt=1)
+    lora_targets: tuple[str, ...] = _field(LORA_TARGETS, "Module names that get adapters (comma-separated "
+                                                         "on the command line).", min_length=1)
 
     # -- optimisation --------------------------------------------------------------------------
-    epochs: int = 3  # passes over the data, >= 1
-    lr: float = 1e-4  # peak learning rate, in (0, 1); ~1e-5 suits full fine-tuning of big models
-    batch_size: int = 8  # sequences per device per micro-step, >= 1
-    grad_accum: int = 1  # micro-steps per optimizer step, >= 1
-    max_len: int = 1024  # tokens per sequence; longer answers are cut (and counted in the log)
-    warmup_ratio: float = 0.0  # share of all steps spent warming up, in [0, 1)
-    weight_decay: float = 0.0  # AdamW weight decay, >= 0
-    lr_scheduler: str = "cosine"  # any transformers scheduler name (linear, cosine, constant, ...)
+    epochs: int = _field(3, "Passes over the data.", hf="num_train_epochs", ge=1)
+    lr: float = _field(1e-4, "Peak learning rate; about 1e-5 suits full fine-tuning of big models.",
+                       hf="learning_rate", gt=0, lt=1)
+    batch_size: int = _field(8, "Sequences per device per micro-step.", hf="per_device_train_batch_size", ge=1)
+    grad_accum: int = _field(1, "Micro-steps per optimizer step.", hf="gradient_accumulation_steps", ge=1)
+    max_len: int = _field(1024, "Tokens per sequence; longer answers are cut (and counted in the log).", ge=8)
+    warmup_ratio: float = _field(0.0, "Share of all optimizer steps spent warming up (transformers reads a "
+                                      "warmup_steps below 1 as this share).", hf="warmup_steps", alias=False,
+                                 ge=0, lt=1)
+    weight_decay: float = _field(0.0, "AdamW weight decay.", hf="weight_decay", ge=0)
+    lr_scheduler: Literal[LR_SCHEDULERS] = _field("cosine", "Learning-rate schedule (transformers' names).",
+                                                  hf="lr_scheduler_type")
+    max_grad_norm: float = _field(1.0, "Gradient clipping norm (0: no clipping).", hf="max_grad_norm", ge=0)
 
-    # -- logit distillation (kd, kd+feature) --------------------------------------------------
-    alpha: float = 0.5  # loss = alpha * T^2 * KD + (1 - alpha) * CE; in [0, 1]
-    temperature: float = 2.0  # softmax temperature T of both models in the KD term, > 0
-    kd_kind: str = "forward"  # "forward" KL(p_t||p_s), "reverse" KL(p_s||p_t), or "jsd"
-    beta: float = 0.5  # jsd mixture weight of the teacher, in [0, 1] (0 = forward, 1 = reverse)
-    topk: int | None = None  # None: online teacher in memory; k: offline top-k store, built once
-    topk_store: str | None = None  # store folder; default OUT/topk-k{k}
-    teacher_hash: str | None = None  # names the teacher's weights in the store; default: hashed
+    # -- logit distillation (kd, kd+feature) ---------------------------------------------------
+    alpha: float = _field(0.5, "KD weight: loss = alpha * T^2 * KD + (1 - alpha) * CE.", ge=0, le=1)
+    # 1, not 2: on the miniature pair's dev split the logit-KD recipe scores 0.880 at T 1 against
+    # 0.848 at T 2 (benchmarks/RESULTS.md, distillation table).
+    kd_temperature: float = _field(1.0, "Softmax temperature T of both models in the KD term.", gt=0)
+    kd_kind: Literal[KD_KINDS] = _field("forward", "forward KL(p_t||p_s), reverse KL(p_s||p_t), or jsd.")
+    beta: float = _field(0.5, "jsd: mixture weight of the teacher (0 = forward, 1 = reverse).", ge=0, le=1)
+    topk: Optional[int] = _field(None, "Offline KD from a store of the teacher's top-k logits, built once "
+                                       "(default: the teacher online, in memory).", ge=1)
+    topk_store: Optional[str] = _field(None, "Top-k store folder (default OUT/topk-kK).")
+    teacher_hash: Optional[str] = _field(None, "Names the teacher's weights in the store (default: hashed).")
 
-    # -- feature distillation (feature, kd+feature) -------------------------------------------
-    feature_layer_map: dict[int, int] | None = None  # student layer -> teacher layer (0 = embeddings)
-    feature_loss: str = "mse"  # "mse" or "cosine"
-    feature_weight: float = 1.0  # weight of the hidden-state loss in the total, >= 0
-    attention: bool = False  # also match head-averaged attention maps (loads eager attention)
-    attention_weight: float = 1.0  # weight of the attention loss in the total, >= 0
+    # -- feature distillation (feature, kd+feature) --------------------------------------------
+    feature_layer_map: Optional[dict[LayerIndex, LayerIndex]] = _field(
+        None, "Student layer -> teacher layer, as 1:2,2:4 (0 = embeddings; default evenly spaced).",
+        flags=("--layer-map",), min_length=1)
+    feature_loss: Literal[FEATURE_LOSSES] = _field("mse", "Hidden-state loss: mse or cosine.")
+    feature_weight: float = _field(1.0, "Weight of the hidden-state loss in the total.", ge=0)
+    attention: bool = _field(False, "Also match head-averaged attention maps (loads eager attention).")
+    attention_weight: float = _field(1.0, "Weight of the attention loss in the total.", ge=0)
 
     # -- data order ----------------------------------------------------------------------------
-    seed: int = 0  # model init (LoRA, projector), shuffles, and the default per-epoch order
-    order_file: str | None = None  # JSON from `tourney distill curriculum`, or a list of index lists
+    seed: int = _field(0, "Model init (LoRA, projector), shuffles, and the default per-epoch order.",
+                       hf=("seed", "data_seed"), ge=0)
+    order_file: Optional[str] = _field(None, "order.json from `distill curriculum`, or a list of index lists "
+                                             "(default: a seeded shuffle per epoch).", flags=("--order",))
 
     # -- evaluation after each epoch -----------------------------------------------------------
-    eval_data: str | None = None  # question file evaluated on each epoch's checkpoint; None: skip
-    eval_limit: int | None = None  # first N questions only, >= 1
-    eval_max_tokens: int = 256  # generation budget per answer, >= 1
-    eval_batch_size: int = 16  # questions per generate call, >= 1
-    gate: bool = False  # compare each epoch's eval with the previous epoch's (needs eval_data)
-    gate_stop: bool = True  # with gate: stop training when significantly worse (False: flag only)
-    gate_alpha: float = 0.05  # significance level of the gate, in (0, 1)
-    gate_min_delta: float = 0.0  # flag only accuracy drops larger than this fraction, in [0, 1)
+    eval_data: Optional[str] = _field(None, "Question file evaluated on every epoch's checkpoint (default: none).")
+    eval_limit: Optional[int] = _field(None, "Evaluate the first N questions only.", ge=1)
+    eval_max_tokens: int = _field(256, "Generation budget per answer.", ge=1)
+    eval_batch_size: int = _field(16, "Questions per generate call.", ge=1)
+    gate: bool = _field(False, "Compare each epoch's evaluation with the previous epoch's (needs eval_data).")
+    gate_stop: bool = _field(True, "With gate: stop training when significantly worse (--no-gate-stop: flag only).")
+    gate_alpha: float = _field(0.05, "Significance level of the gate.", gt=0, lt=1)
+    gate_min_delta: float = _field(0.0, "Flag only accuracy drops larger than this fraction.", ge=0, lt=1)
 
     # -- runtime -------------------------------------------------------------------------------
-    logging_steps: int = 10  # optimizer steps between loss logs, >= 1
-    bf16: bool | None = None  # bf16 mixed precision; None: on where CUDA supports it
-    gradient_checkpointing: bool = False  # trade compute for activation memory
-    deterministic: bool = False  # torch deterministic algorithms (transformers' full_determinism)
-    merge: bool = True  # after LoRA training, also write OUT/merged, a plain checkpoint for hf:
-    save_total_limit: int | None = None  # keep only the newest N checkpoints (None: all), >= 1
+    logging_steps: int = _field(10, "Optimizer steps between loss logs.", hf="logging_steps", ge=1)
+    report_to: Literal[REPORT_TO] = _field("none", "Where the trainer logs losses: none, tensorboard "
+                                                   "(OUT/runs/) or wandb.", hf="report_to")
+    bf16: Optional[bool] = _field(None, "bf16 mixed precision (default: on where CUDA supports it).", hf="bf16")
+    gradient_checkpointing: bool = _field(False, "Trade compute for activation memory.",
+                                          hf="activation_checkpointing")
+    deterministic: bool = _field(False, "torch deterministic algorithms (transformers' full_determinism).",
+                                 hf="full_determinism")
+    merge: bool = _field(True, "After LoRA training, also write OUT/merged, a plain checkpoint for hf:.")
+    save_total_limit: Optional[int] = _field(None, "Keep only the newest N checkpoints (default: all).",
+                                             hf="save_total_limit", ge=1)
+
+    @field_validator("lora_targets", mode="before")
+    @classmethod
+    def _split_targets(cls, v: Any) -> Any:
+        return tuple(t.strip() for t in v.split(",") if t.strip()) if isinstance(v, str) else v
+
+    @field_validator("feature_layer_map", mode="before")
+    @classmethod
+    def _parse_layer_map(cls, v: Any) -> Any:
+        return parse_layer_map(v) if isinstance(v, str) else v
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        # Checks across fields; single-field ranges are in the fields above.
         if self.method != "sft" and not self.teacher:
             raise ValueError(f"method {self.method!r} needs a teacher")
-        for name in ("epochs", "batch_size", "grad_accum", "lora_r", "logging_steps", "eval_max_tokens",
-                     "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_len < 8:
-            raise ValueError(f"max_len must be >= 8, got {self.max_len}")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if not self.lora_alpha > 0:
-            raise ValueError(f"lora_alpha must be > 0, got {self.lora_alpha}")
-        if not 0 <= self.lora_dropout < 1:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if not self.lora_targets:
-            raise ValueError("lora_targets must name at least one module")
-        self.lora_targets = tuple(self.lora_targets)
-        if not 0 <= self.alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.kd_kind not in KINDS:
-            raise ValueError(f"kd_kind must be one of {KINDS}, got {self.kd_kind!r}")
-        if not 0 <= self.beta <= 1:
-            raise ValueError(f"beta must be in [0, 1], got {self.beta}")
         if self.topk is not None:
-            if self.topk < 1:
-                raise ValueError(f"topk must be >= 1 (or None for an online teacher), got {self.topk}")
             if not self.uses_kd:
                 raise ValueError(f"topk (an offline logit store) applies to method kd only, not {self.method!r}")
             if self.uses_features:
                 raise ValueError("feature KD needs the teacher's hidden states online; use topk=None with kd+feature")
-        if self.feature_loss not in FEATURE_LOSSES:
-            raise ValueError(f"feature_loss must be one of {FEATURE_LOSSES}, got {self.feature_loss!r}")
         if self.attention and not self.uses_features:
             raise ValueError("attention matching is part of feature KD: use method feature or kd+feature")
-        if self.feature_layer_map is not None:
-            self.feature_layer_map = {int(s): int(t) for s, t in self.feature_layer_map.items()}
-        self.feature_config()  # validates the layer map and weights
-        if self.eval_limit is not None and self.eval_limit < 1:
-            raise ValueError(f"eval_limit must be >= 1, got {self.eval_limit}")
         if self.gate and not self.eval_data:
             raise ValueError("gate compares per-epoch evaluations: it needs eval_data")
-        if not 0 < self.gate_alpha < 1:
-            raise ValueError(f"gate_alpha must be in (0, 1), got {self.gate_alpha}")
-        if not 0 <= self.gate_min_delta < 1:
-            raise ValueError(f"gate_min_delta must be in [0, 1), got {self.gate_min_delta}")
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            raise ValueError(f"save_total_limit must be >= 1, got {self.save_total_limit}")
+        if self.attention and self.feature_layer_map and 0 in self.feature_layer_map:
+            raise ValueError("attention distillation cannot map layer 0 of feature_layer_map: embeddings have "
+                             "no attention")
 
     @property
     def uses_kd(self) -> bool:
@@ -174,16 +193,13 @@ class DistillTrainConfig:
         return d
 
 
-def parse_layer_map(text: str | None) -> dict[int, int] | None:
-    """"1:2,2:4" -> {1: 2, 2: 4}; None or "" -> None (the default evenly spaced map)."""
-    if not text:
-        return None
-    out: dict[int, int] = {}
-    for part in text.split(","):
-        s, sep, t = part.strip().partition(":")
-        if not sep or not s.strip().isdigit() or not t.strip().isdigit():
-            raise ValueError(f"layer map {text!r}: expected student:teacher pairs like 1:2,2:4")
-        out[int(s)] = int(t)
+def training_argument_fields() -> dict[str, list[str]]:
+    """Config field -> the TrainingArguments field(s) it sets, read from the fields' metadata."""
+    out = {}
+    for name, info in DistillTrainConfig.__pydantic_fields__.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if extra.get("training_arguments"):
+            out[name] = list(extra["training_arguments"])
     return out
 
 
@@ -199,12 +215,13 @@ def check_same_run(cfg: DistillTrainConfig, write: bool = True) -> None:
     trained = any(p.is_dir() for p in Path(cfg.out).glob("checkpoint-*"))  # before that, nothing to mix
     if path.exists() and trained:
         old = json.loads(path.read_text())
-        names = [f.name for f in fields(cfg) if f.name not in RESUMABLE_CHANGES]
+        old = {RENAMED.get(k, k): v for k, v in old.items()}
+        names = [f.name for f in fields(cfg) if f.name not in RESUMABLE_CHANGES and f.name in old]
         differ = [n for n in names if old.get(n) != json.loads(json.dumps(now[n]))]
         if differ:
             shown = "; ".join(f"{n}: recorded {old.get(n)!r}, now {now[n]!r}" for n in differ)
-            raise ValueError(f"{cfg.out} holds a different training run ({shown}); use another out "
-                             "folder or delete this one")
+            raise ConfigError(f"{cfg.out} holds a different training run ({shown}); use another out "
+                              "folder or delete this one")
     if write:  # one process writes (rank 0); the rename keeps readers from seeing half a file
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")

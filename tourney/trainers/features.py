@@ -11,68 +11,16 @@ projector from student width to teacher width, trained with the student and save
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from tourney.errors import DataError
+from tourney.trainers.feature_config import (  # noqa: F401 -- the settings, re-exported beside their losses
+    FEATURE_LOSSES, FeatureKDConfig, LayerIndex, default_layer_map, parse_layer_map)
+
 PROJECTOR_FILE = "feature_projector.safetensors"
-FEATURE_LOSSES = ("mse", "cosine")
-
-
-def default_layer_map(n_student: int, n_teacher: int) -> dict[int, int]:
-    """Student layer i (1-based) -> teacher layer round(i * n_teacher / n_student).
-
-    Evenly spaced with last <-> last, e.g. (2, 4) -> {1: 2, 2: 4} and (3, 4) -> {1: 1, 2: 3, 3: 4};
-    a student deeper than its teacher maps several layers onto one.
-    """
-    if n_student < 1 or n_teacher < 1:
-        raise ValueError(f"layer counts must be >= 1, got student {n_student}, teacher {n_teacher}")
-    # Integer round-half-up, so the map never depends on float rounding.
-    return {i: max(1, (2 * i * n_teacher + n_student) // (2 * n_student)) for i in range(1, n_student + 1)}
-
-
-@dataclass(frozen=True)
-class FeatureKDConfig:
-    layer_map: dict[int, int] | None = None  # student layer -> teacher layer (hidden_states
-    #                                          indices, 0 = embeddings); None = default_layer_map
-    loss: str = "mse"  # "mse" (per-dimension squared error) or "cosine" (1 - cosine similarity)
-    weight: float = 1.0  # weight of feature_loss in the trainer's total; not applied here
-    attention: bool = False  # also match attention maps (needs eager attention)
-    attention_weight: float = 1.0  # weight of attention_loss in the total; not applied here
-
-    def __post_init__(self) -> None:
-        if self.loss not in FEATURE_LOSSES:
-            raise ValueError(f"loss must be one of {FEATURE_LOSSES}, got {self.loss!r}")
-        if self.weight < 0 or self.attention_weight < 0:
-            raise ValueError(
-                f"weight and attention_weight must be >= 0, got {self.weight}, {self.attention_weight}"
-            )
-        if self.layer_map is not None:
-            if not self.layer_map:
-                raise ValueError("layer_map is empty; use None for the default map")
-            bad = {s: t for s, t in self.layer_map.items() if not (_is_index(s) and _is_index(t))}
-            if bad:
-                raise ValueError(f"layer_map entries must be ints >= 0 (0 = embeddings), got {bad}")
-            if self.attention and 0 in self.layer_map:
-                raise ValueError("attention distillation cannot map layer 0: embeddings have no attention")
-
-    def resolve_layer_map(self, n_student: int, n_teacher: int) -> dict[int, int]:
-        """The map to use for models of these depths, checked against them."""
-        if self.layer_map is None:
-            return default_layer_map(n_student, n_teacher)
-        over = {s: t for s, t in self.layer_map.items() if s > n_student or t > n_teacher}
-        if over:
-            raise ValueError(
-                f"layer_map {over} goes past the models (student has {n_student} layers, "
-                f"teacher {n_teacher})"
-            )
-        return dict(sorted(self.layer_map.items()))
-
-
-def _is_index(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 class FeatureProjector(torch.nn.Module):
@@ -127,14 +75,14 @@ def load_projector(checkpoint_dir: str | Path) -> FeatureProjector:
 
     path = Path(checkpoint_dir) / PROJECTOR_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: was the student trained with feature KD?")
+        raise DataError(f"{path} not found: was the student trained with feature KD?")
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     try:
         layer_map = {int(s): int(t) for s, t in json.loads(meta["layer_map"]).items()}
         sw, tw = int(meta["student_width"]), int(meta["teacher_width"])
     except (KeyError, ValueError) as e:
-        raise ValueError(f"{path}: metadata lacks a valid layer_map/student_width/teacher_width ({e})") from e
+        raise DataError(f"{path}: metadata lacks a valid layer_map/student_width/teacher_width ({e})") from None
     projector = FeatureProjector(layer_map, sw, tw)
     projector.load_state_dict(load_file(str(path)))
     return projector

@@ -69,7 +69,7 @@ class DistillLoss:
                 t_out = self.teacher(**kw)
         parts: dict[str, torch.Tensor] = {}
         if cfg.uses_kd:
-            common = dict(temperature=cfg.temperature, alpha=cfg.alpha, kind=cfg.kd_kind, beta=cfg.beta)
+            common = dict(temperature=cfg.kd_temperature, alpha=cfg.alpha, kind=cfg.kd_kind, beta=cfg.beta)
             if topk_ids is not None:
                 r = sparse_kd_loss(out.logits, topk_ids, topk_logprobs, targets, **common)
             else:

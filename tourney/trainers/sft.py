@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from tourney.harness.types import DataError
+from tourney.errors import ConfigError, DataError
 from tourney.trainers.distill_config import DistillTrainConfig
 from tourney.trainers.pretrain import encode_examples, make_batch
 
@@ -37,11 +37,16 @@ def check_environment(cfg: DistillTrainConfig) -> None:
     """Fail before anything is loaded when the run cannot work on this machine."""
     if cfg.qlora:
         if not torch.cuda.is_available():
-            raise ValueError("qlora quantises the student to 4 bits with bitsandbytes, which needs a CUDA GPU and "
-                             "none is visible; use lora (a full-precision base) on this machine instead")
+            raise ConfigError("qlora quantises the student to 4 bits with bitsandbytes, which needs a CUDA GPU and "
+                              "none is visible; use lora (a full-precision base) on this machine instead")
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise ValueError("qlora needs the bitsandbytes package, which is not installed "
-                             "(pip install bitsandbytes); or use lora without quantisation")
+            raise ConfigError("qlora needs the bitsandbytes package, which is not installed "
+                              "(pip install bitsandbytes); or use lora without quantisation")
+    writer = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(cfg.report_to)
+    if writer and importlib.util.find_spec(writer) is None and not (
+            writer == "tensorboard" and importlib.util.find_spec("tensorboardX")):
+        raise ConfigError(f"report_to {cfg.report_to} needs the {writer} package, which is not installed "
+                          f"(pip install {writer}); or use --report-to none")
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -199,7 +204,7 @@ def load_student(cfg: DistillTrainConfig, path: str, *, attn_implementation: str
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     targets = [t for t in cfg.lora_targets if t in names]
     if not targets:
-        raise ValueError(f"none of lora_targets {list(cfg.lora_targets)} is a module of {path}")
+        raise ConfigError(f"none of lora_targets {list(cfg.lora_targets)} is a module of {path}")
     if cfg.qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     elif cfg.gradient_checkpointing:
@@ -220,7 +225,7 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, base: str | None = 
 
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     if not (adapter_dir / "adapter_config.json").exists():
-        raise FileNotFoundError(f"{adapter_dir}/adapter_config.json not found: not a LoRA adapter folder")
+        raise DataError(f"{adapter_dir}/adapter_config.json not found: not a LoRA adapter folder")
     base_path = base or PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype="auto")
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
