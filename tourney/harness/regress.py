@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Literal, Sequence
 
 import numpy as np
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from tourney.harness.metrics import is_correct, summarize_group
 from tourney.harness.jsonl import json_safe
@@ -41,26 +43,16 @@ SHOW_IDS = 5  # unmatched question ids named in the report; the rest are only co
 OVERALL = "overall"
 
 
-@dataclass
+@pydantic_dataclass(config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class RegressConfig:
-    alpha: float = 0.05  # significance level of the test; the bootstrap CI is at level 1 - alpha
-    min_delta: float = 0.0  # flag only drops larger than this, as a fraction (0.02 = 2 points)
-    min_n: int = 1  # a group with fewer paired questions is reported but never flagged
-    n_boot: int = 2000  # bootstrap resamples
-    seed: int = 0  # bootstrap RNG seed: the same runs always give the same report
-    adjust: Literal["holm", "none"] = "holm"  # multiple-comparison adjustment across types
-
-    def __post_init__(self) -> None:
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
-        if not 0 <= self.min_delta < 1:
-            raise ValueError(f"min_delta must be in [0, 1) (a fraction of accuracy), got {self.min_delta}")
-        if self.min_n < 1:
-            raise ValueError(f"min_n must be at least 1, got {self.min_n}")
-        if self.n_boot < 100:
-            raise ValueError(f"n_boot must be at least 100 for a usable percentile CI, got {self.n_boot}")
-        if self.adjust not in ("holm", "none"):
-            raise ValueError(f"adjust must be 'holm' or 'none', got {self.adjust!r}")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the test; the bootstrap CI "
+                                                       "is at level 1 - alpha.")
+    min_delta: float = Field(0.0, ge=0, lt=1, description="Flag only drops larger than this, as a fraction "
+                                                          "(0.02 = 2 points).")
+    min_n: int = Field(1, ge=1, description="A group with fewer paired questions is reported but never flagged.")
+    n_boot: int = Field(2000, ge=100, description="Bootstrap resamples (at least 100 for a usable percentile CI).")
+    seed: int = Field(0, description="Bootstrap RNG seed: the same runs always give the same report.")
+    adjust: Literal["holm", "none"] = Field("holm", description="Multiple-comparison adjustment across types.")
 
 
 @dataclass

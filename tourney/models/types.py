@@ -5,7 +5,10 @@ Names follow OpenAI/vLLM (`max_tokens`, `top_p`, `stop`, `n`, `logprobs`) so use
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, Union, runtime_checkable
+from typing import Optional, Protocol, Sequence, Union, runtime_checkable
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from tourney.errors import BackendError  # noqa: F401 -- re-exported: a backend's error
 
@@ -15,31 +18,18 @@ Message = dict[str, str]
 Prompt = Union[str, Sequence[Message]]
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class GenConfig:
     """Sampling settings for one batch. Greedy by default so runs are reproducible."""
 
-    max_tokens: int = 512  # new tokens per sample
-    temperature: float = 0.0  # 0 means greedy
-    top_p: float = 1.0
-    stop: tuple[str, ...] = ()  # generation ends before the first of these strings
-    n: int = 1  # samples per prompt
-    logprobs: int | None = None  # None: no logprobs; 0: chosen-token logprobs; k>0: also top-k
-    seed: int | None = 0  # per-request seed where the backend supports it
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
-        if self.logprobs is not None and not 0 <= self.logprobs <= 20:
-            raise ValueError(f"logprobs must be None or in [0, 20], got {self.logprobs}")
-        if isinstance(self.stop, str) or not all(isinstance(s, str) for s in self.stop):
-            raise ValueError("stop must be a tuple of strings")
+    max_tokens: int = Field(512, ge=1, description="New tokens per sample.")
+    temperature: float = Field(0.0, ge=0, description="0 means greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    stop: tuple[str, ...] = Field((), description="Generation ends before the first of these strings.")
+    n: int = Field(1, ge=1, description="Samples per prompt.")
+    logprobs: Optional[int] = Field(None, ge=0, le=20, description="None: no logprobs; 0: chosen-token "
+                                                                   "logprobs; k > 0: also the top k.")
+    seed: Optional[int] = Field(0, description="Per-request seed where the backend supports it.")
 
     @property
     def greedy(self) -> bool:

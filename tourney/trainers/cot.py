@@ -19,7 +19,10 @@ import json
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from tourney.harness.jsonl import iter_objects
 from tourney.harness.prompts import strip_thinking
@@ -33,33 +36,28 @@ from tourney.models.types import Backend
 COT_FILE = "cot.jsonl"
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class CoTConfig:
     """One teacher CoT generation run. Fields that change outputs must match when `out` resumes."""
 
-    model: str  # teacher spec: hf:PATH, openai:MODEL@URL, vllm:ID, gguf:PATH, replay:FILE, alias
-    data: str  # question file (.jsonl/.json/.csv/.parquet) or hf:NAME; answers may be missing
-    out: str  # run directory: run.json, results.jsonl (raw record), cot.jsonl, report.*
-    samples: int = 1  # samples per question; > 1 (with temperature > 0) for rejection sampling
-    temperature: float = 0.0  # 0 is greedy; rejection sampling wants ~0.6-1.0
-    top_p: float = 1.0
-    max_tokens: int = 1024  # reasoning is long: a cut-off solution is rarely accepted
-    logprobs: int | None = 0  # 0: chosen-token logprobs (curriculum confidence); None: do not ask
-    chat: bool = False  # chat messages (instruct/thinking teachers) rather than the base template
-    template: str | None = None  # prompt template name; None picks one per question
-    limit: int | None = None  # first N questions only
-    batch_size: int = 16  # questions per backend call: also the unit of resumption
-    seed: int = 0
-    model_args: dict[str, Any] = field(default_factory=dict)  # backend options (recorded, not used here)
+    model: str = Field(description="Teacher spec: hf:PATH, openai:MODEL@URL, vllm:ID, gguf:PATH, replay:FILE, alias.")
+    data: str = Field(description="Question file (.jsonl/.json/.csv/.parquet) or hf:NAME; answers may be missing.")
+    out: str = Field(description="Run directory: run.json, results.jsonl (raw record), cot.jsonl, report.*.")
+    samples: int = Field(1, ge=1, description="Samples per question; > 1 (with temperature > 0) for rejection sampling.")
+    temperature: float = Field(0.0, ge=0, description="0 is greedy; rejection sampling wants about 0.6-1.0.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    max_tokens: int = Field(1024, ge=1, description="Reasoning is long: a cut-off solution is rarely accepted.")
+    logprobs: Optional[int] = Field(0, ge=0, le=20, description="0: chosen-token logprobs (curriculum "
+                                                                "confidence); None: do not ask.")
+    chat: bool = Field(False, description="Chat messages (instruct/thinking teachers) rather than the base template.")
+    template: Optional[str] = Field(None, description="Prompt template name; None picks one per question.")
+    limit: Optional[int] = Field(None, ge=1, description="First N questions only.")
+    batch_size: int = Field(16, ge=1, description="Questions per backend call: also the unit of resumption.")
+    seed: int = Field(0, description="Sampling seed.")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="Backend options (recorded, not used here).")
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        self.eval_config()  # EvalConfig checks samples, limit, and samples > 1 needing a temperature
+        self.eval_config()  # EvalConfig checks samples > 1 needing a temperature, and the template
 
     def eval_config(self) -> EvalConfig:
         return EvalConfig(model=self.model, data=self.data, out=self.out, limit=self.limit, samples=self.samples,

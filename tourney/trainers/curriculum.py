@@ -27,39 +27,37 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from dataclasses import asdict
+from typing import Annotated, Any, Literal, Sequence
+
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from tourney.errors import ConfigError, DataError
 
 ORDERS = ("easy-to-hard", "staged", "competence", "random")
 COMPONENTS = ("pass", "confidence", "length", "type")
 
 
-@dataclass(frozen=True)
+Weight = Annotated[float, Field(ge=0)]
+
+
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class CurriculumConfig:
-    order: str = "easy-to-hard"  # one of ORDERS
-    seed: int = 0  # the only source of randomness
-    w_pass: float = 0.4  # weight of 1 - pass rate; weights are >= 0 and not all 0
-    w_confidence: float = 0.2  # weight of scaled -mean_logprob
-    w_length: float = 0.2  # weight of scaled solution length
-    w_type: float = 0.2  # weight of the type's pass-rate rank
-    buckets: int = 4  # staged: number of difficulty buckets, >= 1
-    c0: float = 0.1  # competence: the easiest fraction available at the start, in (0, 1]
-    ramp: float = 0.5  # competence: fraction of all draws after which everything is available, in (0, 1]
+    order: Literal[ORDERS] = Field("easy-to-hard", description="easy-to-hard, staged, competence or random.")
+    seed: int = Field(0, description="The only source of randomness.")
+    w_pass: Weight = Field(0.4, description="Weight of 1 - pass rate (weights are >= 0 and not all 0).")
+    w_confidence: Weight = Field(0.2, description="Weight of scaled -mean_logprob.")
+    w_length: Weight = Field(0.2, description="Weight of scaled solution length.")
+    w_type: Weight = Field(0.2, description="Weight of the type's pass-rate rank.")
+    buckets: int = Field(4, ge=1, description="staged: number of difficulty buckets.")
+    c0: float = Field(0.1, gt=0, le=1, description="competence: the easiest fraction available at the start.")
+    ramp: float = Field(0.5, gt=0, le=1, description="competence: fraction of all draws after which everything "
+                                                     "is available.")
 
     def __post_init__(self) -> None:
-        if self.order not in ORDERS:
-            raise ValueError(f"unknown order {self.order!r}; expected one of {', '.join(ORDERS)}")
-        weights = self.weights()
-        if any(not math.isfinite(w) or w < 0 for w in weights.values()):
-            raise ValueError(f"weights must be finite and >= 0, got {weights}")
-        if sum(weights.values()) == 0:
+        if sum(self.weights().values()) == 0:
             raise ValueError("at least one difficulty weight must be > 0")
-        if self.buckets < 1:
-            raise ValueError(f"buckets must be >= 1, got {self.buckets}")
-        if not 0 < self.c0 <= 1:
-            raise ValueError(f"c0 must be in (0, 1], got {self.c0}")
-        if not 0 < self.ramp <= 1:
-            raise ValueError(f"ramp must be in (0, 1], got {self.ramp}")
 
     def weights(self) -> dict[str, float]:
         return {"pass": self.w_pass, "confidence": self.w_confidence, "length": self.w_length, "type": self.w_type}
@@ -171,9 +169,9 @@ def _competence_order(ranked: list[int], epochs: int, cfg: CurriculumConfig, rng
 def order_examples(examples: Sequence[Any], cfg: CurriculumConfig, epochs: int = 1) -> list[list[int]]:
     """The order of example indices for each of `epochs` epochs (see the module doc)."""
     if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
+        raise ConfigError(f"epochs must be >= 1, got {epochs}")
     if not examples:
-        raise ValueError("no examples to order")
+        raise DataError("no examples to order")
     rng = random.Random(cfg.seed)
     n = len(examples)
     if cfg.order == "random":

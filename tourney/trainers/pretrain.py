@@ -11,37 +11,33 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
+
+from tourney.errors import ConfigError
 
 from tourney.models.mini.arch import MiniArch, build_model
 
 PROMPT = "Question: {question}\nAnswer:"
 
 
-@dataclass(frozen=True)
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class PretrainConfig:
-    out_dir: str  # checkpoint folder; epoch-N/ subfolders plus the final model at the top
-    epochs: int = 4
-    batch_size: int = 64  # sequences per optimizer step
-    lr: float = 3e-3  # peak learning rate (tiny models tolerate high rates)
-    min_lr_ratio: float = 0.1  # cosine floor as a share of lr
-    warmup_steps: int = 100
-    weight_decay: float = 0.05
-    grad_clip: float = 1.0
-    seed: int = 0
-    threads: int | None = None  # torch CPU threads; None keeps torch's default
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
-        if not 0 < self.lr < 1:
-            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+    out_dir: str = Field(description="Checkpoint folder; epoch-N/ subfolders plus the final model at the top.")
+    epochs: int = Field(4, ge=1, description="Passes over the data.")
+    batch_size: int = Field(64, ge=1, description="Sequences per optimizer step.")
+    lr: float = Field(3e-3, gt=0, lt=1, description="Peak learning rate (tiny models tolerate high rates).")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Cosine floor as a share of lr.")
+    warmup_steps: int = Field(100, ge=0, description="Linear warm-up steps.")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient norm clip.")
+    seed: int = Field(0, description="Initialisation and data order.")
+    threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; None keeps torch's default.")
 
 
 def encode_examples(tokenizer, rows: Sequence[dict], *, chat: bool = False) -> list[tuple[list[int], int]]:
@@ -56,7 +52,7 @@ def encode_examples(tokenizer, rows: Sequence[dict], *, chat: bool = False) -> l
     from tourney.harness.prompts import TEMPLATES
 
     if chat and not getattr(tokenizer, "chat_template", None):
-        raise ValueError("chat=True but the student's tokenizer has no chat template")
+        raise ConfigError("chat=True but the student's tokenizer has no chat template")
     out = []
     for r in rows:
         if chat:
