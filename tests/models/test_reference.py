@@ -33,3 +33,22 @@ def test_missing_field_is_named(tmp_path):
     bad.write_text(text)
     with pytest.raises(ValueError, match=r"\[student\] lacks port"):
         load_reference(bad)
+
+
+def test_printed_commands_work_as_printed():
+    """No path relative to a developer's checkout, and the student run records the logprobs that
+    routing needs."""
+    pair = load_reference()
+    student = shlex.split(pair.eval_command("student", "runs/student"))
+    teacher = shlex.split(pair.eval_command("teacher", "runs/teacher"))
+    for cmd in (student, teacher):
+        data = cmd[cmd.index("--data") + 1]
+        assert not data.startswith("..") and "shared" not in data
+    assert student[student.index("--logprobs") + 1] == "0" and "--logprobs" not in teacher
+    from click.testing import CliRunner
+
+    from tourney.cli.main import main
+
+    for cmd in (student, teacher):  # every flag printed is one `tourney eval` takes
+        res = CliRunner().invoke(main, [*cmd[1:], "--help"])
+        assert res.exit_code == 0, res.output

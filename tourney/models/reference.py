@@ -6,6 +6,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from tourney.errors import DataError
+
 REFERENCE_FILE = Path(__file__).parent / "configs" / "reference_pair.toml"
 GIB = 1024**3
 
@@ -38,15 +40,15 @@ class ServedModel:
     def validate(self, where: str) -> None:
         tp = self.tensor_parallel_size
         if tp < 1 or tp & (tp - 1):
-            raise ValueError(f"{where}: tensor_parallel_size must be a power of two, got {tp}")
+            raise DataError(f"{where}: tensor_parallel_size must be a power of two, got {tp}")
         # Weights must leave room for activations and the KV cache on every GPU.
         if self.weight_gib_per_gpu() > 0.85 * self.gpu_memory_gib:
-            raise ValueError(f"{where}: {self.weight_gib_per_gpu():.0f} GiB of weights per GPU does not fit "
+            raise DataError(f"{where}: {self.weight_gib_per_gpu():.0f} GiB of weights per GPU does not fit "
                              f"{self.gpu_memory_gib} GiB GPUs with tensor_parallel_size={tp}")
         if not self.base_url.startswith(("http://", "https://")) or not self.base_url.rstrip("/").endswith("/v1"):
-            raise ValueError(f"{where}: base_url must be an http(s) URL ending in /v1, got {self.base_url!r}")
+            raise DataError(f"{where}: base_url must be an http(s) URL ending in /v1, got {self.base_url!r}")
         if f":{self.port}/" not in self.base_url:
-            raise ValueError(f"{where}: base_url {self.base_url!r} does not use port {self.port}")
+            raise DataError(f"{where}: base_url {self.base_url!r} does not use port {self.port}")
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,15 @@ class ReferencePair:
     eval: dict
 
     def eval_command(self, role: str, out: str) -> str:
+        """The `tourney eval` command for one model; the student's records token logprobs
+        (`--logprobs 0`), which the routing signals read."""
         m = getattr(self, role)
         e = self.eval
+        logprobs = ["--logprobs", "0"] if role == "student" else []
         return shlex.join(["tourney", "eval", "--model", m.spec, "--data", e["data"], "--chat",
                            "--max-tokens", str(e["max_tokens"]), "--temperature", str(e["temperature"]),
-                           "--top-p", str(e["top_p"]), "--concurrency", str(e["concurrency"]), "--out", out])
+                           "--top-p", str(e["top_p"]), "--concurrency", str(e["concurrency"]), *logprobs,
+                           "--out", out])
 
 
 FIELDS = {f: t for f, t in ServedModel.__annotations__.items() if f != "role"}
@@ -69,21 +75,21 @@ FIELDS = {f: t for f, t in ServedModel.__annotations__.items() if f != "role"}
 def load_reference(path: str | Path = REFERENCE_FILE) -> ReferencePair:
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+        raise DataError(f"{path}: not valid TOML: {exc}") from None
     models = {}
     for role in ("teacher", "student"):
         table = raw.get(role)
         if not isinstance(table, dict):
-            raise ValueError(f"{path}: missing [{role}] table")
+            raise DataError(f"{path}: missing [{role}] table")
         missing = [f for f in FIELDS if f not in table]
         if missing:
-            raise ValueError(f"{path}: [{role}] lacks {', '.join(missing)}")
+            raise DataError(f"{path}: [{role}] lacks {', '.join(missing)}")
         m = ServedModel(role=role, **{**table, "serve_args": tuple(table["serve_args"])})
         m.validate(f"{path} [{role}]")
         models[role] = m
     for key in ("data", "max_tokens", "temperature", "top_p", "concurrency"):
         if key not in raw.get("eval", {}):
-            raise ValueError(f"{path}: [eval] lacks {key}")
+            raise DataError(f"{path}: [eval] lacks {key}")
     return ReferencePair(teacher=models["teacher"], student=models["student"], eval=raw["eval"])
