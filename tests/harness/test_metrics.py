@@ -145,3 +145,17 @@ def test_empty_and_to_dict_is_valid_json() -> None:
     d = rep.to_dict()
     assert d["overall"]["accuracy"] is None and d["overall"]["ci95"] == [None, None]
     json.dumps(d, allow_nan=False)  # raises if a nan slipped through
+
+
+def test_unparsed_answers_are_counted_beside_errors():
+    from tourney.harness.metrics import summarize_group
+    from tourney.harness.types import SampleResult
+
+    def r(i, pred, error=None):
+        return SampleResult(id=f"q{i}", question="?", type="t", sample=0, output="text", prediction=pred, gold="1",
+                            correct=pred == "1", latency_s=0.1, ttft_s=None, prompt_tokens=1, completion_tokens=1,
+                            error=error)
+
+    g = summarize_group([r(0, "1"), r(1, None), r(2, None), r(3, None, error="timeout")])
+    assert (g.errors, g.unparsed) == (1, 2)  # an errored sample is an error, not an unparsed answer
+

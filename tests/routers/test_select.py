@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tourney.routers.fit import Target, fit_router
 from tourney.routers.rundata import RoutingData
@@ -55,7 +56,7 @@ def test_a_dev_set_too_small_to_fit_falls_back_to_the_best_single_signal(monkeyp
     import tourney.routers.select as sel
 
     def no_fit(*a, **k):
-        raise ValueError("a fold with one class")
+        raise sel.CannotFit("a fold with one class")
     monkeypatch.setattr(sel.CombinedRouter, "fit", no_fit)
     d = data()
     for f in d.features:
@@ -63,3 +64,13 @@ def test_a_dev_set_too_small_to_fit_falls_back_to_the_best_single_signal(monkeyp
     table = select_signals(d)
     assert all(len(c.signals) == 1 and not c.eligible for c in table)
     assert chosen(table) == table[0] and chosen(table).signals == ("self_consistency",)
+
+
+def test_a_bug_in_a_fit_is_not_taken_for_an_unfittable_candidate(monkeypatch):
+    import tourney.routers.select as sel
+
+    def bug(*a, **k):
+        raise ValueError("shapes (3,) and (4,) not aligned")
+    monkeypatch.setattr(sel.CombinedRouter, "fit", bug)
+    with pytest.raises(ValueError, match="not aligned"):
+        select_signals(data())

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from typing import Any, Callable
 
 import click
 
-from tourney.harness.types import DataError
-from tourney.models.types import BackendError
+from tourney.errors import ConfigError, TourneyError
+
+# Set by `tourney --debug` (or TOURNEY_DEBUG=1, for entry points such as `python -m
+# tourney.cli.distill` under torchrun): the project's own errors keep their traceback too.
+DEBUG = {"on": os.environ.get("TOURNEY_DEBUG", "") not in ("", "0")}
 
 
 def _fail(message: str) -> None:
@@ -18,13 +22,17 @@ def _fail(message: str) -> None:
 
 
 def friendly_errors(fn: Callable) -> Callable:
-    """Turn the project's own error types into one-line messages."""
+    """The project's own error types (tourney.errors: bad data, bad options, a backend that cannot
+    answer) become one line and exit status 2. Every other exception is a bug and keeps its
+    traceback; `--debug` keeps the traceback of these too."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (DataError, BackendError, ValueError, FileNotFoundError) as exc:
+        except TourneyError as exc:
+            if DEBUG["on"]:
+                raise
             _fail(str(exc))
 
     return wrapper
@@ -53,19 +61,49 @@ class SectionedCommand(click.Command):
                     formatter.write_dl(records)
 
 
-def parse_model_args(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """`key=value` options for the backend; values are read as JSON when they parse (numbers,
-    true/false), else kept as strings."""
+def split_pairs(text: str) -> list[str]:
+    """`a=1,b=2` -> ["a=1", "b=2"], lm-eval's comma form, except that commas inside brackets or
+    quotes stay in their value (`extra_body={"a": 1, "b": 2}` is one pair)."""
+    parts, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "{[(":
+            depth += 1
+        elif ch in "}])":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_key_values(pairs: tuple[str, ...] | list[str], option: str = "--model-arg") -> dict[str, Any]:
+    """`key=value` options, each given alone or comma-joined (`a=1,b=2`); values are read as JSON
+    when they parse (numbers, true/false, objects), else kept as strings. A key given twice is an
+    error, not a silent overwrite."""
     out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--model-arg {pair!r}: expected key=value")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+    for given in pairs:
+        for pair in split_pairs(given):
+            key, sep, value = pair.partition("=")
+            key = key.strip()
+            if not sep or not key:
+                raise ConfigError(f"{option} {pair!r}: expected key=value (several as a=1,b=2)")
+            if key in out:
+                raise ConfigError(f"{option}: {key!r} is given twice")
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError:
+                out[key] = value
     return out
+
+
+def parse_model_args(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """Backend options from --model-arg / --model_args (see parse_key_values)."""
+    return parse_key_values(pairs, "--model-arg")
 
 
 def progress_bar(description: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from tourney.errors import DataError
 from tourney.cli.common import with_backend
 from tourney.harness.report import render_comparison_table
 from tourney.harness.runner import EvalConfig, run_eval
@@ -28,7 +29,7 @@ def run_demo(out: str, limit: int | None = None, overwrite: bool = False,
 
     models = demo_models()
     if not models:
-        raise FileNotFoundError(f"no miniature checkpoints under {MINI_DIR}; run `tourney mini train`")
+        raise DataError(f"no miniature checkpoints under {MINI_DIR}; run `tourney mini train`")
     reports = {}
     for alias in models:
         cfg = EvalConfig(model=alias, data=str(MINI_TEST), out=str(Path(out) / alias), limit=limit,

@@ -8,7 +8,9 @@ from pathlib import Path
 import click
 
 from tourney.cli.common import SectionedCommand, friendly_errors, parse_model_args, with_backend
+from tourney.errors import ConfigError
 from tourney.models.registry import default_options
+from tourney.schema import parse_option
 
 
 @click.group("distill")
@@ -21,16 +23,17 @@ def distill() -> None:
 @click.option("--data", required=True, help="Question file or hf:NAME; questions without an answer are allowed.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (resumed if it exists).")
 @click.option("--samples", type=int, default=1, show_default=True, help="Samples per question (needs --temperature > 0 when > 1).")
-@click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--max-tokens", type=int, default=1024, show_default=True)
+@click.option("--temperature", type=float, default=0.0, show_default=True, help="Sampling temperature; 0 is greedy.")
+@click.option("--max-tokens", type=int, default=1024, show_default=True, help="Generation budget per sample, in tokens.")
 @click.option("--limit", type=int, default=None, help="First N questions only.")
 @click.option("--chat/--no-chat", default=False, show_default=True, help="Send chat messages (instruct/thinking teachers).")
 @click.option("--template", default=None, help="Prompt template name; default: chosen per question.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Questions per backend call; the unit of resumption.")
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight (server backends).")
 @click.option("--logprobs/--no-logprobs", default=True, show_default=True, help="Record chosen-token logprobs (teacher confidence).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--model-arg", "model_args", multiple=True, help="Backend option key=value (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@click.option("--model-arg", "--model_args", "model_args", multiple=True,
+              help="Backend option key=value, repeatable or comma-joined (device=cuda,dtype=bfloat16).")
 @click.option("--overwrite", is_flag=True, help="Discard what --out holds instead of resuming it.")
 @friendly_errors
 def distill_generate(teacher, data, out, samples, temperature, max_tokens, limit, chat, template, batch_size,
@@ -40,9 +43,10 @@ def distill_generate(teacher, data, out, samples, temperature, max_tokens, limit
 
     args, chunk = default_options(teacher, chat, batch_size, concurrency)
     args.update(parse_model_args(model_args))
-    cfg = CoTConfig(model=teacher, data=data, out=out, samples=samples, temperature=temperature,
-                    max_tokens=max_tokens, logprobs=0 if logprobs else None, chat=chat, template=template,
-                    limit=limit, batch_size=chunk, seed=seed, model_args=args)
+    cfg = parse_option(CoTConfig, dict(model=teacher, data=data, out=out, samples=samples, temperature=temperature,
+                                       max_tokens=max_tokens, logprobs=0 if logprobs else None, chat=chat,
+                                       template=template, limit=limit, batch_size=chunk, seed=seed, model_args=args),
+                       "distill generate")
     questions = load_cot_questions(data, limit=limit)  # bad data fails before a model is loaded
     path = with_backend(teacher, args, f"cot {teacher}", lambda backend, progress: generate_cot(
         cfg, backend, questions=questions, overwrite=overwrite, progress=progress))
@@ -51,7 +55,8 @@ def distill_generate(teacher, data, out, samples, temperature, max_tokens, limit
 
 @distill.command("select")
 @click.option("--cot", "cot_path", required=True, type=click.Path(exists=True, dir_okay=False), help="cot.jsonl from `distill generate`.")
-@click.option("--policy", type=click.Choice(["first", "shortest", "all-distinct"]), default="first", show_default=True)
+@click.option("--policy", type=click.Choice(["first", "shortest", "all-distinct"]), default="first", show_default=True,
+              help="Which accepted sample(s) to keep: the first, the shortest, or every distinct one.")
 @click.option("--verifier", type=click.Choice(["auto", "gold", "majority"]), default="auto", show_default=True,
               help="auto: gold where a question has one, majority vote where it has none.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="sft.jsonl to write; pass_rates.jsonl goes beside it.")
@@ -70,9 +75,10 @@ def distill_select(cot_path: str, policy: str, verifier: str, out: str) -> None:
 
 @distill.command("curriculum")
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False), help="sft.jsonl (or gold/GSM8K-style JSONL).")
-@click.option("--order", type=click.Choice(["easy-to-hard", "staged", "competence", "random"]), default="easy-to-hard", show_default=True)
-@click.option("--epochs", type=int, default=1, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--order", type=click.Choice(["easy-to-hard", "staged", "competence", "random"]), default="easy-to-hard",
+              show_default=True, help="How examples are ordered each epoch (see trainers/curriculum.py).")
+@click.option("--epochs", type=int, default=1, show_default=True, help="Epoch orders to write (>= the training epochs).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Tie-breaking and shuffling seed.")
 @click.option("--buckets", type=int, default=4, show_default=True, help="staged: number of difficulty buckets.")
 @click.option("--c0", type=float, default=0.1, show_default=True, help="competence: initial competence.")
 @click.option("--ramp", type=float, default=0.5, show_default=True, help="competence: fraction of training until full competence.")
@@ -85,13 +91,14 @@ def distill_curriculum(data: str, order: str, epochs: int, seed: int, buckets: i
     from tourney.trainers.curriculum import CurriculumConfig, difficulty_scores, order_examples
     from tourney.trainers.dataset import read_sft_jsonl
 
-    w: dict[str, float] = {}
+    w: dict[str, str] = {}
     if weights:
         parts = weights.split(",")
         if len(parts) != 4:
-            raise ValueError(f"--weights {weights!r}: expected four numbers pass,confidence,length,type")
-        w = dict(zip(("w_pass", "w_confidence", "w_length", "w_type"), map(float, parts)))
-    cfg = CurriculumConfig(order=order, seed=seed, buckets=buckets, c0=c0, ramp=ramp, **w)
+            raise ConfigError(f"--weights {weights!r}: expected four numbers pass,confidence,length,type")
+        w = dict(zip(("w_pass", "w_confidence", "w_length", "w_type"), (p.strip() for p in parts)))
+    cfg = parse_option(CurriculumConfig, dict(order=order, seed=seed, buckets=buckets, c0=c0, ramp=ramp, **w),
+                       "distill curriculum")
     examples = read_sft_jsonl(data)
     result = {"data": data, "config": cfg.to_dict(), "ids": [e["id"] for e in examples],
               "difficulty": [round(d, 6) for d in difficulty_scores(examples, cfg)],

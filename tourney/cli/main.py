@@ -8,49 +8,101 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from tourney.cli.common import friendly_errors, parse_model_args, with_backend
+from tourney.cli.common import DEBUG, SectionedCommand, friendly_errors, parse_key_values, parse_model_args, with_backend
+from tourney.errors import ConfigError
 from tourney.models.registry import default_options
 
 
 @click.group()
 @click.version_option(package_name="tourney")
-def main() -> None:
+@click.option("--debug", is_flag=True, help="Show the full traceback of every error, the expected ones too.")
+def main(debug: bool) -> None:
     """Distil a large reasoning model into a fast one, measure both, route between them."""
+    if debug:
+        DEBUG["on"] = True
 
 
-@main.command("eval")
-@click.option("--model", "model", required=True, help="Model spec: hf:PATH, openai:MODEL@URL, gguf:PATH, vllm:ID, replay:FILE, mini-teacher, mini-student.")
+EVAL_SECTIONS: dict[str, tuple[str, ...]] = {
+    "Model and data": ("model", "data", "out", "limit", "model_args"),
+    "Prompting": ("template", "chat", "system_prompt"),
+    "Generation": ("samples", "max_tokens", "temperature", "top_p", "seed", "logprobs", "gen_kwargs"),
+    "Throughput": ("concurrency", "batch_size"),
+    "Run folder": ("overwrite", "log_samples"),
+}
+# lm-eval's --gen_kwargs names -> ours; anything else is refused with this list.
+GEN_KWARGS = {"temperature": "temperature", "top_p": "top_p", "max_gen_toks": "max_tokens",
+              "max_tokens": "max_tokens", "max_new_tokens": "max_tokens", "seed": "seed", "do_sample": None}
+
+
+def gen_overrides(ctx: click.Context, gen_kwargs: tuple[str, ...]) -> dict[str, Any]:
+    """lm-eval's `--gen_kwargs temperature=0.7,top_p=0.95,max_gen_toks=256` as our fields; a
+    setting also given by its own flag is an error rather than a silent choice between them."""
+    from click.core import ParameterSource
+
+    out: dict[str, Any] = {}
+    for key, value in parse_key_values(gen_kwargs, "--gen_kwargs").items():
+        if key not in GEN_KWARGS:
+            raise ConfigError(f"--gen_kwargs {key!r} is not supported; known: {', '.join(GEN_KWARGS)}")
+        name = GEN_KWARGS[key]
+        if name is None:  # do_sample=false is greedy; do_sample=true needs a temperature, given apart
+            if value is False:
+                out["temperature"] = 0.0
+            continue
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+            raise ConfigError(f"--gen_kwargs {key} and --{name.replace('_', '-')} both given; give one")
+        out[name] = value
+    return out
+
+
+@main.command("eval", cls=SectionedCommand, sections=EVAL_SECTIONS)
+@click.option("--model", "model", required=True, help="Model spec: hf:PATH, openai:MODEL@URL, gguf:PATH, vllm:ID, replay:FILE, mini-teacher, mini-student, mini-distilled.")
 @click.option("--data", required=True, help="Question file (.jsonl/.json/.csv/.parquet) or hf:NAME[:CONFIG][:SPLIT].")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run directory (resumed if it exists).")
-@click.option("--limit", type=int, default=None, help="Evaluate the first N questions only.")
-@click.option("--samples", type=int, default=1, show_default=True, help="Samples per question.")
-@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight (server backends).")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Questions per backend call; the unit of resumption.")
-@click.option("--max-tokens", type=int, default=512, show_default=True)
-@click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--top-p", type=float, default=1.0, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--logprobs", type=int, default=None, help="Record token logprobs (0) and top-k alternatives (k).")
+@click.option("--out", "--output_path", "out", required=True, type=click.Path(file_okay=False),
+              help="Run directory (resumed if it exists); --output_path as lm-eval spells it.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Evaluate the first N questions only.")
+@click.option("--model-arg", "--model_args", "--model-args", "model_args", multiple=True,
+              help="Backend option key=value, repeatable or comma-joined as in lm-eval (device=cuda,dtype=bfloat16); "
+                   "a backend names its valid options when given another.")
 @click.option("--template", default=None, help="Prompt template name (base, cot-chat, mc-base, mc-chat); default: chosen per question.")
 @click.option("--chat/--no-chat", default=False, show_default=True, help="Send chat messages (instruct models).")
-@click.option("--model-arg", "model_args", multiple=True, help="Backend option key=value (repeatable), e.g. device=cuda.")
+@click.option("--system-prompt", "--system_instruction", "system_prompt", default=None,
+              help="System message before each question (chat templates; needs --chat or a chat --template).")
+@click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per question.")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Generation budget per sample, in tokens.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Sampling temperature; 0 is greedy.")
+@click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True, help="Nucleus sampling mass.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed (sample i of a question uses seed + i where the backend supports it).")
+@click.option("--logprobs", type=click.IntRange(min=0, max=20), default=None,
+              help="Record token logprobs: 0 = each chosen token's logprob (what the routing signals read), "
+                   "k = also the top-k alternatives. [default: none recorded]")
+@click.option("--gen_kwargs", "--gen-kwargs", "gen_kwargs", multiple=True,
+              help="lm-eval's generation settings: temperature, top_p, max_gen_toks, seed, do_sample (a=1,b=2).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Requests in flight (server backends).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Questions per backend call; the unit of resumption.")
 @click.option("--overwrite", is_flag=True, help="Discard what --out holds instead of resuming it.")
+@click.option("--log_samples", "--log-samples", "log_samples", is_flag=True,
+              help="Accepted for lm-eval users; every sample is always logged (OUT/results.jsonl).")
+@click.pass_context
 @friendly_errors
-def eval_cmd(model, data, out, limit, samples, concurrency, batch_size, max_tokens, temperature, top_p,
-             seed, logprobs, template, chat, model_args, overwrite) -> None:
+def eval_cmd(ctx, model, data, out, limit, model_args, template, chat, system_prompt, samples, max_tokens,
+             temperature, top_p, seed, logprobs, gen_kwargs, concurrency, batch_size, overwrite, log_samples) -> None:
     """Evaluate a model on a question set; write results.jsonl and report.{json,md,html}."""
     from tourney.harness.questions import load_questions
     from tourney.harness.report import render_run_markdown
     from tourney.harness.runner import EvalConfig, run_eval
+    from tourney.schema import parse_option
 
     args, chunk = default_options(model, chat, batch_size, concurrency)
     args.update(parse_model_args(model_args))
-    cfg = EvalConfig(model=model, data=data, out=out, limit=limit, samples=samples, max_tokens=max_tokens,
-                     temperature=temperature, top_p=top_p, seed=seed, logprobs=logprobs, template=template,
-                     chat=chat, chunk_size=chunk, model_args=args)
+    gen = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
+           **gen_overrides(ctx, gen_kwargs)}
+    cfg = parse_option(EvalConfig, dict(model=model, data=data, out=out, limit=limit, samples=samples, **gen,
+                                        logprobs=logprobs, template=template, chat=chat, system_prompt=system_prompt,
+                                        chunk_size=chunk, model_args=args), "tourney eval")
     questions = load_questions(data, limit=limit)  # bad data fails before a model is loaded
     report = with_backend(model, args, f"eval {model}", lambda backend, progress: run_eval(
         cfg, backend, questions=questions, overwrite=overwrite, progress=progress))
@@ -69,7 +121,8 @@ def report_cmd(run_dir: str) -> None:
 
 
 @main.command("demo")
-@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the three runs and comparison.md.")
 @click.option("--limit", type=int, default=None, help="First N test questions only.")
 @click.option("--overwrite", is_flag=True, help="Re-run instead of resuming what --out holds.")
 @friendly_errors
@@ -88,23 +141,26 @@ def mini() -> None:
 @mini.command("train")
 @click.option("--work", default="runs/mini-train", show_default=True, type=click.Path(file_okay=False),
               help="Working folder (data, tokenizer, per-epoch checkpoints); rerun to resume.")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Where final checkpoints go (default: the shipped folder).")
-@click.option("--which", type=click.Choice(["teacher", "student", "both"]), default="both", show_default=True)
+@click.option("--out", default="runs/mini-checkpoints", show_default=True, type=click.Path(file_okay=False),
+              help="Where the final checkpoints go (OUT/teacher, OUT/student). The shipped pair is never "
+                   "replaced unless OUT is its folder, tourney/models/mini/checkpoints.")
+@click.option("--which", type=click.Choice(["teacher", "student", "both"]), default="both", show_default=True,
+              help="Which model(s) to train.")
 @friendly_errors
-def mini_train(work: str, out: str | None, which: str) -> None:
-    """Retrain the shipped miniature pair from scratch (about 40 minutes on a 2-core CPU)."""
-    from tourney.models.registry import MINI_DIR
+def mini_train(work: str, out: str, which: str) -> None:
+    """Retrain the miniature pair from scratch (about 40 minutes on a 2-core CPU)."""
     from tourney.trainers.mini import train_mini
 
     names = ("teacher", "student") if which == "both" else (which,)
-    for name, path in train_mini(work, out_dir=out or MINI_DIR, which=names, log=click.echo).items():
+    for name, path in train_mini(work, out_dir=out, which=names, log=click.echo).items():
         click.echo(f"{name}: {path}")
 
 
 @mini.command("data")
-@click.option("--out", default="runs/mini-data", show_default=True, type=click.Path(file_okay=False))
+@click.option("--out", default="runs/mini-data", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for train.jsonl (20,000 questions, the distillation examples' data), dev.jsonl, test.jsonl.")
 def mini_data(out: str) -> None:
-    """Write the miniature train/dev/test splits as JSONL."""
+    """Write the miniature train/dev/test splits as JSONL (OUT/train.jsonl is what `distill` reads)."""
     from tourney.harness.synthetic import write_splits
 
     for split, path in write_splits(out).items():
@@ -114,7 +170,8 @@ def mini_data(out: str) -> None:
 @main.command("export-gguf")
 @click.argument("checkpoint")
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--dtype", type=click.Choice(["f32", "f16"]), default="f32", show_default=True)
+@click.option("--dtype", type=click.Choice(["f32", "f16"]), default="f32", show_default=True,
+              help="Weight precision in the GGUF file.")
 @friendly_errors
 def export_gguf_cmd(checkpoint: str, out: str, dtype: str) -> None:
     """Export a Qwen3-family checkpoint (a folder or a mini alias) to GGUF for llama.cpp."""
@@ -154,8 +211,10 @@ def regress_cmd(baseline: str, candidate: str, alpha: float, min_delta: float, o
     """Compare CANDIDATE with BASELINE (two run directories) on the same questions; exit 1 when
     the candidate is significantly worse overall or on any question type."""
     from tourney.harness.regress import RegressConfig, compare_runs, render_regression_markdown
+    from tourney.schema import parse_option
 
-    result = compare_runs(baseline, candidate, RegressConfig(alpha=alpha, min_delta=min_delta))
+    result = compare_runs(baseline, candidate, parse_option(RegressConfig, {"alpha": alpha, "min_delta": min_delta},
+                                                            "tourney regress"))
     text = render_regression_markdown(result)
     click.echo(text)
     if out_md:

@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from tourney.cli.common import friendly_errors, progress_bar
+from tourney.schema import parse_option
 
 
 @click.group("route")
@@ -33,9 +34,10 @@ def route_calibrate(student, teacher, target, absolute, signals, heldout_student
     from tourney.routers.fit import CalibrateConfig, calibrate_runs, describe
 
     names = tuple(s.strip() for s in signals.split(",") if s.strip()) if signals else None
-    cfg = CalibrateConfig(student=student, teacher=teacher, target=target, out=out, absolute=absolute,
-                          signals=names, heldout_student=heldout_student, heldout_teacher=heldout_teacher,
-                          split=split, seed=seed, split_ties=split_ties)
+    cfg = parse_option(CalibrateConfig, dict(student=student, teacher=teacher, target=target, out=out, absolute=absolute,
+                                             signals=names, heldout_student=heldout_student,
+                                             heldout_teacher=heldout_teacher, split=split, seed=seed,
+                                             split_ties=split_ties), "route calibrate")
     click.echo(describe(calibrate_runs(cfg)))
     click.echo(f"wrote {out}")
 
@@ -60,7 +62,8 @@ def route_eval(student, teacher, router_path, signal, out) -> None:
 @click.command("submit")
 @click.option("--questions", required=True, help="Question file; answers may be absent.")
 @click.option("--router", "router_path", required=True, type=click.Path(exists=True, dir_okay=False), help="ROUTER.json from `route calibrate` (names the models).")
-@click.option("--mode", type=click.Choice(["speed", "accuracy", "balanced"]), default="balanced", show_default=True)
+@click.option("--mode", type=click.Choice(["speed", "accuracy", "balanced"]), default="balanced", show_default=True,
+              help="speed: the student alone; accuracy: the teacher (the student once --budget-s is spent); balanced: the router decides.")
 @click.option("--deadline-ms", type=float, required=True, help="Per-question deadline, from when the question starts.")
 @click.option("--budget-s", type=float, default=None, help="Total wall-clock budget; once spent, the student answers alone.")
 @click.option("--concurrency", type=int, default=1, show_default=True, help="Batches in flight (keep 1 for in-process models).")
@@ -78,8 +81,9 @@ def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, concurrency,
     from tourney.routers.cascade import load_cascade
     from tourney.routers.submit import SubmitConfig, load_submit_questions, render_summary, run_submission
 
-    cfg = SubmitConfig(questions=questions, out=out, mode=mode, deadline_ms=deadline_ms, budget_s=budget_s,
-                       concurrency=concurrency, batch_size=batch_size, router=router_path)
+    cfg = parse_option(SubmitConfig, dict(questions=questions, out=out, mode=mode, deadline_ms=deadline_ms,
+                                          budget_s=budget_s, concurrency=concurrency, batch_size=batch_size,
+                                          router=router_path), "submit")
     qs = load_submit_questions(questions)  # bad data fails before a model is loaded
     bundle = RouterBundle.load(router_path).with_specs(student_spec, teacher_spec)
     cascade = load_cascade(bundle, mode, concurrency=concurrency, batch_size=max(batch_size, 16),

@@ -118,6 +118,7 @@ class GroupSummary:
     tokens_per_s: float | None  # sum completion tokens / sum latency, successful samples only
     completion_tokens_mean: float | None  # successful samples only
     errors: int  # samples whose `error` is set
+    unparsed: int = 0  # samples answered (no error) in which the grader found no answer to score
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, with nan turned into None so that it is valid JSON."""
@@ -186,6 +187,7 @@ def summarize_group(rows: Sequence[SampleResult]) -> GroupSummary:
         tokens_per_s=total_tokens / total_latency if total_latency > 0 else None,
         completion_tokens_mean=total_tokens / len(ok) if ok else None,
         errors=n - len(ok),
+        unparsed=sum(1 for r in ok if r.prediction is None),
     )
 
 

@@ -7,8 +7,9 @@ Slots are filled with `str.replace`, not `str.format`, because questions carry b
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from tourney.errors import ConfigError, DataError
 from tourney.harness.types import Question
 
 Message = dict[str, str]  # {"role": ..., "content": ...}, as OpenAI chat endpoints take it
@@ -66,7 +67,16 @@ def get_template(name: str) -> PromptTemplate:
     try:
         return TEMPLATES[name]
     except KeyError:
-        raise ValueError(f"unknown prompt template {name!r}; expected one of {', '.join(TEMPLATES)}") from None
+        raise ConfigError(f"unknown prompt template {name!r}; expected one of {', '.join(TEMPLATES)}") from None
+
+
+def with_system(template: PromptTemplate, system: str | None) -> PromptTemplate:
+    """`template` with `system` as its system message (None: unchanged); chat templates only."""
+    if system is None:
+        return template
+    if not template.chat:
+        raise ConfigError(f"template {template.name!r} is not a chat template: a system prompt needs chat messages")
+    return replace(template, system=system)
 
 
 def template_for(question: Question, chat: bool) -> PromptTemplate:
@@ -79,7 +89,7 @@ def template_for(question: Question, chat: bool) -> PromptTemplate:
 def format_choices(choices: tuple[str, ...] | list[str]) -> str:
     """`A. first` / `B. second` lines, the layout multiple-choice benchmarks use."""
     if len(choices) > len(LETTERS):
-        raise ValueError(f"at most {len(LETTERS)} choices, got {len(choices)}")
+        raise DataError(f"at most {len(LETTERS)} choices, got {len(choices)}")
     return "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(choices))
 
 
@@ -89,12 +99,12 @@ _SLOT = re.compile(r"\{(question|choices)\}")
 def render(template: PromptTemplate, question: Question) -> str | list[Message]:
     """The prompt for one question: a string for a base template, chat messages for a chat one."""
     if template.multiple_choice and not question.is_multiple_choice:
-        raise ValueError(
+        raise ConfigError(
             f"template {template.name!r} needs choices but question {question.id!r} has none"
         )
     if question.is_multiple_choice and not template.multiple_choice:
         # Asking for a letter without showing the options would score as wrong for no reason.
-        raise ValueError(
+        raise ConfigError(
             f"question {question.id!r} is multiple choice but template {template.name!r} "
             "has no {choices} slot"
         )

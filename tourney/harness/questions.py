@@ -35,6 +35,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from tourney.errors import ConfigError
 from tourney.harness.jsonl import loads, split_lines
 from tourney.harness.prompts import LETTERS
 from tourney.harness.scoring import normalize_number
@@ -351,7 +352,7 @@ def load_questions(path: str, limit: int | None = None, allow_unlabeled: bool = 
     a teacher can reason about unlabeled questions, and a tournament's questions have no gold.
     (A CSV still needs an `answer` column, which may be empty.)"""
     if limit is not None and limit < 0:
-        raise ValueError(f"limit must be >= 0 or None, got {limit}")
+        raise ConfigError(f"limit must be >= 0 or None, got {limit}")
     path = str(path)
     stem, records = _records(path)
     out: list[Question] = []

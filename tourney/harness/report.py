@@ -155,6 +155,11 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _unparsed(g: dict[str, Any]) -> str:
+    answered = g["n"] - g["errors"]
+    return f"{g.get('unparsed', 0)} of {answered} answered samples had no answer the grader could read"
+
+
 def _header_facts(report: dict[str, Any]) -> list[tuple[str, str]]:
     gen = report.get("generation") or {}
     if isinstance(gen, dict):
@@ -173,6 +178,7 @@ def _header_facts(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("template", str(report.get("template"))),
         ("settings", settings or "n/a"),
         ("questions", questions),
+        ("unparsed answers", _unparsed(report["overall"])),
         ("started", str(report.get("started_at"))),
         ("tourney", str(report.get("package_version"))),
     ]

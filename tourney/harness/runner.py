@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from tourney.harness.jsonl import append_objects, cut_torn_tail
-from tourney.harness.prompts import get_template, render, template_for
+from tourney.harness.prompts import get_template, render, template_for, with_system
 from tourney.harness.questions import data_sha256, load_questions
 from tourney.harness.report import RESULTS_FILE, RUN_FILE, read_results, write_reports
 from tourney.harness.scoring import score
@@ -53,6 +53,7 @@ class EvalConfig:
     logprobs: int | None = None  # None: none; 0: chosen-token logprobs; k: also top-k
     template: str | None = None  # None: picked per question (base or chat, multiple choice or not)
     chat: bool = False  # send chat messages (instruct models) rather than raw text
+    system_prompt: str | None = None  # system message before each question (chat templates only)
     chunk_size: int = 16  # questions per backend call; also the unit of resumption
     model_args: dict[str, Any] = field(default_factory=dict)  # backend options (concurrency, device...)
 
@@ -65,6 +66,8 @@ class EvalConfig:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.samples > 1 and self.temperature == 0.0 and not replays_recordings(self.model):
             raise ValueError("samples > 1 with temperature 0 would repeat one greedy answer; set --temperature")
+        if self.system_prompt is not None and not (self.chat or (self.template and get_template(self.template).chat)):
+            raise ValueError("a system prompt is part of chat messages: add --chat (or a chat --template)")
 
     def gen_config(self, stop: tuple[str, ...]) -> GenConfig:
         return GenConfig(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
@@ -75,7 +78,9 @@ class EvalConfig:
         return {"model": self.model, "data": str(self.data), "limit": self.limit, "samples": self.samples,
                 "max_tokens": self.max_tokens, "temperature": self.temperature, "top_p": self.top_p,
                 "seed": self.seed, "logprobs": self.logprobs, "template": self.template, "chat": self.chat,
-                "chunk_size": self.chunk_size}
+                "chunk_size": self.chunk_size,
+                # Only when set, so runs recorded before the option existed still resume.
+                **({"system_prompt": self.system_prompt} if self.system_prompt is not None else {})}
 
 
 # -- results file ---------------------------------------------------------------------------
@@ -175,7 +180,8 @@ def run_eval(
             if progress:
                 progress(finished, len(questions))
             continue
-        templates = [get_template(cfg.template) if cfg.template else template_for(q, cfg.chat) for q in chunk]
+        templates = [with_system(get_template(cfg.template) if cfg.template else template_for(q, cfg.chat),
+                                 cfg.system_prompt) for q in chunk]
         # One stop list per call; a chunk mixes templates only when the data mixes question kinds.
         stop = tuple(dict.fromkeys(s for t in templates for s in t.stop))
         prompts = [render(t, q) for t, q in zip(templates, chunk)]

@@ -10,13 +10,16 @@ pass `logprobs=True` to the constructor for logprobs and `score_choices`.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Annotated, Any, Iterator, Optional, Sequence
 
 import numpy as np
+from pydantic import Field
 
+from tourney.models.options import AtLeastOne, checked_options, unknown_passthrough
 from tourney.models.types import BackendError, GenConfig, Generation, ModelSpec, Prompt
 
 INSTALL_HINT = "pip install 'tourney[llamacpp]'"
@@ -25,23 +28,26 @@ INSTALL_HINT = "pip install 'tourney[llamacpp]'"
 class GGUFBackend:
     """llama.cpp in this process. Not thread-safe: requests run one after another."""
 
+    @checked_options
     def __init__(
         self,
         spec: ModelSpec,
         *,
-        n_ctx: int = 512,
-        n_threads: int | None = None,
+        n_ctx: AtLeastOne = 512,
+        n_threads: Optional[AtLeastOne] = None,
         seed: int = 0,
         chat: bool = False,
         logprobs: bool = False,
-        repeat_penalty: float = 1.0,
+        repeat_penalty: Annotated[float, Field(gt=0)] = 1.0,
         verbose: bool = False,
-        **kwargs: Any,
+        **kwargs: Any,  # handed on to llama_cpp.Llama (n_gpu_layers, n_batch, ...), checked against it
     ) -> None:
         try:
             import llama_cpp
         except ImportError as exc:
             raise BackendError(f"model spec {spec.raw!r} needs llama-cpp-python ({exc}); {INSTALL_HINT}") from None
+        unknown_passthrough(kwargs, set(inspect.signature(llama_cpp.Llama.__init__).parameters) - {"self", "kwargs"},
+                            spec.raw, "llama_cpp.Llama")
         if n_ctx < 1:
             raise BackendError(f"n_ctx must be >= 1, got {n_ctx}")
         if repeat_penalty <= 0:

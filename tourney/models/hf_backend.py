@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Optional, Sequence
 
+from tourney.models.options import AtLeastOne, Device, checked_options
 from tourney.models.types import BackendError, GenConfig, Generation, ModelSpec, Prompt
 
 
@@ -46,19 +47,19 @@ class _FirstTokenClock:
 
 
 class HFBackend:
+    @checked_options
     def __init__(
         self,
         spec: ModelSpec,
         *,
-        device: str = "auto",
-        dtype: str = "auto",
-        batch_size: int = 16,
+        device: Device = "auto",
+        dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto",
+        batch_size: AtLeastOne = 16,
         chat: bool = False,
-        chat_template_kwargs: dict[str, Any] | None = None,
+        chat_template_kwargs: Optional[dict[str, Any]] = None,
         trust_remote_code: bool = False,
-        model: Any = None,
+        model: Any = None,  # an in-memory model (the trainers evaluate the one they hold)
         tokenizer: Any = None,
-        **_: Any,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -15,10 +15,12 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Annotated, Any, Callable, Optional, Sequence, TypeVar
 
 import httpx
+from pydantic import Field
 
+from tourney.models.options import AtLeastOne, checked_options
 from tourney.models.types import BackendError, GenConfig, Generation, ModelSpec, Prompt
 
 log = logging.getLogger(__name__)
@@ -182,17 +184,18 @@ class _Stream:
 class OpenAIBackend:
     """Spec `openai:MODEL@BASE_URL`. The constructor never touches the network; call `check`."""
 
+    @checked_options
     def __init__(
         self,
         spec: ModelSpec,
         *,
-        concurrency: int = 8,
-        timeout_s: float = 120.0,
-        max_retries: int = 4,
-        backoff_s: float = 0.5,
+        concurrency: AtLeastOne = 8,
+        timeout_s: Annotated[float, Field(gt=0)] = 120.0,
+        max_retries: Annotated[int, Field(ge=0)] = 4,
+        backoff_s: Annotated[float, Field(ge=0)] = 0.5,
         api_key_env: str = "OPENAI_API_KEY",
         chat: bool = False,
-        extra_body: dict[str, Any] | None = None,
+        extra_body: Optional[dict[str, Any]] = None,  # merged into every request (e.g. {"repeat_penalty": 1.0})
     ) -> None:
         if concurrency < 1:
             raise BackendError(f"concurrency must be >= 1, got {concurrency}")

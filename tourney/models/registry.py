@@ -6,6 +6,9 @@ import importlib
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from tourney.models.options import option_error
 from tourney.models.types import Backend, BackendError, ModelSpec
 
 # prefix -> "module:factory"; the factory takes (ModelSpec, **options) and returns a Backend.
@@ -56,7 +59,11 @@ def load_backend(spec: str, **options: Any) -> Backend:
         extra = {"vllm": "vllm", "gguf": "llamacpp"}.get(parsed.kind, "")
         hint = f" (pip install 'tourney[{extra}]')" if extra else ""
         raise BackendError(f"model spec {spec!r} needs a package that is not installed: {exc}{hint}") from exc
-    return getattr(module, factory_name)(parsed, **options)
+    factory = getattr(module, factory_name)
+    try:
+        return factory(parsed, **options)
+    except ValidationError as exc:  # the constructor's options (models.options.checked_options)
+        raise option_error(exc, factory, spec) from None
 
 
 def default_options(spec: str, chat: bool = False, batch_size: int = 16, concurrency: int = 8) -> tuple[dict[str, Any], int]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
+from tourney.models.options import checked_options
 from tourney.models.types import BackendError, GenConfig, Generation, ModelSpec, Prompt
 
 
@@ -159,7 +160,8 @@ def load_replay_file(path: Path) -> list[_Entry]:
 class ReplayBackend:
     """Answers from a JSONL file of recorded outputs; fails loudly on anything not recorded."""
 
-    def __init__(self, spec: ModelSpec, **_: Any) -> None:
+    @checked_options
+    def __init__(self, spec: ModelSpec) -> None:  # no options: the file holds everything
         self.spec = spec.raw
         self.path = Path(spec.target).expanduser()
         entries = load_replay_file(self.path)

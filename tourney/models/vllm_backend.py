@@ -8,22 +8,26 @@ divided by its size would describe no request that actually ran.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Annotated, Any, Literal, Optional, Sequence
 
+from pydantic import Field
+
+from tourney.models.options import AtLeastOne, checked_options, unknown_passthrough
 from tourney.models.types import BackendError, GenConfig, Generation, ModelSpec, Prompt
 
 
 class VLLMBackend:
+    @checked_options
     def __init__(
         self,
         spec: ModelSpec,
         *,
-        tensor_parallel_size: int = 1,
-        dtype: str = "auto",
-        gpu_memory_utilization: float = 0.9,
-        max_model_len: int | None = None,
+        tensor_parallel_size: AtLeastOne = 1,
+        dtype: Literal["auto", "float32", "bfloat16", "float16", "half", "float"] = "auto",
+        gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9,
+        max_model_len: Optional[AtLeastOne] = None,
         chat: bool = False,
-        **engine_kwargs: Any,
+        **engine_kwargs: Any,  # handed on to vllm.LLM (its EngineArgs fields), checked against them
     ) -> None:
         self.spec = spec.raw
         self.model = spec.target
@@ -34,6 +38,8 @@ class VLLMBackend:
             raise BackendError(
                 f"model spec {spec.raw!r} needs vLLM and a CUDA GPU: pip install 'tourney[vllm]' ({exc})"
             ) from exc
+        if engine_kwargs:
+            unknown_passthrough(engine_kwargs, _engine_fields(vllm), spec.raw, "vLLM")
         self._SamplingParams = vllm.SamplingParams
         kwargs: dict[str, Any] = dict(
             model=spec.target,
@@ -121,6 +127,18 @@ class VLLMBackend:
             scores.append(total)
         it = iter(scores)
         return [[next(it) for _ in options] for options in choices]
+
+
+def _engine_fields(vllm: Any) -> set[str]:
+    """The keyword arguments vllm.LLM takes: its own and its EngineArgs' fields."""
+    import dataclasses
+    import inspect
+
+    names = set(inspect.signature(vllm.LLM.__init__).parameters) - {"self", "kwargs"}
+    engine_args = getattr(vllm, "EngineArgs", None)
+    if engine_args is not None and dataclasses.is_dataclass(engine_args):
+        names |= {f.name for f in dataclasses.fields(engine_args)}
+    return names
 
 
 def _to_generations(out: Any, cfg: GenConfig, batch_wall_s: float) -> list[Generation]:

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tourney.errors import ConfigError
 from tourney.harness.jsonl import json_safe
 from tourney.harness.types import DataError, SampleResult
 from tourney.routers.combined import CombinedRouter
@@ -62,7 +63,7 @@ def threshold_for_teacher_share(conf: ArrayLike, share: float) -> float:
     smaller share wins (fewer teacher calls).
     """
     if not 0.0 <= share <= 1.0:
-        raise ValueError(f"teacher share must be in [0, 1], got {share}")
+        raise ConfigError(f"teacher share must be in [0, 1], got {share}")
     _, counts, thresholds = threshold_candidates(conf)
     dist = np.round(np.abs(counts / counts[-1] - share), 12)  # rounded so float noise cannot decide
     return float(thresholds[int(np.argmin(dist))])  # argmin takes the first: the smallest share
@@ -79,14 +80,14 @@ def threshold_for_accuracy(conf: ArrayLike, student_correct: ArrayLike, teacher_
     """
     c, s, t = as_arrays(conf, student_correct, teacher_correct)
     if target < 0 or (not relative and target > 1):
-        raise ValueError(f"accuracy target must be in [0, 1], got {target}")
+        raise ConfigError(f"accuracy target must be in [0, 1], got {target}")
     goal = target * float(t.mean()) if relative else target
     order, counts, thresholds = threshold_candidates(c)
     acc = mean_curve(order, counts, s, t)
     ok = np.flatnonzero(acc >= goal - EPS)
     if ok.size == 0:
         best = int(np.argmax(acc))
-        raise ValueError(f"accuracy target {goal:.4f} is out of reach on this dev set: the best "
+        raise ConfigError(f"accuracy target {goal:.4f} is out of reach on this dev set: the best "
                          f"cascade accuracy is {acc[best]:.4f}, at teacher share {counts[best] / c.size:.3f}")
     return float(thresholds[ok[0]])
 
@@ -117,7 +118,7 @@ def threshold_for_latency(conf: ArrayLike, student_latency: ArrayLike, teacher_l
             lat[i] = np.percentile(sl + np.where(sent, tl, 0.0), 95)
     ok = np.flatnonzero(lat <= budget + EPS)
     if ok.size == 0:
-        raise ValueError(f"latency budget {budget} s is below the student's own {stat} latency "
+        raise ConfigError(f"latency budget {budget} s is below the student's own {stat} latency "
                          f"({lat[0]:.4f} s): no threshold meets it")
     return float(thresholds[ok[-1]])
 

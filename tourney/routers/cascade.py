@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+from tourney.errors import ConfigError
 from tourney.harness.scoring import extract_answer, extract_choice, score
 from tourney.harness.types import Question, SampleResult
 from tourney.models.types import Backend, Generation, Prompt
@@ -153,7 +154,7 @@ class Cascade:
         self.teacher_settings = teacher_settings or ModelSettings(spec=getattr(teacher, "spec", "teacher"))
         self.signals = list(router.signals) if router is not None else []
         if mode == "balanced" and needs_samples(self.signals) and self.student_settings.samples < 2:
-            raise ValueError(f"the router reads {sorted(set(self.signals) & SAMPLE_SIGNALS)}, "
+            raise ConfigError(f"the router reads {sorted(set(self.signals) & SAMPLE_SIGNALS)}, "
                              "which need several student samples, but the student's settings have samples=1")
 
     # -- the two calls ------------------------------------------------------------------------
@@ -260,7 +261,7 @@ def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8, batch
     want_teacher = mode != "speed"
     for role, settings, wanted in (("student", bundle.student, want_student), ("teacher", bundle.teacher, want_teacher)):
         if wanted and settings is None and not (role == "student" and mode == "accuracy"):
-            raise ValueError(f"the router file names no {role} model; give its spec (--{role})")
+            raise ConfigError(f"the router file names no {role} model; give its spec (--{role})")
     student = teacher = None
     try:
         if want_student and bundle.student is not None:

@@ -28,10 +28,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from tourney.errors import DataError
 from tourney.harness.types import SampleResult
 from tourney.routers.signals import ChoiceLogliks, FEATURE_NAMES, check_names, compute_signals, oriented
 
 KIND = "logistic_regression"
+
+
+class CannotFit(DataError):
+    """The dev data cannot fit a combined router (one class only, or none of the signals present).
+    Signal selection skips such a candidate; anything else that goes wrong in a fit is a bug."""
 
 
 def _value(x: Any) -> float:
@@ -126,13 +132,13 @@ class CombinedRouter:
             raise ValueError(f"{len(feature_rows)} feature rows for {len(correct)} labels")
         y = np.asarray(correct, dtype=float)
         if y.size == 0 or y.min() == y.max():
-            raise ValueError("fitting a router needs dev questions the student got right AND wrong")
+            raise CannotFit("fitting a router needs dev questions the student got right AND wrong")
         raw = np.array([[_value(row.get(n)) for n in names] for row in feature_rows], dtype=float)
         raw = raw.reshape(len(feature_rows), len(names))
         present = ~np.isnan(raw).all(axis=0)
         used = [n for n, ok in zip(names, present) if ok]
         if not used:
-            raise ValueError(f"none of the signals {list(names)} is available on this dev set")
+            raise CannotFit(f"none of the signals {list(names)} is available on this dev set")
         x = raw[:, present]
         mean = np.nanmean(x, axis=0)
         scale = np.nanstd(x, axis=0)

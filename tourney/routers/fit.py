@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from tourney.errors import ConfigError
 from tourney.routers.bundle import ModelSettings, RouterBundle
 from tourney.routers.calibrate import CalibratedRouter, calibrate
 from tourney.routers.combined import CombinedRouter
@@ -44,16 +45,16 @@ class Target:
         name, sep, value = text.partition("=")
         name = name.strip()
         if not sep or name not in TARGET_NAMES:
-            raise ValueError(f"--target {text!r}: expected share=F, accuracy=F, latency_mean=S or latency_p95=S")
+            raise ConfigError(f"--target {text!r}: expected share=F, accuracy=F, latency_mean=S or latency_p95=S")
         try:
             v = float(value)
         except ValueError:
-            raise ValueError(f"--target {text!r}: {value!r} is not a number") from None
+            raise ConfigError(f"--target {text!r}: {value!r} is not a number") from None
         kind = TARGET_NAMES[name]
         if kind == "latency" and v <= 0:
-            raise ValueError(f"--target {text!r}: a latency budget must be > 0 seconds")
+            raise ConfigError(f"--target {text!r}: a latency budget must be > 0 seconds")
         if kind == "teacher_share" and not 0 <= v <= 1:
-            raise ValueError(f"--target {text!r}: a teacher share must be in [0, 1]")
+            raise ConfigError(f"--target {text!r}: a teacher share must be in [0, 1]")
         return cls(kind=kind, value=v, relative=kind == "accuracy" and not absolute,
                    stat="p95" if name == "latency_p95" else "mean")
 
@@ -97,7 +98,7 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     """(dev, held-out) question indices, each in the original order; seeded, so repeatable."""
     k = int(round(fraction * n))
     if k < 1 or n - k < 2:
-        raise ValueError(f"--split {fraction} of {n} questions leaves {n - k} to calibrate on and {k} "
+        raise ConfigError(f"--split {fraction} of {n} questions leaves {n - k} to calibrate on and {k} "
                          "to hold out; need at least 2 and 1")
     perm = np.random.default_rng(seed).permutation(n)
     held = sorted(int(i) for i in perm[:k])
@@ -116,7 +117,7 @@ def fit_router(dev: RoutingData, target: Target, signals: tuple[str, ...] | None
     if signals is not None and len(signals) == 1 and signals[0] != "combined":
         name = signals[0]
         if name not in available:
-            raise ValueError(f"signal {name!r} has no value on the dev run {dev.student_run} "
+            raise ConfigError(f"signal {name!r} has no value on the dev run {dev.student_run} "
                              "(no logprobs recorded? a single sample? no option scores?)")
         model: CombinedRouter | str = name
         conf = dev.signal_confidence(name)
@@ -125,7 +126,7 @@ def fit_router(dev: RoutingData, target: Target, signals: tuple[str, ...] | None
         names = available if signals is None or signals == ("combined",) else [s for s in signals if s != "combined"]
         missing = [s for s in names if s not in available]
         if missing and signals is not None and "combined" not in signals:
-            raise ValueError(f"signal(s) {missing} have no value on the dev run {dev.student_run}")
+            raise ConfigError(f"signal(s) {missing} have no value on the dev run {dev.student_run}")
         model = CombinedRouter.fit(dev.features, dev.student_correct.astype(bool), names, l2=l2, primary=primary)
         conf = model.predict(dev.features)
         used = list(model.features)

@@ -39,6 +39,7 @@ from lm_eval.api.model import LM
 from lm_eval.api.registry import register_model
 from lm_eval.utils import simple_parse_args_string
 
+from tourney.errors import ConfigError
 from tourney.harness.types import Question, SampleResult
 from tourney.models.registry import load_backend
 from tourney.models.types import Backend
@@ -71,7 +72,7 @@ class TourneyLM(LM):
             calibrated, s_set, t_set = bundle.router, bundle.student, bundle.teacher
             mode = mode or "balanced"
         elif student and teacher:
-            raise ValueError("tourney: student= and teacher= together need router=ROUTER.json (the threshold); "
+            raise ConfigError("tourney: student= and teacher= together need router=ROUTER.json (the threshold); "
                              "give router=, or one model alone")
         elif student or teacher:
             calibrated = None
@@ -79,9 +80,9 @@ class TourneyLM(LM):
             t_set = ModelSettings(spec=teacher) if teacher else None
             mode = mode or ("speed" if student else "accuracy")
         else:
-            raise ValueError("tourney: give router=ROUTER.json, student=SPEC or teacher=SPEC in model_args")
+            raise ConfigError("tourney: give router=ROUTER.json, student=SPEC or teacher=SPEC in model_args")
         if choice_threshold is not None and not 0.0 <= float(choice_threshold) <= 1.0:
-            raise ValueError(f"tourney: choice_threshold must be a probability in [0, 1], got {choice_threshold}")
+            raise ConfigError(f"tourney: choice_threshold must be a probability in [0, 1], got {choice_threshold}")
         self.choice_threshold = None if choice_threshold is None else float(choice_threshold)
         self.mode = mode
         self._warned = False

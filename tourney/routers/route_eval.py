@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from tourney.errors import ConfigError, DataError
 from tourney.harness.jsonl import json_safe
 from tourney.routers.calibrate import CalibratedRouter
 from tourney.routers.metrics import (
@@ -60,9 +61,9 @@ def evaluate_routing(data: RoutingData, *, router: CalibratedRouter | None = Non
                      signal: str | None = None) -> RouteEval:
     """Routing reports of the router (or one named signal) and of every available signal."""
     if router is not None and signal is not None:
-        raise ValueError("give a router or a signal, not both")
+        raise ConfigError("give a router or a signal, not both")
     if signal is not None and signal not in FEATURE_NAMES:
-        raise ValueError(f"unknown signal {signal!r}; known: {', '.join(FEATURE_NAMES)}")
+        raise ConfigError(f"unknown signal {signal!r}; known: {', '.join(FEATURE_NAMES)}")
     reports: dict[str, RoutingReport] = {}
     confs: dict[str, np.ndarray] = {}
     info: dict[str, Any] | None = None
@@ -84,14 +85,14 @@ def evaluate_routing(data: RoutingData, *, router: CalibratedRouter | None = Non
         reports[name] = _report(data, confs[name], [name])
     if signal is not None:
         if signal not in reports:
-            raise ValueError(f"signal {signal!r} has no value for any question of these runs "
+            raise ConfigError(f"signal {signal!r} has no value for any question of these runs "
                              "(no logprobs recorded? a single sample? no option scores?)")
         primary = signal
     elif router is not None:
         primary = ROUTER
     else:
         if not available:
-            raise ValueError("no signal is available on these runs")
+            raise DataError("no signal is available on these runs")
         # the best single signal by APGR; NaN (no accuracy gap) ranks last, ties keep FEATURE_NAMES order
         primary = max(available, key=lambda k: _or(reports[k].overall.apgr, -math.inf))
     curves = {primary: routing_curve(confs[primary], data.student_correct, data.teacher_correct),

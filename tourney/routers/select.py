@@ -22,8 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
+from tourney.errors import DataError
 from tourney.harness.jsonl import json_safe
-from tourney.routers.combined import CombinedRouter
+from tourney.routers.combined import CannotFit, CombinedRouter
 from tourney.routers.metrics import apgr, auroc, routing_curve
 from tourney.routers.rundata import RoutingData
 from tourney.routers.signals import QUESTION_FEATURES
@@ -104,17 +105,17 @@ def select_signals(dev: RoutingData, *, folds: int = 5, repeats: int = 3, seed: 
     """Every candidate with its cross-validated scores, best first; the first eligible one is
     the choice (`chosen`)."""
     if not dev.available_signals():
-        raise ValueError(f"no signal has a value on the dev run {dev.student_run}")
+        raise DataError(f"no signal has a value on the dev run {dev.student_run}")
     y = dev.student_correct
     if dev.n < 2 * folds or y.min() == y.max():
-        raise ValueError(f"choosing signals by {folds}-fold cross-validation needs at least {2 * folds} dev "
+        raise DataError(f"choosing signals by {folds}-fold cross-validation needs at least {2 * folds} dev "
                          "questions, some answered right by the student and some wrong; pass --signals")
     scored = []
     for c in candidates(dev):
         try:  # the mean over `repeats` fold assignments: one split alone is a noisy judge
             runs = [routing_scores(dev, out_of_fold(dev, c.signals, folds=folds, seed=seed + r, l2=l2, primary=c.primary))
                     for r in range(repeats if len(c.signals) > 1 else 1)]
-        except ValueError:  # a training fold with one class only: this set cannot be fitted
+        except CannotFit:  # a training fold with one class only: this set cannot be fitted
             continue
         scored.append(Candidate(c.signals, c.primary, float(np.mean([a for a, _ in runs])),
                                 float(np.mean([u for _, u in runs])), eligible=c.eligible))

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
+from tourney.errors import ConfigError, DataError
 from tourney.trainers.distill_config import DistillTrainConfig
 from tourney.trainers.features import FeatureProjector, attention_loss, feature_loss, save_projector
 from tourney.trainers.losses import IGNORE_INDEX, kd_loss, shift_labels, sparse_kd_loss
@@ -124,7 +125,7 @@ class DistillTrainer(Trainer):
             self.loss_is_scaled_for_ga = False  # our loss is a per-micro-batch mean
         if projector is not None:
             if self.is_deepspeed_enabled or self.is_fsdp_enabled:
-                raise ValueError("feature KD trains a projector beside the student, which DeepSpeed and FSDP "
+                raise ConfigError("feature KD trains a projector beside the student, which DeepSpeed and FSDP "
                                  "do not shard; use DDP (plain torchrun / accelerate multi-GPU) for it")
             self.add_callback(ProjectorStep(projector))
 
@@ -216,7 +217,7 @@ def _check_source(folder: Path, source: dict[str, Any]) -> None:
         old = json.loads(path.read_text())
         if old != source:
             differ = ", ".join(k for k in sorted(set(old) | set(source)) if old.get(k) != source.get(k))
-            raise ValueError(f"top-k store {folder} was built from other training data ({differ} differ); "
+            raise DataError(f"top-k store {folder} was built from other training data ({differ} differ); "
                              "delete it or pass another topk_store folder")
 
 

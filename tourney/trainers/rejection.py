@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
+from tourney.errors import ConfigError
 from tourney.harness.prompts import LETTERS
 from tourney.harness.scoring import extract_answer, numbers_equal
 from tourney.harness.votes import majority_vote
@@ -145,9 +146,9 @@ def select(
 ) -> Selection:
     """Verify each question's samples, keep some by `policy`; see the module doc."""
     if policy not in POLICIES:
-        raise ValueError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+        raise ConfigError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
     if verifier not in VERIFIERS:
-        raise ValueError(f"unknown verifier {verifier!r}; expected one of {', '.join(VERIFIERS)}")
+        raise ConfigError(f"unknown verifier {verifier!r}; expected one of {', '.join(VERIFIERS)}")
     stats = SelectionStats()
     kept_all: list[SFTExample] = []
     for qid, rows in rows_by_question.items():
