@@ -147,3 +147,33 @@ def test_local_task_accuracy_equals_the_harness_with_the_mini_student(mini_stude
     ours = harness_accuracy(spec, tmp_path / "h")
     detail = json.dumps([[s["filtered_resps"], s["target"][-12:]] for s in samples])
     assert acc == pytest.approx(ours), f"lm-eval {acc} vs harness {ours}: {detail}"
+
+
+def test_wrapper_names_the_results_folder_after_what_it_evaluates():
+    from tourney.cli.lm_eval import model_name, with_model_name
+
+    assert model_name("router=runs/router.json,mode=speed") == "tourney-router"
+    assert model_name("student=hf:/ckpts/mini-student") == "tourney-mini-student"
+    argv = ["run", "--model", "tourney", "--model_args", "router=r.json", "--tasks", "t"]
+    assert with_model_name(argv)[4] == "router=r.json,model=tourney-r"
+    named = ["run", "--model", "tourney", "--model_args", "router=r.json,model=mine"]
+    assert with_model_name(named) == named  # the user's own name stands
+    other = ["run", "--model", "hf", "--model_args", "pretrained=x"]
+    assert with_model_name(other) == other
+
+
+@pytest.mark.slow
+def test_the_wrapper_command_writes_results_under_the_model_name(tiny_checkpoint, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "lm"
+    cmd = [sys.executable, "-m", "tourney.cli.lm_eval", "run", "--model", "tourney", "--model_args",
+           f"student=hf:{tiny_checkpoint}", "--tasks", "tourney_mini", "--include_path", str(local_task(tmp_path)),
+           "--output_path", str(out), "--batch_size", "1", "--limit", "2", "--log_samples"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[2],
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folders = [p.name for p in out.iterdir() if p.is_dir()]
+    assert folders == [f"tourney-{tiny_checkpoint.name}"], folders
+    assert list((out / folders[0]).glob("results_*.json"))

@@ -65,8 +65,10 @@ class TourneyLM(LM):
     def __init__(self, router: str | None = None, student: str | None = None, teacher: str | None = None,
                  mode: str | None = None, choice_threshold: float | None = None,
                  batch_size: Any = None, max_batch_size: Any = None, device: str | None = None,
-                 **backend_args: Any) -> None:
+                 model: str | None = None, **backend_args: Any) -> None:
+        # `model` is a display name only: lm-eval names its results folder after it (cli.lm_eval).
         super().__init__()
+        self.name = model
         if router:
             bundle = RouterBundle.load(router).with_specs(student, teacher)
             calibrated, s_set, t_set = bundle.router, bundle.student, bundle.teacher
@@ -123,7 +125,7 @@ class TourneyLM(LM):
         for key, value in (additional_config or {}).items():
             if key in _LMEVAL_KEYS and value is not None:
                 args.setdefault(key, value)
-        for key in ("router", "student", "teacher", "mode"):  # paths and specs stay text
+        for key in ("router", "student", "teacher", "mode", "model"):  # paths, specs and names stay text
             if key in args and args[key] is not None:
                 args[key] = str(args[key])
         return cls(**args)
