@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,llamacpp,train,lmeval
 
-.PHONY: setup demo test test-rest test-all wheel-check bench clean
+.PHONY: setup demo test test-rest test-all wheel-check floor-check bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -31,6 +31,11 @@ test-all: test test-rest
 # Build the wheel, install it in a fresh venv, run the product from a foreign directory.
 wheel-check:
 	bash .ci/wheel-check.sh
+
+# The oldest transformers / peft / accelerate / pydantic / click pyproject.toml allows, in a second
+# venv (.venv-floor), with the fast trainer, backend and CLI tests.
+floor-check:
+	bash .ci/floor-check.sh
 
 bench: setup
 	$(VENV)/bin/python benchmarks/harness_overhead.py

@@ -11,6 +11,7 @@ rerunning the same command continues after the last finished epoch.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,11 @@ import torch
 
 from tourney.trainers.distill_config import DistillTrainConfig, check_same_run, training_argument_fields
 from tourney.trainers.epoch_eval import EpochEndCallback, EpochRecord, read_epochs
+
+
+# TrainingArguments fields renamed since the oldest transformers pyproject.toml allows (5.0):
+# new name -> the name before. activation_checkpointing arrived in 5.23.
+OLDER_NAMES = {"activation_checkpointing": "gradient_checkpointing"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,10 @@ def training_arguments(cfg: DistillTrainConfig):
     # Values the fields leave open, resolved for this machine and run.
     mapped["bf16"] = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
     mapped["activation_checkpointing"] = cfg.gradient_checkpointing and not cfg.qlora  # QLoRA's prep enables it
+    known = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for new, old in OLDER_NAMES.items():  # the floor version of transformers spells some fields otherwise
+        if new in mapped and new not in known:
+            mapped[old] = mapped.pop(new)
     return TrainingArguments(
         output_dir=cfg.out, **mapped,
         logging_strategy="steps", save_strategy="epoch", eval_strategy="no",

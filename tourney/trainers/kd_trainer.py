@@ -148,7 +148,8 @@ class DistillTrainer(Trainer):
         super().log(logs, start_time)
 
     def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
+        # transformers < 5.x's create_optimizer takes no model; newer ones may pass it.
+        optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         if self.projector is not None and not getattr(self, "_projector_in_optimizer", False):
             optimizer.add_param_group({"params": list(self.projector.parameters()), "weight_decay": 0.0})
             self._projector_in_optimizer = True
