@@ -334,3 +334,18 @@ def test_missing_llama_cpp_names_the_extra(monkeypatch: pytest.MonkeyPatch, tiny
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` raise ImportError
     with pytest.raises(BackendError, match=r"pip install 'tourney\[llamacpp\]'"):
         GGUFBackend(ModelSpec(raw=f"gguf:{tiny_gguf}", kind="gguf", target=str(tiny_gguf)))
+
+
+@needs_llama
+def test_backend_options_are_checked(tiny_gguf: Path) -> None:
+    """Ours against the signature, llama.cpp's own against Llama's: a typo is one line listing
+    the valid names, not a TypeError from inside llama-cpp-python."""
+    from tourney.errors import ConfigError
+    from tourney.models.registry import load_backend
+
+    with pytest.raises(ConfigError, match=r"option 'n_ctx': Input should be greater than or equal to 1"):
+        load_backend(f"gguf:{tiny_gguf}", n_ctx=0)
+    with pytest.raises(ConfigError, match=r"unknown option 'n_gpu_layer' \(neither ours nor llama_cpp.Llama's\)"
+                                          r".*n_gpu_layers"):
+        load_backend(f"gguf:{tiny_gguf}", n_gpu_layer=0)
+    load_backend(f"gguf:{tiny_gguf}", n_ctx=64, n_threads=1, n_batch=32).close()  # a real Llama option passes

@@ -101,3 +101,29 @@ def test_score_choices_sums_continuation_prompt_logprobs() -> None:
     backend._llm, backend._SamplingParams = LLM(), dict
     # "ab" -> ids [0, a, b]; choice "c" is position 3; choice "cd" positions 3 and 4
     assert backend.score_choices(["ab"], [["c", "cd"]]) == [[-3.0, -7.0]]
+
+
+def test_options_are_checked_before_vllm_is_needed(monkeypatch) -> None:
+    """Our options against the constructor's signature (no vLLM needed for that), then the
+    pass-through ones against vllm.LLM and EngineArgs, here a stand-in module of that shape."""
+    import dataclasses
+    import sys
+
+    from tourney.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"option 'gpu_memory_utilization': Input should be less than or equal to 1"):
+        load_backend("vllm:x", gpu_memory_utilization=1.5)
+
+    @dataclasses.dataclass
+    class EngineArgs:
+        model: str = ""
+        enforce_eager: bool = False
+
+    class LLM:
+        def __init__(self, model, tensor_parallel_size=1, dtype="auto", gpu_memory_utilization=0.9, **kwargs):
+            self.kwargs = kwargs
+
+    monkeypatch.setitem(sys.modules, "vllm", NS(LLM=LLM, EngineArgs=EngineArgs, SamplingParams=object))
+    with pytest.raises(ConfigError, match=r"unknown option 'enforce_eagre' .*did you mean enforce_eager\?"):
+        load_backend("vllm:x", enforce_eagre=True)
+    assert load_backend("vllm:x", enforce_eager=True)._llm.kwargs == {"enforce_eager": True}

@@ -9,6 +9,7 @@ the documentation and the check at once.
 """
 from __future__ import annotations
 
+import difflib
 import inspect
 import re
 from typing import Annotated, Any, Callable
@@ -54,6 +55,7 @@ def unknown_passthrough(given: dict[str, Any], valid: set[str], spec: str, libra
     does not take, listing a few it does, instead of a TypeError from inside it."""
     bad = sorted(set(given) - valid)
     if bad:
-        shown = ", ".join(sorted(valid)[:40])
+        close = difflib.get_close_matches(bad[0], sorted(valid), n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
         raise ConfigError(f"model spec {spec!r}: unknown option {bad[0]!r} (neither ours nor {library}'s); "
-                          f"{library} takes: {shown}")
+                          f"{hint}{library} takes: {', '.join(sorted(valid))}")
