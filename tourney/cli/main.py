@@ -12,7 +12,8 @@ from typing import Any
 
 import click
 
-from tourney.cli.common import DEBUG, SectionedCommand, friendly_errors, parse_key_values, parse_model_args, with_backend
+from tourney.cli.common import (DEBUG, SectionedCommand, friendly_errors, parse_key_values, parse_model_args,
+                                with_backend)
 from tourney.errors import ConfigError
 from tourney.models.registry import default_options
 
