@@ -158,4 +158,3 @@ def test_unparsed_answers_are_counted_beside_errors():
 
     g = summarize_group([r(0, "1"), r(1, None), r(2, None), r(3, None, error="timeout")])
     assert (g.errors, g.unparsed) == (1, 2)  # an errored sample is an error, not an unparsed answer
-
