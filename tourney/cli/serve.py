@@ -9,7 +9,7 @@ from tourney.cli.common import friendly_errors
 @click.command("serve")
 @click.option("--router", "router_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="ROUTER.json from `route calibrate` (names the student and the teacher).")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=int, default=8000, show_default=True, help="0: any free port (printed).")
 @click.option("--deadline-ms", type=float, default=30_000.0, show_default=True,
               help="Per-question deadline; a request may ask for less (tourney.deadline_ms), never more.")

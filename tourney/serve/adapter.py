@@ -23,6 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Hashable, Sequence
 
+from tourney.errors import ConfigError
 from tourney.harness.types import Question, SampleResult
 from tourney.models.registry import load_backend, parse_spec
 from tourney.models.types import Backend, Generation
@@ -200,7 +201,7 @@ def load_pair(cfg: ServeConfig) -> Pair:
     bundle = RouterBundle.load(cfg.router).with_specs(cfg.student_spec, cfg.teacher_spec)
     for role in ("student", "teacher"):
         if getattr(bundle, role) is None:
-            raise ValueError(f"{cfg.router}: the router file names no {role} model; give --{role}")
+            raise ConfigError(f"{cfg.router}: the router file names no {role} model; give --{role}")
     timeout = cfg.deadline_ms / 1000.0
     opts = [backend_options(s, concurrency=cfg.upstream_concurrency, batch_size=cfg.max_batch, request_timeout_s=timeout)
             for s in (bundle.student, bundle.teacher)]
