@@ -69,3 +69,67 @@ def test_stop_string_on_the_shipped_student(mini_student):
     [[free], [cut]] = [backend.generate(PROMPTS[:1], GenConfig(max_tokens=40, stop=s))[0] for s in ((), ("\n####",))]
     assert "\n####" in free.text
     assert cut.text == free.text[: free.text.find("\n####")] and cut.finish_reason == "stop"
+
+
+# -- per-sequence timing, per-step logprobs, seeding ---------------------------------------------
+
+def test_per_sequence_latency_inside_one_batch_follows_its_length(mini_teacher):
+    """One batch of a one-step and a long-chain question: each row is timed at the step that ended
+    it (a continuously batching server's view), so the longer answer is the slower one; the batch's
+    wall time stays available as batch_latency_s."""
+    prompts = ["Question: Sam has 22 eggs. Sam sells 7 eggs. How many eggs does Sam have now?\nAnswer:",
+               "Question: Ava has 12 coins. Ava finds 3 more coins. Ava loses 5 coins. The number of coins "
+               "doubles. Ava sells 4 coins. Ava finds 9 more coins. How many coins does Ava have now?\nAnswer:",
+               "Question: Eli has 60 cards. Eli loses 1 cards. How many cards does Eli have now?\nAnswer:"]
+    backend = load_backend(f"hf:{mini_teacher}", batch_size=3)
+    gens = [g for [g] in backend.generate(prompts, GenConfig(max_tokens=120))]
+    assert all(g.finish_reason == "stop" for g in gens)
+    lengths = [g.completion_tokens for g in gens]
+    assert len(set(lengths)) >= 2, lengths
+    wall = gens[0].batch_latency_s
+    assert all(g.batch_latency_s == wall for g in gens)
+    assert len({g.ttft_s for g in gens}) == 1  # prefill is shared: every row's first token comes together
+    for a in gens:
+        assert 0 < a.ttft_s <= a.latency_s <= wall
+        for b in gens:
+            if a.completion_tokens < b.completion_tokens:
+                assert a.latency_s < b.latency_s
+    assert max(g.latency_s for g in gens) < wall or max(lengths) == 120
+
+
+def test_step_logprobs_equal_the_stacked_logits(backend):
+    """The per-step gathering gives what log-softmax over generate's stacked raw logits gives."""
+    import torch
+
+    cfg = GenConfig(max_tokens=10, logprobs=4)
+    gens = [g for [g] in backend.generate(PROMPTS, cfg)]
+    enc = backend.tokenizer(PROMPTS, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.inference_mode():
+        res = backend.model.generate(**enc, max_new_tokens=10, do_sample=False, return_dict_in_generate=True,
+                                     output_logits=True, pad_token_id=backend.tokenizer.pad_token_id,
+                                     temperature=None, top_p=None, top_k=None)
+    lp = torch.stack(res.logits, 1).float().log_softmax(-1)
+    new = res.sequences[:, enc["input_ids"].shape[1]:]
+    for row, g in enumerate(gens):
+        want = [float(lp[row, i, t]) for i, t in enumerate(new[row, : g.completion_tokens].tolist())]
+        assert g.token_logprobs == pytest.approx(want, abs=1e-5)
+        top = lp[row, : g.completion_tokens].topk(4, -1)
+        for got, vals in zip(g.top_logprobs, top.values.tolist()):
+            # keyed by decoded text, so two ids that decode alike share one entry
+            assert max(got.values()) == pytest.approx(vals[0], abs=1e-5)
+            assert all(any(abs(v - w) < 1e-5 for w in vals) for v in got.values())
+
+
+def test_sampled_batches_draw_different_streams_reproducibly(tiny_checkpoint):
+    import torch
+
+    one = load_backend(f"hf:{tiny_checkpoint}", batch_size=1)
+    cfg = GenConfig(max_tokens=12, temperature=1.0, seed=3)
+    same = [PROMPTS[1]] * 4  # four batches of one identical prompt
+    before = torch.random.get_rng_state()
+    first = [g.text for [g] in one.generate(same, cfg)]
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's RNG is left alone
+    assert len(set(first)) > 1  # each batch has its own stream (one seed for all replayed one sample)
+    assert [g.text for [g] in one.generate(same, cfg)] == first  # and the run repeats exactly
+    other = [g.text for [g] in one.generate(same, GenConfig(max_tokens=12, temperature=1.0, seed=4))]
+    assert other != first

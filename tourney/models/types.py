@@ -44,11 +44,13 @@ class Generation:
     token_logprobs: list[float] | None = None  # logprob of each generated token, when available
     top_logprobs: list[dict[str, float]] | None = None  # per position: token text -> logprob
     finish_reason: str | None = None  # "stop" | "length" | "error" | None
-    latency_s: float = 0.0  # wall time of the request that produced this sample
-    ttft_s: float | None = None  # time to first token, when the backend streams
+    latency_s: float = 0.0  # this sample's own time: request start to its last token (inside a batch, the
+    # step that ended it, as a continuously batching server would return it)
+    ttft_s: float | None = None  # time to first token, when the backend measures it
     prompt_tokens: int = 0
     completion_tokens: int = 0
     error: str | None = None  # set when the request failed after its retries; text is then ""
+    batch_latency_s: float | None = None  # wall time of the whole batch it was generated in (in-process)
 
     def to_dict(self) -> dict:
         return {
@@ -61,6 +63,7 @@ class Generation:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "error": self.error,
+            "batch_latency_s": self.batch_latency_s,
         }
 
 
