@@ -71,14 +71,23 @@ def test_request_output_mapping_uses_engine_metrics() -> None:
     [g] = _to_generations(out, GenConfig(logprobs=1), batch_wall_s=99.0)
     assert g.text == " 2" and g.finish_reason == "length"
     assert (g.prompt_tokens, g.completion_tokens) == (3, 2)
-    assert g.latency_s == 1.0 and g.ttft_s == 0.25
+    assert g.latency_s == 1.0 and g.ttft_s == 0.25 and g.batch_latency_s == 99.0
     assert g.token_logprobs == [-0.1, -0.7]  # the sampled token's, even when it is not the top one
     assert g.top_logprobs == [{" 2": -0.1}, {"!": -0.6}]
 
 
+def test_request_output_mapping_reads_v1_request_state_stats() -> None:
+    """V1: arrival on the frontend's wall clock, token timestamps on the engine core's monotonic
+    clock; per-request latency is TTFT plus the first-to-last-token span, inside a longer batch."""
+    stats = NS(arrival_time=1.7e9, queued_ts=500.0, scheduled_ts=500.1, first_token_ts=500.3,
+               last_token_ts=501.8, first_token_latency=0.4, num_generation_tokens=2)
+    [g] = _to_generations(_request_output(stats), GenConfig(), batch_wall_s=5.0)
+    assert g.ttft_s == 0.4 and g.latency_s == pytest.approx(1.9) and g.batch_latency_s == 5.0
+
+
 def test_request_output_without_metrics_falls_back_to_batch_time() -> None:
     [g] = _to_generations(_request_output(None), GenConfig(), batch_wall_s=2.0)
-    assert g.latency_s == 2.0 and g.ttft_s is None
+    assert g.latency_s == 2.0 and g.ttft_s is None and g.batch_latency_s == 2.0
     assert g.token_logprobs is None and g.top_logprobs is None
 
 

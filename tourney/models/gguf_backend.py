@@ -5,6 +5,10 @@ Requests go through llama-cpp-python's own OpenAI-style `create_completion` /
 comparable with the same model behind llama.cpp's server and OpenAIBackend. Sampling is made
 OpenAI-like (no top-k, no min-p, no repeat penalty unless asked), so temperature 0 is pure argmax.
 
+Requests run one after another (llama-cpp-python's Llama is one sequence at a time), so each
+Generation's latency_s is its own request's wall time, ttft_s its first streamed token, and
+batch_latency_s stays None: no batch is shared.
+
 llama.cpp keeps logits of every position only when the model is loaded with `logits_all=True`;
 pass `logprobs=True` to the constructor for logprobs and `score_choices`.
 """

@@ -1,9 +1,11 @@
 """In-process vLLM on a GPU: `vllm:MODEL_ID_OR_PATH`. Install with `pip install 'tourney[vllm]'`.
 
 vLLM is imported inside the constructor, so importing this module (and a CPU install) never
-pulls it in. vLLM batches the whole list internally; per-request timings come from the engine's
-RequestOutput.metrics where the installed version fills them, because the batch's wall time
-divided by its size would describe no request that actually ran.
+pulls it in. vLLM batches the whole list internally, continuously: each request's latency_s and
+ttft_s come from its RequestOutput.metrics (vLLM V0's RequestMetrics or V1's RequestStateStats,
+which V1 fills only with stats logging on, so the engine is built with disable_log_stats=False
+unless the caller says otherwise), and the call's wall time is kept as batch_latency_s. Where an
+installed version reports no metrics, latency_s falls back to that wall time.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class VLLMBackend:
         )
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        kwargs.setdefault("disable_log_stats", False)  # V1 fills RequestOutput.metrics only then
         try:
             self._llm = vllm.LLM(**kwargs)
         except Exception as exc:  # vLLM raises many types (OSError, ValueError, RuntimeError, CUDA)
@@ -141,17 +144,28 @@ def _engine_fields(vllm: Any) -> set[str]:
     return names
 
 
-def _to_generations(out: Any, cfg: GenConfig, batch_wall_s: float) -> list[Generation]:
-    """One vLLM RequestOutput -> its n Generations."""
-    latency, ttft = batch_wall_s, None
-    metrics = getattr(out, "metrics", None)
+def request_timing(metrics: Any, batch_wall_s: float) -> tuple[float, float | None]:
+    """(latency_s, ttft_s) of one request from its engine metrics; (batch wall time, None) without.
+
+    V0's RequestMetrics has arrival_time, first_token_time and finished_time on one wall clock.
+    V1's RequestStateStats has first_token_latency (seconds since arrival) and first_token_ts /
+    last_token_ts on the engine core's monotonic clock, a different clock from its arrival_time,
+    so only differences within each clock are used."""
     arrival = getattr(metrics, "arrival_time", None)
     finished = getattr(metrics, "finished_time", None)
     first = getattr(metrics, "first_token_time", None)
-    if arrival is not None and finished is not None:
-        latency = finished - arrival
-    if arrival is not None and first is not None:
-        ttft = first - arrival
+    if arrival is not None and finished is not None:  # V0
+        return finished - arrival, (first - arrival if first is not None else None)
+    ttft = getattr(metrics, "first_token_latency", None)
+    first_ts, last_ts = getattr(metrics, "first_token_ts", None), getattr(metrics, "last_token_ts", None)
+    if ttft and first_ts and last_ts:  # V1 (zeros until set)
+        return ttft + (last_ts - first_ts), ttft
+    return batch_wall_s, None
+
+
+def _to_generations(out: Any, cfg: GenConfig, batch_wall_s: float) -> list[Generation]:
+    """One vLLM RequestOutput -> its n Generations."""
+    latency, ttft = request_timing(getattr(out, "metrics", None), batch_wall_s)
     prompt_tokens = len(out.prompt_token_ids or [])
     gens = []
     for o in out.outputs:
@@ -176,6 +190,7 @@ def _to_generations(out: Any, cfg: GenConfig, batch_wall_s: float) -> list[Gener
                 ttft_s=ttft,
                 prompt_tokens=prompt_tokens,
                 completion_tokens=len(o.token_ids),
+                batch_latency_s=batch_wall_s,
             )
         )
     return gens
