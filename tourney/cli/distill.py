@@ -116,7 +116,7 @@ TRAIN_SECTIONS: dict[str, tuple[str, ...]] = {
     "Optimisation": ("epochs", "lr", "batch_size", "grad_accum", "max_len", "warmup_ratio", "weight_decay",
                      "lr_scheduler", "max_grad_norm", "seed", "order_file"),
     "Logit distillation (kd, kd+feature)": ("alpha", "kd_temperature", "kd_kind", "beta", "topk", "topk_store",
-                                            "teacher_hash"),
+                                            "teacher_hash", "teacher_concurrency", "kd_chunk_size"),
     "Feature distillation (feature, kd+feature)": ("feature_layer_map", "feature_loss", "feature_weight",
                                                    "attention", "attention_weight"),
     "Evaluation after each epoch": ("eval_data", "eval_limit", "eval_max_tokens", "eval_batch_size", "gate",

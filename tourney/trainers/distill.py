@@ -97,6 +97,8 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
     tokenizer = AutoTokenizer.from_pretrained(student_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     teacher_path = resolve_checkpoint(cfg.teacher) if cfg.teacher and cfg.method != "sft" else None
+    if cfg.served_teacher:  # its tokenizer is checked against the student's through the server
+        teacher_path = None
     if cfg.teacher and cfg.method == "sft":
         say("note: method sft trains on the solutions alone; the teacher is not used")
     if teacher_path:
@@ -113,7 +115,8 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
                   "chat": cfg.chat}
         with args.main_process_first(local=False, desc="top-k store"):
             store = prepare_store(cfg, data.examples, teacher_path=teacher_path, pad_id=pad_id,
-                                  device=args.device, source=source, say=say)
+                                  device=args.device, source=source, say=say, tokenizer=tokenizer,
+                                  vocab_size=AutoConfig.from_pretrained(student_path).vocab_size)
     attn = "eager" if cfg.attention else None  # SDPA kernels never materialise attention maps
     if teacher_path and store is None:
         teacher = load_teacher(teacher_path, args.device, attn_implementation=attn)

@@ -59,7 +59,9 @@ class DistillTrainConfig:
     data: str = _field(..., "sft.jsonl from `distill select` (or gold/GSM8K-style JSONL).")
     out: str = _field(..., "Run folder: checkpoint-N/ per epoch, eval/, epochs.jsonl, final/, merged/; "
                            "rerun to resume after the last finished epoch.")
-    teacher: Optional[str] = _field(None, "Teacher checkpoint (same forms); needed by every method but sft.")
+    teacher: Optional[str] = _field(None, "Teacher checkpoint (same forms), or a served teacher openai:MODEL@URL "
+                                          "(method kd with topk: the store is filled from its prompt logprobs); "
+                                          "needed by every method but sft.")
     method: Literal[METHODS] = _field("sft", "sft, kd (logits), feature (hidden states) or kd+feature.")
     chat: bool = _field(False, "Prompts through the student's chat template (instruct students), as "
                                "`eval --chat` sends them.")
@@ -98,7 +100,13 @@ class DistillTrainConfig:
     topk: Optional[int] = _field(None, "Offline KD from a store of the teacher's top-k logits, built once "
                                        "(default: the teacher online, in memory).", ge=1)
     topk_store: Optional[str] = _field(None, "Top-k store folder (default OUT/topk-kK).")
-    teacher_hash: Optional[str] = _field(None, "Names the teacher's weights in the store (default: hashed).")
+    teacher_hash: Optional[str] = _field(None, "Names the teacher's weights in the store (default: hashed; a served "
+                                               "teacher's: none).")
+    teacher_concurrency: int = _field(8, "Served teacher: requests in flight while filling the top-k store.", ge=1)
+    kd_chunk_size: Optional[int] = _field(None, "Compute the KD / CE loss over chunks of this many positions: the "
+                                                "same value and gradient, one chunk's memory (methods other than "
+                                                "sft, which keeps the model's own loss; default: all at once).",
+                                          ge=1)
 
     # -- feature distillation (feature, kd+feature) --------------------------------------------
     feature_layer_map: Optional[dict[LayerIndex, LayerIndex]] = _field(
@@ -157,6 +165,9 @@ class DistillTrainConfig:
                 raise ValueError(f"topk (an offline logit store) applies to method kd only, not {self.method!r}")
             if self.uses_features:
                 raise ValueError("feature KD needs the teacher's hidden states online; use topk=None with kd+feature")
+        if self.served_teacher and self.method != "sft" and (self.method != "kd" or self.topk is None):
+            raise ValueError(f"a served teacher ({self.teacher}) gives top-k log-probabilities only: use method kd "
+                             "with topk (feature KD and online KD need the teacher's model in this process)")
         if self.attention and not self.uses_features:
             raise ValueError("attention matching is part of feature KD: use method feature or kd+feature")
         if self.gate and not self.eval_data:
@@ -172,6 +183,10 @@ class DistillTrainConfig:
     @property
     def uses_features(self) -> bool:
         return self.method in ("feature", "kd+feature")
+
+    @property
+    def served_teacher(self) -> bool:
+        return bool(self.teacher) and self.teacher.strip().startswith("openai:")
 
     @property
     def uses_lora(self) -> bool:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 
 from tourney.errors import ConfigError, DataError
+from tourney.trainers.chunked_losses import TopKTeacher, chunked_ce, chunked_kd_loss
 from tourney.trainers.distill_config import DistillTrainConfig
 from tourney.trainers.features import FeatureProjector, attention_loss, feature_loss, save_projector
 from tourney.trainers.losses import IGNORE_INDEX, kd_loss, shift_labels, sparse_kd_loss
@@ -40,7 +41,8 @@ def answer_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class DistillLoss:
     """The per-batch loss of one method; returns (total, parts to log, student outputs).
 
-    kd:       alpha * T^2 * D(teacher || student) + (1 - alpha) * CE   (losses.kd_loss / sparse_kd_loss)
+    kd:       alpha * T^2 * D(teacher || student) + (1 - alpha) * CE   (losses.kd_loss / sparse_kd_loss,
+              or chunked_losses.chunked_kd_loss with kd_chunk_size: the same value and gradient)
     feature:  CE + w_f * feature_loss [+ w_a * attention_loss]
     kd+feature: the kd total + the feature terms
     """
@@ -71,11 +73,16 @@ class DistillLoss:
         parts: dict[str, torch.Tensor] = {}
         if cfg.uses_kd:
             common = dict(temperature=cfg.kd_temperature, alpha=cfg.alpha, kind=cfg.kd_kind, beta=cfg.beta)
-            if topk_ids is not None:
+            if cfg.kd_chunk_size:
+                teacher = TopKTeacher(topk_ids, topk_logprobs) if topk_ids is not None else t_out.logits
+                r = chunked_kd_loss(out.logits, teacher, targets, chunk_size=cfg.kd_chunk_size, **common)
+            elif topk_ids is not None:
                 r = sparse_kd_loss(out.logits, topk_ids, topk_logprobs, targets, **common)
             else:
                 r = kd_loss(out.logits, t_out.logits, targets, **common)
             total, parts["kd"], parts["ce"] = r.total, r.kd, r.ce
+        elif cfg.kd_chunk_size:
+            total = parts["ce"] = chunked_ce(out.logits, targets, chunk_size=cfg.kd_chunk_size)
         else:
             total = parts["ce"] = answer_ce(out.logits, targets)
         if cfg.uses_features:
@@ -182,33 +189,61 @@ def _batches(examples: Sequence[tuple[list[int], int]], size: int, pad_id: int, 
         yield {k: v.to(device) for k, v in make_batch(examples[i: i + size], pad_id).items()}
 
 
-def prepare_store(cfg: DistillTrainConfig, examples: Sequence[tuple[list[int], int]], *, teacher_path: str,
-                  pad_id: int, device, source: dict[str, Any], say: Callable[[str], None] = print):
-    """Open the top-k store, building (or finishing) it with the teacher only when it lacks examples.
+def prepare_store(cfg: DistillTrainConfig, examples: Sequence[tuple[list[int], int]], *, teacher_path: str | None,
+                  pad_id: int, device, source: dict[str, Any], say: Callable[[str], None] = print,
+                  tokenizer: Any = None, vocab_size: int | None = None):
+    """Open the top-k store, building (or finishing) it with the teacher only when it lacks examples:
+    an in-process teacher (teacher_path), or a served one (cfg.teacher = openai:MODEL@URL, whose
+    store has the student's vocab_size).
 
     `source` identifies the data (sha256, max_len, count); a store built from other data is an
-    error rather than silently misaligned rows. Call under main_process_first so one process builds.
+    error rather than silently misaligned rows, and so is a store built with another tokenizer than
+    the student's (`tokenizer`). Call under main_process_first so one process builds.
     """
     from tourney.trainers.offline_logits import TopKStore, fill_store, model_fingerprint
+    from tourney.trainers.served_logits import (ServedTeacherConfig, check_server_tokenizer,
+                                                fill_store_from_server, tokenizer_hash)
 
     folder = cfg.store_dir()
     _check_source(folder, source)
     meta_path = folder / "meta.json"
     meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    tok_hash = tokenizer_hash(tokenizer) if tokenizer is not None else ""
+    if meta.get("tokenizer_hash") and tok_hash and meta["tokenizer_hash"] != tok_hash:
+        raise ConfigError(f"top-k store {folder} was built with tokenizer {meta['tokenizer_hash']}, but the student's "
+                          f"tokenizer is {tok_hash}: its token ids would not be the student's; use another "
+                          "topk_store folder")
+    served = ServedTeacherConfig.from_spec(cfg.teacher, k=cfg.topk, concurrency=cfg.teacher_concurrency) \
+        if cfg.served_teacher else None
+    name = served.model if served else teacher_path
     complete = (meta.get("num_examples") == len(examples) and meta.get("k") == cfg.topk
-                and meta.get("teacher") == teacher_path
+                and meta.get("teacher") == name
                 and (cfg.teacher_hash is None or meta.get("teacher_hash") == cfg.teacher_hash))
-    if not complete:
+    if complete:
+        say(f"top-k store {folder}: reusing {len(examples)} examples (k={cfg.topk})")
+    elif served is not None:
+        if vocab_size is None or tokenizer is None:
+            raise ValueError("a served teacher's store needs the student's tokenizer and vocab_size")
+        check = check_server_tokenizer(served, tokenizer)
+        if check == "unavailable":
+            say(f"note: {served.base_url} has no /tokenize; its tokenizer cannot be checked (ids are sent as the "
+                "student's tokenizer makes them)")
+        store = TopKStore(folder, k=cfg.topk, vocab_size=vocab_size, teacher=served.model,
+                          teacher_hash=cfg.teacher_hash or "", tokenizer_hash=tok_hash,
+                          source={"server": served.base_url, "model": served.model, "tokenizer_check": check})
+        _write_source(folder, source)
+        written = fill_store_from_server(store, examples, served, progress=lambda d, n: say(
+            f"top-k store {folder}: {d}/{n} examples from {served.base_url}"))
+        say(f"top-k store {folder}: wrote {written} examples (k={cfg.topk}) from {served.model} at {served.base_url}")
+    else:
         teacher = load_teacher(teacher_path, device)
         digest = cfg.teacher_hash or model_fingerprint(teacher)
         store = TopKStore(folder, k=cfg.topk, vocab_size=teacher.config.vocab_size, teacher=teacher_path,
-                          teacher_hash=digest)
+                          teacher_hash=digest, tokenizer_hash=tok_hash, source={"model": teacher_path})
         _write_source(folder, source)
         written = fill_store(store, teacher, _batches(examples, cfg.batch_size, pad_id, device))
         say(f"top-k store {folder}: wrote {written} examples (k={cfg.topk})")
         del teacher
-    else:
-        say(f"top-k store {folder}: reusing {len(examples)} examples (k={cfg.topk})")
     return TopKStore.open(folder)
 
 

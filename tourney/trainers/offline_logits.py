@@ -6,7 +6,8 @@ that losses.shift_labels leaves unmasked, so the stored rows line up with sparse
 At k = 64 that is 64 * (4 + 2) bytes per answer token instead of 4 * V (600 kB for Qwen3's 150k).
 
 Layout of a store folder:
-  meta.json                    k, vocab size, teacher name and hash, number of examples
+  meta.json                    k, vocab size, teacher name and hash, the tokenizer's hash, where the
+                               numbers came from (source: an in-process model or a server), count
   shard-000000000.safetensors  per chunk: ids (N, k) int32, logprobs (N, k) float16,
                                positions (N,) int32, offsets (n + 1,) int64 into the N rows;
                                metadata {"start", "count"} = first example index and count
@@ -80,23 +81,27 @@ class TopKStore:
     """
 
     def __init__(
-        self, folder: str | Path, *, k: int, vocab_size: int, teacher: str, teacher_hash: str = ""
+        self, folder: str | Path, *, k: int, vocab_size: int, teacher: str, teacher_hash: str = "",
+        tokenizer_hash: str = "", source: dict[str, Any] | None = None,
     ) -> None:
         if not 1 <= k <= vocab_size:
             raise ValueError(f"k must be in [1, vocab_size={vocab_size}], got {k}")
         self.folder = Path(folder)
         self.meta = {"format": FORMAT_VERSION, "k": k, "vocab_size": vocab_size,
-                     "teacher": teacher, "teacher_hash": teacher_hash}
+                     "teacher": teacher, "teacher_hash": teacher_hash, "tokenizer_hash": tokenizer_hash}
         meta_path = self.folder / "meta.json"
         if meta_path.exists():
             old = json.loads(meta_path.read_text())
-            diff = {key: (old.get(key), want) for key, want in self.meta.items() if old.get(key) != want}
+            # A store written before tokenizer hashes were recorded has none: unknown, not different.
+            diff = {key: (old.get(key), want) for key, want in self.meta.items()
+                    if old.get(key) != want and not (key == "tokenizer_hash" and not (old.get(key) and want))}
             if diff:
                 shown = "; ".join(f"{key}: stored {a!r}, asked {b!r}" for key, (a, b) in diff.items())
                 raise ValueError(
                     f"top-k store {self.folder} was built for another setup ({shown}); "
                     "use another folder, or delete this one to rebuild it"
                 )
+        self.source = (json.loads(meta_path.read_text()).get("source") if meta_path.exists() else None) or source
         self.folder.mkdir(parents=True, exist_ok=True)
         self._scan()
         if not meta_path.exists() or json.loads(meta_path.read_text()).get("num_examples") != self._count:
@@ -110,7 +115,7 @@ class TopKStore:
             raise FileNotFoundError(f"{meta_path} not found: {folder} is not a top-k store")
         m = json.loads(meta_path.read_text())
         return cls(folder, k=m["k"], vocab_size=m["vocab_size"], teacher=m["teacher"],
-                   teacher_hash=m["teacher_hash"])
+                   teacher_hash=m["teacher_hash"], tokenizer_hash=m.get("tokenizer_hash", ""))
 
     @property
     def k(self) -> int:
@@ -119,6 +124,10 @@ class TopKStore:
     @property
     def vocab_size(self) -> int:
         return int(self.meta["vocab_size"])
+
+    @property
+    def tokenizer_hash(self) -> str:
+        return str(self.meta.get("tokenizer_hash") or "")
 
     @property
     def num_examples(self) -> int:
@@ -153,7 +162,7 @@ class TopKStore:
         self._count = count
 
     def _write_meta(self) -> None:
-        meta = dict(self.meta, num_examples=self._count)
+        meta = dict(self.meta, source=self.source, num_examples=self._count)
         tmp = self.folder / "meta.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, self.folder / "meta.json")
