@@ -1,10 +1,19 @@
 """What happens at each epoch's end after the Trainer has saved its checkpoint: evaluate it with
 the harness, optionally gate it against the previous epoch, and append one line to OUT/epochs.jsonl.
 
-The evaluation reuses the model in memory (no reload) through HFBackend(model=, tokenizer=); it
-runs on the main process only, and under DDP the gate's verdict is broadcast so that every
-process stops together. Under FSDP or DeepSpeed the model in memory is sharded, so the saved
-checkpoint is loaded from disk instead.
+The evaluation reuses the model in memory (no reload) through HFBackend(model=, tokenizer=).
+Under FSDP or DeepSpeed the model in memory is sharded, so the saved checkpoint is loaded from
+disk instead (on every rank, onto its own device).
+
+With several processes (torchrun / accelerate), the evaluation is sharded: the question file is
+cut into the same chunks a single-process run makes (eval_batch_size questions each), rank r
+answers chunks r, r + W, r + 2W, ... into eval/epoch-N/shards/rank-r/, and the rows travel to
+rank 0 with one all_gather_object. Rank 0 writes the merged eval/epoch-N/ run (results in
+question order, reports) and applies the gate; its verdict is broadcast so every process stops
+together. Every rank works about 1/W of the evaluation and waits at most for the slowest shard,
+where it used to wait in a collective for rank 0's whole evaluation, which could outlast
+ddp_timeout. Chunks keep their single-process composition, so padding and therefore greedy
+outputs are the same as an unsharded evaluation's.
 """
 from __future__ import annotations
 
@@ -76,19 +85,21 @@ class EpochEndCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kwargs):
         # A run killed between saving a checkpoint and recording it: the resumed model holds that
         # checkpoint's weights, so evaluate it now (the gate's verdict is recorded, not acted on).
+        # Rank 0 decides, as only it is sure to see epochs.jsonl; every rank then evaluates its shard.
         epoch = round(state.epoch or 0)
-        if state.global_step and state.is_world_process_zero and epoch not in {r.epoch for r in read_epochs(self.out)}:
+        missing = bool(state.global_step) and state.is_world_process_zero and \
+            epoch not in {r.epoch for r in read_epochs(self.out)}
+        if _broadcast_from_main(missing):
             self._finish_epoch(args, state, model, processing_class)
 
     def on_save(self, args, state, control, model=None, processing_class=None, **kwargs):
-        stop = False
-        if state.is_world_process_zero:
-            stop = self._finish_epoch(args, state, model, processing_class).stopped
-        if _broadcast_from_main(stop):
+        record = self._finish_epoch(args, state, model, processing_class)
+        if _broadcast_from_main(record is not None and record.stopped):
             control.should_training_stop = True
         return control
 
-    def _finish_epoch(self, args, state, model, tokenizer) -> EpochRecord:
+    def _finish_epoch(self, args, state, model, tokenizer) -> EpochRecord | None:
+        """Evaluate (every rank, its shard) and record the epoch (rank 0, which returns the record)."""
         epoch = round(state.epoch or 0)
         ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         accuracy = eval_dir = gate = None
@@ -96,7 +107,12 @@ class EpochEndCallback(TrainerCallback):
         if self.cfg.eval_data:
             eval_dir = self.out / "eval" / f"epoch-{epoch}"
             sharded = bool(args.fsdp) or bool(args.deepspeed)
-            accuracy = evaluate_checkpoint(self.cfg, ckpt, eval_dir, None if sharded else model, tokenizer)
+            rank, world = _rank_world()
+            accuracy = evaluate_checkpoint(self.cfg, ckpt, eval_dir, None if sharded else model, tokenizer,
+                                           rank=rank, world=world)
+        if not state.is_world_process_zero:
+            return None
+        if accuracy is not None:
             self.say(f"epoch {epoch}: accuracy {accuracy:.4f} on {self.cfg.eval_data} ({eval_dir})")
             previous = self.out / "eval" / f"epoch-{epoch - 1}"
             if self.cfg.gate and (previous / "report.json").exists():
@@ -115,9 +131,14 @@ class EpochEndCallback(TrainerCallback):
 
 
 def evaluate_checkpoint(cfg: DistillTrainConfig, ckpt: Path, eval_dir: Path, model: Any = None,
-                        tokenizer: Any = None) -> float:
+                        tokenizer: Any = None, *, rank: int = 0, world: int = 1) -> float | None:
     """Run the harness on the checkpoint (`hf:` spec), with the in-memory model when given; returns
-    overall accuracy. Training state is left as found: train/eval mode, padding side, RNG."""
+    overall accuracy on rank 0 (None on the others). With world > 1 every rank must call this: each
+    answers its shard of the chunks (see the module docstring). Training state is left as found:
+    train/eval mode, padding side, RNG."""
+    from dataclasses import replace
+
+    from tourney.harness.questions import load_questions
     from tourney.harness.runner import EvalConfig, run_eval
     from tourney.models.hf_backend import HFBackend
     from tourney.models.registry import parse_spec
@@ -125,22 +146,74 @@ def evaluate_checkpoint(cfg: DistillTrainConfig, ckpt: Path, eval_dir: Path, mod
     spec = parse_spec(f"hf:{ckpt}")
     was_training = model.training if model is not None else False
     padding_side = getattr(tokenizer, "padding_side", None)
-    device = str(next(model.parameters()).device) if model is not None else "auto"
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    cuda = torch.cuda.is_available()
+    if model is not None:
+        device = str(next(model.parameters()).device)
+    else:  # each process on its own GPU, not all of them on cuda:0
+        device = f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
+    ecfg = EvalConfig(model=spec.raw, data=cfg.eval_data, out=str(eval_dir), limit=cfg.eval_limit,
+                      max_tokens=cfg.eval_max_tokens, chunk_size=cfg.eval_batch_size, chat=cfg.chat)
+    questions = load_questions(cfg.eval_data, limit=cfg.eval_limit)
+    if world > 1 and model is None:
+        import torch.distributed as dist
+
+        dist.barrier()  # the checkpoint every rank is about to load is complete on disk
+    devices = [torch.cuda.current_device()] if cuda else []
     with torch.random.fork_rng(devices=devices):  # generation must not shift the training RNG
         backend = HFBackend(spec, device=device, batch_size=cfg.eval_batch_size, model=model,
                             tokenizer=tokenizer if model is not None else None)
         try:
-            ecfg = EvalConfig(model=spec.raw, data=cfg.eval_data, out=str(eval_dir), limit=cfg.eval_limit,
-                              max_tokens=cfg.eval_max_tokens, chunk_size=cfg.eval_batch_size, chat=cfg.chat)
-            report = run_eval(ecfg, backend)
+            if world == 1:
+                report = run_eval(ecfg, backend, questions=questions)
+            else:
+                c = cfg.eval_batch_size
+                chunks = [questions[i: i + c] for i in range(0, len(questions), c)]
+                mine = [q for j, chunk in enumerate(chunks) if j % world == rank for q in chunk]
+                shard = Path(eval_dir) / "shards" / f"rank-{rank}"
+                rows = []
+                if mine:
+                    run_eval(replace(ecfg, out=str(shard)), backend, questions=mine)
+                    rows = (shard / "results.jsonl").read_text(encoding="utf-8").splitlines()
+                gathered = _all_gather(rows, world)
+                report = _merge_shards(ecfg, backend, questions, gathered) if rank == 0 else None
         finally:
             backend.close()
             if padding_side is not None:
                 tokenizer.padding_side = padding_side
             if model is not None:
                 model.train(was_training)
-    return float(report["overall"]["accuracy"] or 0.0)
+    return None if report is None else float(report["overall"]["accuracy"] or 0.0)
+
+
+def _merge_shards(ecfg: Any, backend: Any, questions: Any, shard_lines: list[list[str]]) -> dict[str, Any]:
+    """Rank 0: the shards' rows become the run's results.jsonl; run_eval then finds every chunk
+    answered (it calls the backend only for rows a shard failed) and writes the reports."""
+    import os
+
+    from tourney.harness.runner import run_eval
+
+    out = Path(ecfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "results.jsonl.tmp"
+    tmp.write_text("".join(line + "\n" for lines in shard_lines for line in lines if line.strip()), encoding="utf-8")
+    os.replace(tmp, out / "results.jsonl")
+    return run_eval(ecfg, backend, questions=questions)
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_gather(obj: Any, world: int) -> list[Any]:
+    import torch.distributed as dist
+
+    box: list[Any] = [None] * world
+    dist.all_gather_object(box, obj)
+    return box
 
 
 def gate_against(baseline: Path, candidate: Path, cfg: DistillTrainConfig) -> GateVerdict:
