@@ -262,7 +262,7 @@ def test_gate_stops_training_when_an_epoch_is_worse(tiny_checkpoint, sft_data, t
     """The callback's control flow: epoch 2 judged significantly worse stops a 3-epoch run there."""
     import tourney.trainers.epoch_eval as ee
 
-    def fake_eval(cfg, ckpt, eval_dir, model=None, tokenizer=None):
+    def fake_eval(cfg, ckpt, eval_dir, model=None, tokenizer=None, **_shard):
         eval_dir.mkdir(parents=True)
         (eval_dir / "report.json").write_text("{}")
         return 0.5
