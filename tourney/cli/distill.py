@@ -123,7 +123,9 @@ TRAIN_SECTIONS: dict[str, tuple[str, ...]] = {
                                     "gate_stop", "gate_alpha", "gate_min_delta"),
     "Runtime and logging": ("logging_steps", "report_to", "bf16", "gradient_checkpointing", "deterministic",
                             "merge", "save_total_limit"),
+    "What to run": ("dry_run",),  # options of the command, not of the training configuration
 }
+RUN_OPTIONS = ("config_file", "dry_run")
 
 
 def _train_options(fn):
@@ -137,10 +139,13 @@ def _train_options(fn):
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False),
               help="Recipe file (YAML, TOML or JSON) of these options by field name (kd_temperature: 1.0); "
                    "flags given here override it.")
+@click.option("--dry-run", is_flag=True,
+              help="Build everything (student, teacher or its top-k store, trainer, checkpoint, evaluation) and run "
+                   "one optimizer step, in OUT/dry-run.")
 @_train_options
 @click.pass_context
 @friendly_errors
-def distill_train(ctx: click.Context, config_file: str | None, **values) -> None:
+def distill_train(ctx: click.Context, config_file: str | None, dry_run: bool, **values) -> None:
     """Train a student on teacher solutions (SFT, logit KD, feature KD; full or LoRA); runs
     unchanged under torchrun / accelerate launch."""
     from tourney.cli.config_options import flag_names, given_options
@@ -150,7 +155,7 @@ def distill_train(ctx: click.Context, config_file: str | None, **values) -> None
 
     cfg = build_config(DistillTrainConfig, given_options(ctx, DistillTrainConfig, values), config_file,
                        flags=flag_names(DistillTrainConfig))
-    result = train(cfg, say=click.echo, progress=True)
+    result = train(cfg, say=click.echo, progress=True, dry_run=dry_run)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the main process reports
         return
     for r in result.epochs:

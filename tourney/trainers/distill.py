@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -69,10 +69,24 @@ def _main_say(args, say: Callable[[str], None]) -> Callable[[str], None]:
     return say if args.process_index == 0 else (lambda _msg: None)
 
 
+def dry_run_config(cfg: DistillTrainConfig) -> DistillTrainConfig:
+    """The run `--dry-run` makes of cfg: in OUT/dry-run (its own top-k store too), one epoch of one
+    optimizer step (train() cuts the data to batch_size x grad_accum x processes), no curriculum
+    order (it indexes the whole data), at most 4 evaluation questions, no gate."""
+    out = Path(cfg.out) / "dry-run"
+    return replace(cfg, out=str(out), epochs=1, order_file=None, gate=False,
+                   topk_store=str(out / f"topk-k{cfg.topk}") if cfg.topk is not None else None,
+                   eval_limit=min(cfg.eval_limit or 4, 4))
+
+
 def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str], None] = print,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, dry_run: bool = False) -> TrainResult:
     """Train (or resume) the run cfg describes; see the module docstring. `progress` draws one
-    progress bar (train_progress.TrainProgress) in place of the Trainer's printed logs."""
+    progress bar (train_progress.TrainProgress) in place of the Trainer's printed logs. dry_run:
+    build everything (student, teacher or its store, trainer, checkpoint, evaluation) and run one
+    optimizer step, in OUT/dry-run (dry_run_config)."""
+    if dry_run:
+        cfg = dry_run_config(cfg)
     from transformers import AutoConfig, AutoTokenizer, PrinterCallback, set_seed
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -105,6 +119,9 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
         # Token-level KD and hidden-state matching both compare the two models position by position.
         check_vocab_compatible(tokenizer, AutoTokenizer.from_pretrained(teacher_path))
     data = load_sft_data(cfg, tokenizer)
+    if dry_run:  # exactly one optimizer step's examples
+        n = cfg.batch_size * cfg.grad_accum * args.world_size
+        data = replace(data, rows=data.rows[:n], examples=data.examples[:n])
     orders = epoch_orders(cfg, data.rows)
     cut = f" ({data.truncated} cut to max_len)" if data.truncated else ""
     say(f"{len(data.examples)} examples from {cfg.data}{cut}")
@@ -160,6 +177,10 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
     trainer.accelerator.wait_for_everyone()
     epochs = read_epochs(out)
     say(f"final weights in {final}")
+    if dry_run:
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        say(f"dry run: {len(data.examples)} examples, {trainer.state.global_step} optimizer step(s), "
+            f"loss {losses[-1] if losses else float('nan'):.4f}; built and saved in {out}")
     return TrainResult(out=str(out), final=str(final), merged=None if merged is None else str(merged),
                        checkpoints=[str(p) for p in _checkpoints(out)], epochs=epochs,
                        stopped_early=any(r.stopped for r in epochs))
