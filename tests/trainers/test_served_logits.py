@@ -235,6 +235,23 @@ def test_store_records_the_server_and_refuses_another_tokenizer(server, tiny_che
 
 
 @pytest.mark.integration
+def test_store_only_fills_the_store_and_trains_nothing(server, tiny_checkpoint, examples, tmp_path):
+    from tourney.trainers.distill import train
+    from tourney.trainers.distill_config import DistillTrainConfig
+    from tourney.trainers.offline_logits import TopKStore
+
+    data, ex = examples
+    cfg = DistillTrainConfig(student=str(tiny_checkpoint), teacher=server.spec(), data=str(data),
+                             out=str(tmp_path / "run"), method="kd", topk=4)
+    said: list[str] = []
+    result = train(cfg, say=said.append, store_only=True)
+    assert result.checkpoints == [] and result.final == ""
+    assert TopKStore.open(cfg.store_dir()).num_examples == len(ex)
+    assert not list((tmp_path / "run").glob("checkpoint-*"))
+    assert any("stopping before training (--store-only)" in s for s in said)
+
+
+@pytest.mark.integration
 @pytest.mark.slow
 def test_kd_from_the_served_store_trains_like_the_in_process_teacher(server, tiny_checkpoint, teacher, examples,
                                                                       tmp_path):

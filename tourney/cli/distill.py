@@ -123,9 +123,9 @@ TRAIN_SECTIONS: dict[str, tuple[str, ...]] = {
                                     "gate_stop", "gate_alpha", "gate_min_delta"),
     "Runtime and logging": ("logging_steps", "report_to", "bf16", "gradient_checkpointing", "deterministic",
                             "merge", "save_total_limit"),
-    "What to run": ("dry_run",),  # options of the command, not of the training configuration
+    "What to run": ("dry_run", "store_only"),  # options of the command, not of the training configuration
 }
-RUN_OPTIONS = ("config_file", "dry_run")
+RUN_OPTIONS = ("config_file", "dry_run", "store_only")
 
 
 def _train_options(fn):
@@ -142,10 +142,12 @@ def _train_options(fn):
 @click.option("--dry-run", is_flag=True,
               help="Build everything (student, teacher or its top-k store, trainer, checkpoint, evaluation) and run "
                    "one optimizer step, in OUT/dry-run.")
+@click.option("--store-only", is_flag=True,
+              help="Fill the top-k store (--topk) and stop: before a multi-process launch with a served teacher.")
 @_train_options
 @click.pass_context
 @friendly_errors
-def distill_train(ctx: click.Context, config_file: str | None, dry_run: bool, **values) -> None:
+def distill_train(ctx: click.Context, config_file: str | None, dry_run: bool, store_only: bool, **values) -> None:
     """Train a student on teacher solutions (SFT, logit KD, feature KD; full or LoRA); runs
     unchanged under torchrun / accelerate launch."""
     from tourney.cli.config_options import flag_names, given_options
@@ -155,7 +157,9 @@ def distill_train(ctx: click.Context, config_file: str | None, dry_run: bool, **
 
     cfg = build_config(DistillTrainConfig, given_options(ctx, DistillTrainConfig, values), config_file,
                        flags=flag_names(DistillTrainConfig))
-    result = train(cfg, say=click.echo, progress=True, dry_run=dry_run)
+    result = train(cfg, say=click.echo, progress=True, dry_run=dry_run, store_only=store_only)
+    if store_only:
+        return
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun the main process reports
         return
     for r in result.epochs:

@@ -36,8 +36,9 @@ import torch.nn.functional as F
 
 from tourney.trainers.losses import IGNORE_INDEX, KDKind, KDLoss, _check, _effective_kind, divergence
 
-# 256 positions x 151,936 x 4 bytes = 156 MB per fp32 chunk tensor; the chunk's forward and its
-# gradient hold about six of them (benchmarks/loss_memory.py measures the whole loss).
+# 256 positions x 151,936 x 4 bytes = 156 MB per fp32 chunk tensor; one chunk's forward and
+# gradient peak at about 5 of them against a top-k teacher, 9 against dense teacher logits
+# (benchmarks/loss_memory.py measures the whole loss).
 DEFAULT_CHUNK_SIZE = 256
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from tourney.errors import ConfigError
 from tourney.trainers.distill_config import DistillTrainConfig, check_same_run, training_argument_fields
 from tourney.trainers.epoch_eval import EpochEndCallback, EpochRecord, read_epochs
 
@@ -80,11 +81,12 @@ def dry_run_config(cfg: DistillTrainConfig) -> DistillTrainConfig:
 
 
 def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str], None] = print,
-          progress: bool = False, dry_run: bool = False) -> TrainResult:
+          progress: bool = False, dry_run: bool = False, store_only: bool = False) -> TrainResult:
     """Train (or resume) the run cfg describes; see the module docstring. `progress` draws one
     progress bar (train_progress.TrainProgress) in place of the Trainer's printed logs. dry_run:
     build everything (student, teacher or its store, trainer, checkpoint, evaluation) and run one
-    optimizer step, in OUT/dry-run (dry_run_config)."""
+    optimizer step, in OUT/dry-run (dry_run_config). store_only: fill the top-k store and stop (no
+    checkpoints; `final` is ""), which a served teacher's store needs before a multi-process launch."""
     if dry_run:
         cfg = dry_run_config(cfg)
     from transformers import AutoConfig, AutoTokenizer, PrinterCallback, set_seed
@@ -92,7 +94,7 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
 
     from tourney.harness.questions import file_sha256
     from tourney.trainers.features import FeatureProjector, load_projector
-    from tourney.trainers.kd_trainer import DistillLoss, DistillTrainer, load_teacher, prepare_store
+    from tourney.trainers.kd_trainer import DistillLoss, DistillTrainer, load_teacher, prepare_store, store_is_complete
     from tourney.trainers.losses import check_vocab_compatible
     from tourney.trainers.train_progress import TrainProgress
     from tourney.trainers.sft import (SFTCollator, SFTDataset, check_environment, epoch_orders, load_sft_data,
@@ -130,10 +132,20 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
     if cfg.topk is not None:
         source = {"data_sha256": file_sha256(cfg.data), "max_len": cfg.max_len, "examples": len(data.examples),
                   "chat": cfg.chat}
+        if cfg.served_teacher and args.world_size > 1 and not store_is_complete(cfg, len(data.examples), None):
+            raise ConfigError(
+                f"the top-k store {cfg.store_dir()} lacks examples; fill it from {cfg.teacher} in one process first "
+                "(the same command without the launcher, with --store-only): filled here, it would keep the other "
+                f"{args.world_size - 1} process(es) waiting at a barrier, for hours at scale, past ddp_timeout")
         with args.main_process_first(local=False, desc="top-k store"):
             store = prepare_store(cfg, data.examples, teacher_path=teacher_path, pad_id=pad_id,
                                   device=args.device, source=source, say=say, tokenizer=tokenizer,
                                   vocab_size=AutoConfig.from_pretrained(student_path).vocab_size)
+    if store_only:
+        if store is None:
+            raise ConfigError("--store-only fills a top-k store: it needs --topk K")
+        say(f"top-k store {store.folder}: {store.num_examples} examples; stopping before training (--store-only)")
+        return TrainResult(out=str(out), final="", merged=None, checkpoints=[], epochs=[], stopped_early=False)
     attn = "eager" if cfg.attention else None  # SDPA kernels never materialise attention maps
     if teacher_path and store is None:
         teacher = load_teacher(teacher_path, args.device, attn_implementation=attn)

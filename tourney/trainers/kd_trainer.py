@@ -215,11 +215,7 @@ def prepare_store(cfg: DistillTrainConfig, examples: Sequence[tuple[list[int], i
                           "topk_store folder")
     served = ServedTeacherConfig.from_spec(cfg.teacher, k=cfg.topk, concurrency=cfg.teacher_concurrency) \
         if cfg.served_teacher else None
-    name = served.model if served else teacher_path
-    complete = (meta.get("num_examples") == len(examples) and meta.get("k") == cfg.topk
-                and meta.get("teacher") == name
-                and (cfg.teacher_hash is None or meta.get("teacher_hash") == cfg.teacher_hash))
-    if complete:
+    if store_is_complete(cfg, len(examples), teacher_path):
         say(f"top-k store {folder}: reusing {len(examples)} examples (k={cfg.topk})")
     elif served is not None:
         if vocab_size is None or tokenizer is None:
@@ -245,6 +241,17 @@ def prepare_store(cfg: DistillTrainConfig, examples: Sequence[tuple[list[int], i
         say(f"top-k store {folder}: wrote {written} examples (k={cfg.topk})")
         del teacher
     return TopKStore.open(folder)
+
+
+def store_is_complete(cfg: DistillTrainConfig, n_examples: int, teacher_path: str | None) -> bool:
+    """Whether cfg's top-k store already holds all n_examples from this teacher (nothing to ask)."""
+    from tourney.trainers.served_logits import ServedTeacherConfig
+
+    meta_path = cfg.store_dir() / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    name = ServedTeacherConfig.from_spec(cfg.teacher, k=cfg.topk).model if cfg.served_teacher else teacher_path
+    return (meta.get("num_examples") == n_examples and meta.get("k") == cfg.topk and meta.get("teacher") == name
+            and (cfg.teacher_hash is None or meta.get("teacher_hash") == cfg.teacher_hash))
 
 
 def _check_source(folder: Path, source: dict[str, Any]) -> None:
