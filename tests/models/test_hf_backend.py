@@ -79,10 +79,10 @@ def test_per_sequence_latency_inside_one_batch_follows_its_length(mini_teacher):
     wall time stays available as batch_latency_s."""
     prompts = ["Question: Sam has 22 eggs. Sam sells 7 eggs. How many eggs does Sam have now?\nAnswer:",
                "Question: Ava has 12 coins. Ava finds 3 more coins. Ava loses 5 coins. The number of coins "
-               "doubles. Ava sells 4 coins. Ava finds 9 more coins. How many coins does Ava have now?\nAnswer:",
+               "doubles. How many coins does Ava have now?\nAnswer:",
                "Question: Eli has 60 cards. Eli loses 1 cards. How many cards does Eli have now?\nAnswer:"]
     backend = load_backend(f"hf:{mini_teacher}", batch_size=3)
-    gens = [g for [g] in backend.generate(prompts, GenConfig(max_tokens=120))]
+    gens = [g for [g] in backend.generate(prompts, GenConfig(max_tokens=80))]
     assert all(g.finish_reason == "stop" for g in gens)
     lengths = [g.completion_tokens for g in gens]
     assert len(set(lengths)) >= 2, lengths
@@ -94,7 +94,7 @@ def test_per_sequence_latency_inside_one_batch_follows_its_length(mini_teacher):
         for b in gens:
             if a.completion_tokens < b.completion_tokens:
                 assert a.latency_s < b.latency_s
-    assert max(g.latency_s for g in gens) < wall or max(lengths) == 120
+    assert max(g.latency_s for g in gens) < wall or max(lengths) == 80
 
 
 def test_step_logprobs_equal_the_stacked_logits(backend):
