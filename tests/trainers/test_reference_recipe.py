@@ -66,6 +66,10 @@ def test_dry_run_flag_runs_one_step(tiny_checkpoint, tmp_path):
     assert "dry run: 4 examples, 1 optimizer step(s)" in res.output
     assert [p.name for p in (tmp_path / "run" / "dry-run").glob("checkpoint-*")] == ["checkpoint-1"]
     assert not list((tmp_path / "run").glob("checkpoint-*"))  # the real run's folder stays empty
+    again = CliRunner().invoke(main, ["distill", "train", "--student", str(tiny_checkpoint), "--data", str(data),
+                                      "--out", str(tmp_path / "run"), "--batch-size", "2", "--dry-run"])
+    assert again.exit_code == 0, again.output  # a changed config, run afresh: not refused, not resumed
+    assert "dry run: 2 examples, 1 optimizer step(s)" in again.output
 
 
 @pytest.mark.slow

@@ -107,6 +107,10 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
         hf_logging.disable_progress_bar()  # loading/saving bars: ours is the one users read
     args = training_arguments(cfg)  # also joins the process group under torchrun / accelerate
     say = _main_say(args, say)
+    if dry_run:  # a dry run starts afresh each time (a config fixed since the last one must not be refused)
+        with args.main_process_first(local=False, desc="dry run"):
+            if args.process_index == 0:
+                _clear_dry_run(Path(cfg.out))
     out = Path(cfg.out)
     check_same_run(cfg, write=args.process_index == 0)
     student_path = resolve_checkpoint(cfg.student)
@@ -196,6 +200,18 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
     return TrainResult(out=str(out), final=str(final), merged=None if merged is None else str(merged),
                        checkpoints=[str(p) for p in _checkpoints(out)], epochs=epochs,
                        stopped_early=any(r.stopped for r in epochs))
+
+
+def _clear_dry_run(folder: Path) -> None:
+    """Everything a previous dry run left in OUT/dry-run but its top-k store (costly to refill)."""
+    import shutil
+
+    if not folder.is_dir():
+        return
+    for p in folder.iterdir():
+        if p.name.startswith("topk-k"):
+            continue
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
 def _checkpoints(out: Path) -> list[Path]:
