@@ -42,7 +42,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="served-kd-"))
     data = write_jsonl(generate(SynthConfig(n=args.examples, seed=77)), work / "sft.jsonl")
     dev = Path(__file__).resolve().parents[1] / "tourney" / "harness" / "data" / "mini" / "dev.jsonl"
-    common = dict(student="mini-student", data=str(data), method="kd", topk=args.topk, alpha=0.5, temperature=1.0,
+    common = dict(student="mini-student", data=str(data), method="kd", topk=args.topk, alpha=0.5, kd_temperature=1.0,
                   epochs=args.epochs, lr=1e-3, batch_size=16, max_len=256, seed=0, logging_steps=1,
                   eval_data=str(dev), eval_limit=args.eval, eval_max_tokens=96, kd_chunk_size=64)
     runs, secs = {}, {}

@@ -49,9 +49,15 @@ def test_the_cli_reads_the_recipe_as_it_is(tmp_path, monkeypatch):
     from tourney.cli.main import main
 
     seen = []
-    monkeypatch.setattr(distill, "train", lambda cfg, **kw: seen.append((cfg, kw)) or pytest.skip("config only"))
-    CliRunner().invoke(main, ["distill", "train", "--config", str(REFERENCE_DISTILL), "--dry-run"])
-    assert seen and seen[0][0] == load_recipe() and seen[0][1]["dry_run"] is True
+
+    def fake_train(cfg, **kw):  # the configuration only: nothing is loaded or trained
+        seen.append((cfg, kw))
+        return distill.TrainResult(out=cfg.out, final="", merged=None, checkpoints=[], epochs=[], stopped_early=False)
+
+    monkeypatch.setattr(distill, "train", fake_train)
+    res = CliRunner().invoke(main, ["distill", "train", "--config", str(REFERENCE_DISTILL), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert seen[0][0] == load_recipe() and seen[0][1]["dry_run"] is True
 
 
 def test_dry_run_flag_runs_one_step(tiny_checkpoint, tmp_path):

@@ -266,7 +266,7 @@ def test_kd_from_the_served_store_trains_like_the_in_process_teacher(server, tin
     runs = {}
     for name, t in (("local", str(teacher)), ("served", server.spec())):
         cfg = DistillTrainConfig(student=str(tiny_checkpoint), teacher=t, data=str(data), out=str(tmp_path / name),
-                                 method="kd", topk=8, alpha=0.5, temperature=1.0, kd_chunk_size=16,
+                                 method="kd", topk=8, alpha=0.5, kd_temperature=1.0, kd_chunk_size=16,
                                  **{**FAST, "batch_size": 6})
         runs[name] = train(cfg, say=lambda _m: None)
     logs = {}

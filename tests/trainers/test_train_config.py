@@ -33,6 +33,7 @@ SAMPLES: dict[str, tuple[Any, dict[str, Any]]] = {
     "max_grad_norm": (0.5, {}),
     "alpha": (0.3, {}), "kd_temperature": (2.0, {}), "kd_kind": ("jsd", {}), "beta": (0.2, {}),
     "topk": (8, {"method": "kd"}), "topk_store": ("store", {}), "teacher_hash": ("abc", {}),
+    "teacher_concurrency": (3, {}), "kd_chunk_size": (64, {}),
     "feature_layer_map": ({1: 2, 2: 4}, {}), "feature_loss": ("cosine", {}), "feature_weight": (0.1, {}),
     "attention": (True, {"method": "feature"}), "attention_weight": (0.5, {}),
     "seed": (7, {}), "order_file": ("order.json", {}),
