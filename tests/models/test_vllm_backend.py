@@ -135,4 +135,5 @@ def test_options_are_checked_before_vllm_is_needed(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "vllm", NS(LLM=LLM, EngineArgs=EngineArgs, SamplingParams=object))
     with pytest.raises(ConfigError, match=r"unknown option 'enforce_eagre' .*did you mean enforce_eager\?"):
         load_backend("vllm:x", enforce_eagre=True)
-    assert load_backend("vllm:x", enforce_eager=True)._llm.kwargs == {"enforce_eager": True}
+    # disable_log_stats=False is the backend's own default: V1 fills per-request metrics only then
+    assert load_backend("vllm:x", enforce_eager=True)._llm.kwargs == {"enforce_eager": True, "disable_log_stats": False}
