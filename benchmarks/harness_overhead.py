@@ -39,7 +39,7 @@ def main() -> None:
         direct.append(time.perf_counter() - t)
         with tempfile.TemporaryDirectory() as out:
             cfg = EvalConfig(model=args.model, data=str(MINI_TEST), out=out, limit=args.limit,
-                             max_tokens=DEMO_MAX_TOKENS, chunk_size=args.batch)
+                             max_tokens=DEMO_MAX_TOKENS, model_args={"batch_size": args.batch})
             t = time.perf_counter()
             run_eval(cfg, backend, questions=questions)
             harness.append(time.perf_counter() - t)

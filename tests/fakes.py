@@ -5,18 +5,24 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from tourney.models.types import GenConfig, Generation
+from tourney.models.types import Backend, Capabilities, GenConfig, Generation
 
 
 @dataclass
-class EchoMathBackend:
+class EchoMathBackend(Backend):
     """Answers "Question: X has N ... " prompts by echoing the first number, so answers are right
-    exactly when the gold is the first number in the question. `fail_ids` makes prompts that
-    contain those strings fail with an error Generation, as a server would after its retries."""
+    exactly when the gold is the first number in the question. `fail_on` makes prompts that
+    contain those strings fail with an error Generation, as a server would after its retries.
+    In-process, batching `batch_size` prompts per call (None: the whole list)."""
 
     spec: str = "fake:echo"
     fail_on: set[str] = field(default_factory=set)
     calls: list[list[str]] = field(default_factory=list)
+    batch_size: int | None = 16
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(batch_size=self.batch_size, choice_scoring=True)
 
     def generate(self, prompts: Sequence, cfg: GenConfig) -> list[list[Generation]]:
         self.calls.append([str(p) for p in prompts])

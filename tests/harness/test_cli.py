@@ -95,3 +95,20 @@ def test_missing_replay_question_is_named(tmp_path):
     # the answer computed before the failure is kept
     rows = (tmp_path / "o" / "results.jsonl").read_text().splitlines()
     assert len(rows) == 1 and json.loads(rows[0])["id"] == "a"
+
+
+def test_progress_bar_shows_requests_in_flight_and_rate():
+    from rich.console import Console
+
+    from tourney.cli.common import progress_bar
+
+    bar, update = progress_bar("eval x")
+    update(0, 10, 4)
+    update(3, 10, 4)
+    console = Console(record=True, width=160)
+    console.print(bar.get_renderable())
+    text = console.export_text()
+    assert "3/10" in text and "4 in flight" in text and "q/s" in text and "eta" in text
+    update(5, 10)  # in-process backends count no requests: no "in flight"
+    console.print(bar.get_renderable())
+    assert console.export_text().count("in flight") == 0

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tourney.harness.report import (
-    build_report, read_results, render_comparison_table, rich_comparison, write_reports,
-)
+from tourney.harness.report import build_report, render_comparison_table, rich_comparison, write_reports
+from tourney.harness.rundir import read_results
 from tourney.harness.types import DataError
 
 RUN_META = {
@@ -98,11 +97,11 @@ def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
         read_results(path)
     bad = dict(ROWS[0], latency_s="slow")
     path.write_text(json.dumps(ROWS[0]) + "\n\n" + json.dumps(bad) + "\n")
-    with pytest.raises(DataError, match=rf"{path}:3: field 'latency_s': expected int or float"):
+    with pytest.raises(DataError, match=rf"{path}:3: field 'latency_s': Input should be a valid number"):
         read_results(path)
     missing = {k: v for k, v in ROWS[0].items() if k != "gold"}
     path.write_text(json.dumps(missing) + "\n")
-    with pytest.raises(DataError, match=rf"{path}:1: missing field 'gold'"):
+    with pytest.raises(DataError, match=rf"{path}:1: field 'gold': Field required"):
         read_results(path)
 
 

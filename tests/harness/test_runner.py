@@ -22,7 +22,7 @@ def test_run_writes_results_and_reports(tmp_path):
     data = tmp_path / "q.jsonl"
     write_questions(data)
     out = tmp_path / "run"
-    report = run_eval(EvalConfig(model="fake", data=str(data), out=str(out), chunk_size=3), EchoMathBackend())
+    report = run_eval(EvalConfig(model="fake", data=str(data), out=str(out)), EchoMathBackend(batch_size=3))
     rows = read_rows(out / "results.jsonl")
     assert [r["id"] for r in rows] == [f"q{i}" for i in range(10)]
     # gold is 99 for i % 3 == 0 (q0, q3, q6, q9), which the echo backend gets wrong
@@ -33,20 +33,20 @@ def test_run_writes_results_and_reports(tmp_path):
         assert (out / name).exists()
 
 
-def test_resume_skips_finished_chunks_and_regenerates_torn_ones(tmp_path):
+def test_resume_skips_finished_batches_and_regenerates_torn_ones_whole(tmp_path):
     data = tmp_path / "q.jsonl"
     write_questions(data)
     out = tmp_path / "run"
-    cfg = EvalConfig(model="fake", data=str(data), out=str(out), chunk_size=4)
-    full = run_eval(cfg, EchoMathBackend())
+    cfg = EvalConfig(model="fake", data=str(data), out=str(out))
+    full = run_eval(cfg, EchoMathBackend(batch_size=4))
     complete = (out / "results.jsonl").read_text()
     # Simulate a kill: keep the first chunk and a half-written line of the second.
     lines = complete.splitlines(keepends=True)
     (out / "results.jsonl").write_text("".join(lines[:4]) + lines[4][:20])
-    backend = EchoMathBackend()
+    backend = EchoMathBackend(batch_size=4)
     resumed = run_eval(cfg, backend)
-    assert len(backend.calls) == 2  # chunks 2 and 3 only
-    assert len(backend.calls[0]) == 4  # the torn chunk is regenerated whole, same composition
+    assert len(backend.calls) == 2  # batches 2 and 3 only
+    assert len(backend.calls[0]) == 4  # the torn batch is regenerated whole, same composition
     assert (out / "results.jsonl").read_text() == complete
     assert resumed["overall"] == full["overall"]
 
@@ -55,12 +55,12 @@ def test_failed_requests_are_recorded_then_retried_on_resume(tmp_path):
     data = tmp_path / "q.jsonl"
     write_questions(data, n=6)
     out = tmp_path / "run"
-    cfg = EvalConfig(model="fake", data=str(data), out=str(out), chunk_size=2)
-    first = run_eval(cfg, EchoMathBackend(fail_on={"has 2 cats"}))
+    cfg = EvalConfig(model="fake", data=str(data), out=str(out))
+    first = run_eval(cfg, EchoMathBackend(fail_on={"has 2 cats"}, batch_size=2))
     assert first["overall"]["errors"] == 1
     failed = [r for r in read_rows(out / "results.jsonl") if r["error"]]
     assert [r["id"] for r in failed] == ["q1"] and failed[0]["correct"] is False
-    backend = EchoMathBackend()
+    backend = EchoMathBackend(batch_size=2)
     second = run_eval(cfg, backend)
     assert len(backend.calls) == 1 and "has 2 cats" in backend.calls[0][1]
     assert second["overall"]["errors"] == 0

@@ -57,3 +57,52 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, mini_student):
     assert len(rows(killed)) == 60
     report = lambda d: strip_timing(json.loads((d / "report.json").read_text()))  # noqa: E731
     assert report(killed) == report(clean)
+
+
+SERVER_C = 4
+
+
+def server_eval_cmd(spec: str, out: Path) -> list[str]:
+    return [sys.executable, "-m", "tourney", "eval", "--model", spec, "--data", str(MINI_TEST), "--limit", "60",
+            "--concurrency", str(SERVER_C), "--max-tokens", "64", "--out", str(out)]
+
+
+@pytest.mark.integration
+def test_sigkill_against_a_server_asks_at_most_c_questions_again(tmp_path):
+    """Per-question resumption against a (stub) server: rows are appended as each question's
+    answer arrives, so a SIGKILL loses at most the C questions in flight; counted at the server."""
+    from tests.stub_openai import missing_modules, stub_server
+
+    if missing_modules():
+        pytest.skip(f"the stub server needs {missing_modules()}")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    with stub_server(MINI_TEST, base_s=0.05, per_token_s=0.02) as server:
+        proc = subprocess.Popen(server_eval_cmd(server.spec, killed), env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        results = killed / "results.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and results.read_text().count("\n") >= 12:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        partial = results.read_text().count("\n")
+        assert 12 <= partial < 60
+        before = server.stats()["asked"]
+        subprocess.run(server_eval_cmd(server.spec, killed), env=env, check=True, capture_output=True, timeout=300)
+        asked = server.stats()["asked"]
+    assert len(asked) == 60 and all(n >= 1 for n in asked.values())
+    again = [q for q, n in asked.items() if n > 1]
+    # asked twice: the questions in flight at the kill, never those already written
+    assert len(again) <= SERVER_C, again
+    assert sum(before.values()) - partial <= SERVER_C  # in flight at the kill, unwritten
+    with stub_server(MINI_TEST, base_s=0.05, per_token_s=0.02) as server:
+        subprocess.run(server_eval_cmd(server.spec, clean), env=env, check=True, capture_output=True, timeout=300)
+    assert rows(killed) == rows(clean) and len(rows(clean)) == 60
+    # the same report, but for the model spec: the second server listens on another port
+    report = lambda d: {k: v for k, v in strip_timing(json.loads((d / "report.json").read_text())).items()  # noqa: E731
+                        if k != "model"}
+    assert report(killed) == report(clean)

@@ -4,7 +4,10 @@ The request's `model` field picks the script, so one server serves every test:
 ok / ok-nousage: streamed text (with or without a usage chunk); rate: 429 once per prompt, then
 ok; down: always 500; leak: 500 whose body echoes the Authorization header; bad: 400; slow:
 sleeps past the client's timeout; gate: holds each request until two are in flight (or 2 s), to
-observe the concurrency limit; echo / echo-strict / noecho: non-streamed scoring responses.
+observe the concurrency limit; echo / echo-strict / noecho: non-streamed scoring responses;
+garble: a malformed stream chunk on the first attempt, then ok; surrogate: an output holding a
+lone UTF-16 surrogate as a JSON escape; vary: sleeps as long as the prompt says ("p0.3" 0.3 s),
+recording when each request arrived and ended.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ class FakeState:
         self.attempts: Counter[str] = Counter()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.spans: dict[str, tuple[float, float]] = {}  # vary: prompt -> (arrival, end)
 
 
 def _tokens(text: str) -> list[str]:
@@ -97,9 +101,27 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(0.02)
             with st.lock:
                 st.in_flight -= 1
+        if model == "vary":
+            arrived = time.monotonic()
+            time.sleep(float(body["prompt"].split("p")[1]))
+            with st.lock:
+                st.spans[body["prompt"]] = (arrived, time.monotonic())
         if model.startswith("echo") or model == "noecho":
             return self._score(body)
+        if model == "garble" and attempt == 1:
+            return self._raw_stream([b'data: {"choices": [{"text": "Hel"\n\n', b"data: [DONE]\n\n"])
+        if model == "surrogate":
+            piece = b'{"choices": [{"index": 0, "text": "a\\ud800b", "finish_reason": "stop"}]}'
+            return self._raw_stream([b"data: " + piece + b"\n\n", b"data: [DONE]\n\n"])
         self._stream(body, chat=self.path.endswith("/chat/completions"), usage=model != "ok-nousage")
+
+    def _raw_stream(self, events: list[bytes]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for event in events:
+            self.wfile.write(event)
+            self.wfile.flush()
 
     def _stream(self, body: dict[str, Any], chat: bool, usage: bool) -> None:
         self.send_response(200)
@@ -367,3 +389,93 @@ def test_score_choices_without_prompt_logprobs_raises(server: tuple[str, FakeSta
     url, _ = server
     with pytest.raises(BackendError, match="did not return prompt logprobs"):
         make(url, "noecho").score_choices(["Q:"], [[" A"]])
+
+
+# -- continuous flow, stream faults, hostile text -----------------------------------------------
+
+
+def test_requests_flow_continuously_with_exactly_c_in_flight(server: tuple[str, FakeState]) -> None:
+    """No barrier between groups of prompts: with C=2, a slow first request does not hold the
+    others back; the third request starts the moment the second ends, long before the first does."""
+    url, state = server
+    done: list[int] = []
+    prompts = ["p0.6", "p0.05", "p0.05", "p0.05", "p0.05"]
+    backend = make(url, "vary", concurrency=2)
+    backend.generate_each(prompts, GenConfig(), lambda i, gens: done.append(i))
+    assert sorted(done) == list(range(5)) and done[-1] == 0  # completion order: the slow one last
+    slow_end = state.spans["p0.6"][1]
+    starts = sorted(state.spans[p][0] for p in prompts)
+    assert all(s < slow_end for s in starts)  # every request started while the slow one ran
+    assert backend.requests_in_flight() == 0
+
+
+def test_an_exception_in_on_done_stops_sending_and_is_raised(server: tuple[str, FakeState]) -> None:
+    url, state = server
+
+    def boom(i: int, gens: list) -> None:
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        make(url, concurrency=2).generate_each([f"q{i}" for i in range(20)], GenConfig(), boom)
+    assert len(state.bodies) < 20  # requests not started when it failed were never sent
+
+
+def test_a_malformed_stream_chunk_is_retried_like_any_transient_fault(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    g = make(url, "garble", max_retries=2).generate(["a"], GenConfig())[0][0]
+    assert g.error is None and g.text == "Hello world"
+    assert state.attempts[json.dumps("a")] == 2
+
+
+def test_a_malformed_chunk_fails_only_after_the_retries(server: tuple[str, FakeState]) -> None:
+    url, state = server
+    g = make(url, "garble", max_retries=0).generate(["a"], GenConfig())[0][0]
+    assert g.finish_reason == "error" and "malformed stream chunk" in (g.error or "")
+
+
+def test_a_lone_surrogate_is_replaced_and_counted(server: tuple[str, FakeState]) -> None:
+    url, _ = server
+    g = make(url, "surrogate").generate(["a"], GenConfig())[0][0]
+    assert g.text == "a\ufffdb" and g.replaced_surrogates == 1
+    g.text.encode("utf-8")  # storable
+
+
+def test_eval_cli_ends_with_a_line_and_exit_3_when_requests_failed_for_good(server, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from tourney.cli.main import FAILED_REQUESTS_EXIT, main
+
+    url, _ = server
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"id": "a", "question": "q?", "answer": "1"}\n{"id": "b", "question": "r?", "answer": "2"}\n')
+    args = ["eval", "--model", f"openai:down@{url}", "--data", str(data), "--out", str(tmp_path / "o"),
+            "--model-arg", "max_retries=0", "--model-arg", "backoff_s=0"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == FAILED_REQUESTS_EXIT == 3, res.output
+    last = res.output.strip().splitlines()[-1]
+    assert last.startswith("error: 2 request(s) failed for good") and "run the same command again" in last
+    assert (tmp_path / "o" / "report.json").exists()  # the report is written all the same
+
+
+def test_eval_against_a_server_never_imports_torch_or_transformers(server, tmp_path) -> None:
+    """Start-up counts in the whole command's time: the server path stays free of the heavy stack."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url, _ = server
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"id": "a", "question": "q?", "answer": "1"}\n')
+    script = (
+        "import sys\n"
+        "from tourney.cli.main import main\n"
+        f"main(['eval', '--model', 'openai:ok@{url}', '--data', {str(data)!r}, '--out', {str(tmp_path / 'o')!r}],"
+        " standalone_mode=False)\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'transformers', 'vllm', 'llama_cpp') if m in sys.modules))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=root,
+                         env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "HEAVY []" in res.stdout, res.stdout
+    assert (tmp_path / "o" / "report.json").exists()

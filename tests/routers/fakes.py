@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tourney.models.types import GenConfig, Generation
+from tourney.models.types import Backend, Capabilities, GenConfig, Generation
 
 
 @dataclass
-class ScriptedBackend:
+class ScriptedBackend(Backend):
     """Answers a prompt with the outputs scripted for the question text it contains.
 
     `outputs[q]` lists one output per sample (the last repeats when more are asked for);
@@ -29,6 +29,7 @@ class ScriptedBackend:
     calls: list[tuple[list[str], GenConfig]] = field(default_factory=list)
     score_calls: list[list[str]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    capabilities: Capabilities = Capabilities(batch_size=None, choice_scoring=True)  # in-process, any list
 
     def _key(self, prompt) -> str:
         text = prompt if isinstance(prompt, str) else prompt[-1]["content"]

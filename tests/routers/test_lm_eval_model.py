@@ -121,8 +121,9 @@ def harness_accuracy(spec: str, tmp_path: Path) -> float:
     from tourney.harness.runner import EvalConfig, run_eval
     from tourney.models.registry import load_backend
 
+    # one question per batch, as lm-eval's batch_size=1: no padding anywhere
     cfg = EvalConfig(model=spec, data=str(DATA / "mini10.jsonl"), out=str(tmp_path / "run"), max_tokens=48,
-                     chunk_size=1)  # one question per call, as lm-eval's batch_size=1: no padding anywhere
+                     model_args={"batch_size": 1})
     backend = load_backend(spec, batch_size=1)
     try:
         return run_eval(cfg, backend)["overall"]["accuracy"]

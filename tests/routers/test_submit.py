@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from tourney.errors import ConfigError
 from tourney.harness.types import DataError
 from tourney.routers.calibrate import CalibratedRouter
 from tourney.routers.cascade import Cascade
@@ -165,3 +166,55 @@ def test_batches_answer_like_single_questions_with_one_call_per_model_per_batch(
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError, match="batch_size"):
         SubmitConfig(questions="q", out="o", batch_size=0)
+
+
+def test_resume_with_another_model_is_refused(tmp_path):
+    """--student/--teacher overrides are part of a submission's identity: resuming with another
+    model would mix two models' answers in one submission."""
+    from tourney.routers.bundle import ModelSettings
+
+    student, teacher = models()
+    settings = ModelSettings(spec="fake:s")
+    submit(tmp_path, Cascade(student, teacher, router(), "balanced", student_settings=settings), deadline_ms=5000)
+    other = ModelSettings(spec="openai:other@http://127.0.0.1:9/v1")
+    with pytest.raises(DataError, match=r"student.spec: recorded .fake:s., now .openai:other"):
+        submit(tmp_path, Cascade(student, teacher, router(), "balanced", student_settings=other), deadline_ms=5000)
+    args = ModelSettings(spec="fake:s", model_args={"dtype": "bfloat16"})
+    with pytest.raises(DataError, match="student"):
+        submit(tmp_path, Cascade(student, teacher, router(), "balanced", student_settings=args), deadline_ms=5000)
+
+
+def server_models(teacher_sleep=0.0):
+    from tourney.models.types import Capabilities
+
+    student, teacher = models(teacher_sleep=teacher_sleep)
+    for b in (student, teacher):
+        b.capabilities = Capabilities(server=True, concurrency=8)
+    return student, teacher
+
+
+def test_against_servers_questions_flow_one_by_one_with_c_in_flight(tmp_path):
+    student, teacher = server_models(teacher_sleep=0.2)
+    summary, out = submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=5000)
+    meta = json.loads((out / "submit.json").read_text())
+    assert meta["concurrency"] == 8  # every model is a server: 8 in flight by default
+    assert all(len(keys) == 1 for keys, _ in student.calls + teacher.calls)  # no batches, so no barriers
+    assert summary.answered == 6 and summary.escalated == 3
+    with pytest.raises(ConfigError, match="batch-size 4 batches in-process models"):
+        submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=5000, batch_size=4)
+
+
+def test_deadline_and_budget_must_be_finite_and_positive():
+    for bad in ({"deadline_ms": float("inf")}, {"deadline_ms": 0}, {"budget_s": float("nan")}, {"budget_s": -1}):
+        with pytest.raises(ValueError):
+            SubmitConfig(questions="q", out="o", **bad)
+
+
+def test_a_bad_log_row_names_its_line_and_field(tmp_path):
+    student, teacher = models()
+    _, out = submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=5000)
+    lines = (out / "log.jsonl").read_text().splitlines()
+    bad = json.loads(lines[1]) | {"escalated": "yes"}
+    (out / "log.jsonl").write_text("\n".join([lines[0], json.dumps(bad), *lines[2:]]) + "\n")
+    with pytest.raises(DataError, match=r"log.jsonl:2: field 'escalated'"):
+        submit(tmp_path, Cascade(*models(), router(), "balanced"), deadline_ms=5000)

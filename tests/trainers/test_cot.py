@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from tourney.cli.main import main
 from tourney.harness.types import DataError
 from tourney.models.registry import load_backend
-from tourney.models.types import GenConfig, Generation
+from tourney.models.types import Backend, Capabilities, GenConfig, Generation
 from tests.fakes import EchoMathBackend
 from tourney.trainers.cot import CoTConfig, generate_cot, load_cot_questions, mean_logprob, read_cot
 
@@ -28,11 +28,17 @@ def read_lines(path):
 
 
 @dataclass
-class ThinkingBackend:
-    """A reasoning model: thinks (with a wrong number inside the thinking), then answers."""
+class ThinkingBackend(Backend):
+    """A reasoning model: thinks (with a wrong number inside the thinking), then answers.
+    In-process, `batch_size` prompts per call."""
 
     spec: str = "fake:think"
     calls: list = field(default_factory=list)
+    batch_size: int = 16
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(batch_size=self.batch_size)
 
     def generate(self, prompts, cfg: GenConfig):
         self.calls.append(len(prompts))
@@ -104,19 +110,19 @@ def test_kill_and_resume_duplicates_nothing(tmp_path):
     write_questions(data, n=6)
     out = tmp_path / "run"
     cfg = CoTConfig(model="fake", data=str(data), out=str(out), samples=2, temperature=0.5, batch_size=2)
-    full = generate_cot(cfg, ThinkingBackend()).read_text()
-    # A kill after the first chunk, in the middle of writing the second; cot.jsonl not yet written.
+    full = generate_cot(cfg, ThinkingBackend(batch_size=2)).read_text()
+    # A kill after the first batch, in the middle of writing the second; cot.jsonl not yet written.
     lines = (out / "results.jsonl").read_text().splitlines(keepends=True)
     (out / "results.jsonl").write_text("".join(lines[:4]) + lines[4][:30])
     (out / "cot.jsonl").unlink()
-    backend = ThinkingBackend()
+    backend = ThinkingBackend(batch_size=2)
     resumed = generate_cot(cfg, backend).read_text()
-    assert backend.calls == [2, 2]  # chunks 2 and 3 only, the torn one whole
+    assert backend.calls == [2, 2]  # batches 2 and 3 only, the torn one whole
     assert resumed == full
     keys = [(r["id"], r["sample"]) for r in map(json.loads, resumed.splitlines())]
     assert len(keys) == len(set(keys)) == 12
     # Running again over a finished directory generates nothing and changes nothing.
-    again = ThinkingBackend()
+    again = ThinkingBackend(batch_size=2)
     assert generate_cot(cfg, again).read_text() == full and again.calls == []
 
 

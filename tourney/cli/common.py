@@ -107,15 +107,25 @@ def parse_model_args(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def progress_bar(description: str):
-    """A rich progress bar with ETA; returns (context manager, callback(done, total))."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    """A rich progress bar: questions done of all, requests in flight (servers), questions per
+    second, elapsed time and ETA. Returns (context manager, callback(done, total, in_flight=None)),
+    the callback safe to call from any thread."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.text import Text
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    class Rate(ProgressColumn):
+        def render(self, task) -> Text:
+            speed = task.finished_speed or task.speed
+            in_flight = task.fields.get("in_flight")
+            shown = "" if in_flight is None else f"{in_flight} in flight, "
+            return Text(shown + ("-- q/s" if speed is None else f"{speed:.1f} q/s"))
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False)
-    task = bar.add_task(description, total=None)
+    task = bar.add_task(description, total=None, in_flight=None)
 
-    def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+    def update(done: int, total: int, in_flight: int | None = None) -> None:
+        bar.update(task, completed=done, total=total, in_flight=in_flight)
 
     return bar, update
 
@@ -126,8 +136,11 @@ def with_backend(spec: str, options: dict[str, Any], label: str, work: Callable[
     from tourney.models.registry import load_backend
 
     backend = load_backend(spec, **options)
-    if hasattr(backend, "check"):
+    try:
         backend.check()
+    except BaseException:
+        backend.close()
+        raise
     bar, update = progress_bar(label)
     try:
         with bar:

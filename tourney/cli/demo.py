@@ -32,9 +32,10 @@ def run_demo(out: str, limit: int | None = None, overwrite: bool = False,
         raise DataError(f"no miniature checkpoints under {MINI_DIR}; run `tourney mini train`")
     reports = {}
     for alias in models:
+        options = {"batch_size": 50}
         cfg = EvalConfig(model=alias, data=str(MINI_TEST), out=str(Path(out) / alias), limit=limit,
-                         max_tokens=DEMO_MAX_TOKENS, chunk_size=50)
-        reports[alias] = with_backend(alias, {"batch_size": 50}, f"{alias:>15}", lambda backend, progress: run_eval(
+                         max_tokens=DEMO_MAX_TOKENS, model_args=options)
+        reports[alias] = with_backend(alias, options, f"{alias:>15}", lambda backend, progress: run_eval(
             cfg, backend, overwrite=overwrite, progress=progress))
     Console().print(rich_comparison(reports))
     table = render_comparison_table(reports)

@@ -28,8 +28,8 @@ def distill() -> None:
 @click.option("--limit", type=int, default=None, help="First N questions only.")
 @click.option("--chat/--no-chat", default=False, show_default=True, help="Send chat messages (instruct/thinking teachers).")
 @click.option("--template", default=None, help="Prompt template name; default: chosen per question.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Questions per backend call; the unit of resumption.")
-@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests in flight (server backends).")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Prompts per forward batch of an in-process teacher (hf); servers ignore it.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Requests kept in flight (server backends).")
 @click.option("--logprobs/--no-logprobs", default=True, show_default=True, help="Record chosen-token logprobs (teacher confidence).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
 @click.option("--model-arg", "--model_args", "model_args", multiple=True,
@@ -41,11 +41,11 @@ def distill_generate(teacher, data, out, samples, temperature, max_tokens, limit
     """Have the teacher answer DATA with its reasoning; write OUT/cot.jsonl."""
     from tourney.trainers.cot import CoTConfig, generate_cot, load_cot_questions
 
-    args, chunk = default_options(teacher, chat, batch_size, concurrency)
+    args = default_options(teacher, chat, batch_size, concurrency)
     args.update(parse_model_args(model_args))
     cfg = parse_option(CoTConfig, dict(model=teacher, data=data, out=out, samples=samples, temperature=temperature,
                                        max_tokens=max_tokens, logprobs=0 if logprobs else None, chat=chat,
-                                       template=template, limit=limit, batch_size=chunk, seed=seed, model_args=args),
+                                       template=template, limit=limit, batch_size=batch_size, seed=seed, model_args=args),
                        "distill generate")
     questions = load_cot_questions(data, limit=limit)  # bad data fails before a model is loaded
     path = with_backend(teacher, args, f"cot {teacher}", lambda backend, progress: generate_cot(

@@ -1,7 +1,8 @@
 """`tourney` command line: a thin layer over functions the tests call directly.
 
 Every expected failure (bad data, unknown spec, unreachable server) becomes one line on stderr
-naming what is wrong, and exit code 2; results already written stay on disk.
+naming what is wrong, and exit code 2; results already written stay on disk. `tourney eval`
+exits 3 when the run finished but some requests failed for good (FAILED_REQUESTS_EXIT).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from tourney.cli.common import (DEBUG, SectionedCommand, friendly_errors, parse_
                                 with_backend)
 from tourney.errors import ConfigError
 from tourney.models.registry import default_options
+
+FAILED_REQUESTS_EXIT = 3  # the run ended, but some requests failed after their retries: run it again
 
 
 @click.group()
@@ -82,8 +85,10 @@ def gen_overrides(ctx: click.Context, gen_kwargs: tuple[str, ...]) -> dict[str, 
                    "k = also the top-k alternatives. [default: none recorded]")
 @click.option("--gen_kwargs", "--gen-kwargs", "gen_kwargs", multiple=True,
               help="lm-eval's generation settings: temperature, top_p, max_gen_toks, seed, do_sample (a=1,b=2).")
-@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True, help="Requests in flight (server backends).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Questions per backend call; the unit of resumption.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Requests kept in flight from the first question to the last (server backends).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Prompts per forward batch of an in-process model (hf); servers ignore it. Runs resume per question.")
 @click.option("--overwrite", is_flag=True, help="Discard what --out holds instead of resuming it.")
 @click.option("--log_samples", "--log-samples", "log_samples", is_flag=True,
               help="Accepted for lm-eval users; every sample is always logged (OUT/results.jsonl).")
@@ -94,21 +99,27 @@ def eval_cmd(ctx, model, data, out, limit, model_args, template, chat, system_pr
     """Evaluate a model on a question set; write results.jsonl and report.{json,md,html}."""
     from tourney.harness.questions import load_questions
     from tourney.harness.report import render_run_markdown
-    from tourney.harness.runner import EvalConfig, run_eval
+    from tourney.harness.runner import EvalConfig, prepare_run, run_eval
     from tourney.schema import parse_option
 
-    args, chunk = default_options(model, chat, batch_size, concurrency)
+    args = default_options(model, chat, batch_size, concurrency)
     args.update(parse_model_args(model_args))
     gen = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
            **gen_overrides(ctx, gen_kwargs)}
     cfg = parse_option(EvalConfig, dict(model=model, data=data, out=out, limit=limit, samples=samples, **gen,
                                         logprobs=logprobs, template=template, chat=chat, system_prompt=system_prompt,
-                                        chunk_size=chunk, model_args=args), "tourney eval")
+                                        model_args=args), "tourney eval")
     questions = load_questions(data, limit=limit)  # bad data fails before a model is loaded
+    prepare_run(cfg, questions, overwrite)  # ... and so does a wrong --out
     report = with_backend(model, args, f"eval {model}", lambda backend, progress: run_eval(
-        cfg, backend, questions=questions, overwrite=overwrite, progress=progress))
+        cfg, backend, questions=questions, progress=progress))
     click.echo(render_run_markdown(report))
     click.echo(f"wrote {Path(out) / 'report.md'}")
+    failed = report["overall"]["errors"]
+    if failed:
+        click.echo(f"error: {failed} request(s) failed for good after their retries (rows with an 'error' in "
+                   f"{Path(out) / 'results.jsonl'}); run the same command again to retry only those", err=True)
+        sys.exit(FAILED_REQUESTS_EXIT)
 
 
 @main.command("report")

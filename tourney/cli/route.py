@@ -64,11 +64,12 @@ def route_eval(student, teacher, router_path, signal, out) -> None:
 @click.option("--router", "router_path", required=True, type=click.Path(exists=True, dir_okay=False), help="ROUTER.json from `route calibrate` (names the models).")
 @click.option("--mode", type=click.Choice(["speed", "accuracy", "balanced"]), default="balanced", show_default=True,
               help="speed: the student alone; accuracy: the teacher (the student once --budget-s is spent); balanced: the router decides.")
-@click.option("--deadline-ms", type=float, required=True, help="Per-question deadline, from when the question starts.")
-@click.option("--budget-s", type=float, default=None, help="Total wall-clock budget; once spent, the student answers alone.")
-@click.option("--concurrency", type=int, default=1, show_default=True, help="Batches in flight (keep 1 for in-process models).")
+@click.option("--deadline-ms", type=float, required=True, help="Per-question deadline (finite, > 0), from when the question is sent.")
+@click.option("--budget-s", type=float, default=None, help="Total wall-clock budget (finite, > 0); once spent, the student answers alone.")
+@click.option("--concurrency", type=int, default=None,
+              help="Questions in flight, continuously [default: 8 when every model is a server, else 1 (keep 1 for in-process models)].")
 @click.option("--batch-size", type=int, default=1, show_default=True,
-              help="Questions answered together (one student call, one teacher call); each one's deadline counts from the batch's start.")
+              help="In-process models: questions answered together (one student call, one teacher call); each one's deadline counts from the batch's start.")
 @click.option("--student", "student_spec", default=None, help="Override the student's model spec.")
 @click.option("--teacher", "teacher_spec", default=None, help="Override the teacher's model spec.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (resumed if it holds a log).")
@@ -79,18 +80,23 @@ def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, concurrency,
     """Answer a tournament question file under per-question deadlines; write submission.{jsonl,csv}."""
     from tourney.routers.bundle import RouterBundle
     from tourney.routers.cascade import load_cascade
-    from tourney.routers.submit import SubmitConfig, load_submit_questions, render_summary, run_submission
+    from tourney.routers.submit import (
+        SERVER_CONCURRENCY, SubmitConfig, load_submit_questions, render_summary, run_submission,
+    )
 
     cfg = parse_option(SubmitConfig, dict(questions=questions, out=out, mode=mode, deadline_ms=deadline_ms,
                                           budget_s=budget_s, concurrency=concurrency, batch_size=batch_size,
                                           router=router_path), "submit")
     qs = load_submit_questions(questions)  # bad data fails before a model is loaded
     bundle = RouterBundle.load(router_path).with_specs(student_spec, teacher_spec)
-    cascade = load_cascade(bundle, mode, concurrency=concurrency, batch_size=max(batch_size, 16),
-                           teacher_timeout_s=deadline_ms / 1000.0,
+    cascade = load_cascade(bundle, mode, concurrency=concurrency or SERVER_CONCURRENCY, batch_size=max(batch_size, 16),
+                           request_timeout_s=deadline_ms / 1000.0,
                            student_backup=mode != "accuracy" or budget_s is not None)
     bar, update = progress_bar(f"submit ({mode})")
     try:
+        for b in (cascade.student, cascade.teacher):
+            if b is not None:
+                b.check()
         with bar:
             summary = run_submission(cfg, cascade, qs, overwrite=overwrite, progress=update)
     finally:

@@ -1,5 +1,10 @@
 """JSON in and out: JSONL files whose every line must be an object (errors name file:line), and
-the one cleaner that makes any result strict, stable JSON."""
+the one cleaner that makes any result strict, stable JSON.
+
+Lines end at "\n" only. str.splitlines() also ends a line at U+2028, U+2029, U+0085 and a few
+control characters, which JSON strings may hold raw (ensure_ascii=False writes them so): one such
+character in a model's output would make its row unreadable for good.
+"""
 from __future__ import annotations
 
 import json
@@ -16,28 +21,45 @@ def iter_objects(path: str | Path, text: str | None = None) -> Iterator[tuple[in
     JSON object, raises DataError naming its file and line."""
     path = Path(path)
     if text is None:
-        text = path.read_text(encoding="utf-8")
-    for lineno, line in enumerate(text.splitlines(), start=1):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}: not valid UTF-8 (byte offset {e.start}); expected a JSONL text file") from None
+    for lineno, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno}); "
-                            "expected one JSON object per line") from None
+        row = loads(line, where, "one JSON object per line")  # bounded depth and digits
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
         yield lineno, where, row
 
 
-def append_objects(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Append rows in one write and fsync, so a kill leaves whole lines and at most one torn tail."""
-    payload = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+def dumps_line(obj: dict[str, Any]) -> str:
+    """One JSONL line. Readable text (ensure_ascii=False), except when `obj` holds a lone UTF-16
+    surrogate that no UTF-8 file can store: that line is escaped (ensure_ascii=True) instead."""
+    line = json.dumps(obj, ensure_ascii=False) + "\n"
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(obj, ensure_ascii=True) + "\n"
+    return line
+
+
+def append_lines(path: Path, lines: Iterable[str]) -> None:
+    """Append lines in one write and fsync, so a kill leaves whole lines and at most one torn tail."""
+    payload = "".join(lines)
+    if not payload:
+        return
     with path.open("a", encoding="utf-8") as f:
         f.write(payload)
         f.flush()
         os.fsync(f.fileno())
+
+
+def append_objects(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """append_lines for JSON objects."""
+    append_lines(path, (dumps_line(r) for r in rows))
 
 
 def cut_torn_tail(path: Path) -> None:

@@ -36,7 +36,8 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from tourney.harness.metrics import is_correct, summarize_group
 from tourney.harness.jsonl import json_safe
-from tourney.harness.report import RESULTS_FILE, load_run_meta, _md_table, read_results
+from tourney.harness.report import _md_table
+from tourney.harness.rundir import RunDir, RunMeta
 from tourney.harness.types import DataError, SampleResult
 
 SHOW_IDS = 5  # unmatched question ids named in the report; the rest are only counted
@@ -159,14 +160,11 @@ def is_worse(delta: float, p: float, ci_high: float, cfg: RegressConfig) -> bool
     return delta < -cfg.min_delta and p < cfg.alpha and ci_high < 0
 
 
-def _load(run_dir: Path) -> tuple[dict[str, Any], list[SampleResult]]:
+def _load(run_dir: Path) -> tuple[RunMeta, list[SampleResult]]:
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: not a directory; expected an evaluation run directory")
-    meta = load_run_meta(run_dir)
-    results = run_dir / RESULTS_FILE
-    if not results.is_file():
-        raise DataError(f"{results}: not found; the run has written no results")
-    return meta, read_results(results)
+    run = RunDir(run_dir)
+    return run.meta(), run.rows()
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
@@ -235,12 +233,12 @@ def compare_runs(baseline_dir: str | Path, candidate_dir: str | Path,
         g.significantly_worse = g.tested and is_worse(g.delta, g.p_adjusted, g.ci[1], cfg)
 
     notes: list[str] = []
-    if base_meta.get("data_sha256") != cand_meta.get("data_sha256"):
+    if base_meta.data_sha256 != cand_meta.data_sha256:
         notes.append("the runs read different data files (data_sha256 differs): check that "
                      "paired ids are the same questions")
     return RegressResult(
         baseline=str(baseline_dir), candidate=str(candidate_dir),
-        baseline_model=base_meta.get("model"), candidate_model=cand_meta.get("model"), config=cfg,
+        baseline_model=base_meta.model, candidate_model=cand_meta.model, config=cfg,
         overall=overall, by_type=by_type, only_baseline=len(only_base),
         only_candidate=len(only_cand), only_baseline_ids=only_base[:SHOW_IDS],
         only_candidate_ids=only_cand[:SHOW_IDS], unmatched_samples=unmatched_samples,

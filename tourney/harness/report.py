@@ -1,7 +1,7 @@
-"""Read an evaluation run directory and write report.json, report.md and report.html.
+"""Render an evaluation run as report.json, report.md and report.html (and comparison tables).
 
-A run directory holds `results.jsonl` (one SampleResult per line) and `run.json` (metadata the run
-loop wrote). report.json is deterministic: the same results, in any line order, give the same
+Reading the run is harness.rundir's job; this module only builds the report dict from it and
+renders it. report.json is deterministic: the same results, in any line order, give the same
 bytes (sorted keys, floats rounded to 6 decimals, no timestamp except `started_at` from run.json),
 so two runs can be compared with `diff` and reports can be committed.
 """
@@ -14,80 +14,18 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from tourney.harness.jsonl import json_safe
 from tourney.harness.metrics import summarize_results
-from tourney.harness.jsonl import iter_objects, json_safe
-from tourney.harness.types import DataError, SampleResult
+from tourney.harness.rundir import RunDir
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-RESULTS_FILE = "results.jsonl"
-RUN_FILE = "run.json"
 # run.json keys copied into the report as they are; a missing key becomes null.
 META_KEYS = (
     "model", "generation", "data", "data_sha256", "template", "package_version", "started_at",
 )
 FLOAT_DIGITS = 6
-
-_NUM = (int, float)
-_NONE = type(None)
-# Expected JSON types per results.jsonl field; checked so that a bad row fails here, naming its
-# line, rather than as a TypeError deep inside the metrics. bool is rejected where a number is
-# expected (it is an int subclass in Python, but `"latency_s": true` is a bug upstream).
-_FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "id": (str,), "question": (str,), "type": (str,), "sample": (int,), "output": (str,),
-    "prediction": (str, _NONE), "gold": (str,), "correct": (bool,), "latency_s": _NUM,
-    "ttft_s": (*_NUM, _NONE), "prompt_tokens": (int,), "completion_tokens": (int,),
-}
-_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
-    "error": (str, _NONE), "finish_reason": (str, _NONE), "token_logprobs": (list, _NONE),
-}
-
-
-def _check_row(row: Any, where: str) -> None:
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    for name, types in (_FIELD_TYPES | _OPTIONAL_TYPES).items():
-        if name not in row:
-            if name in _FIELD_TYPES:
-                raise DataError(f"{where}: missing field {name!r}")
-            continue
-        value = row[name]
-        bad_bool = isinstance(value, bool) and bool not in types
-        if bad_bool or not isinstance(value, types):
-            expected = " or ".join("null" if t is _NONE else t.__name__ for t in types)
-            raise DataError(f"{where}: field {name!r}: expected {expected}, got {value!r:.80}")
-
-
-def read_results(path: str | Path) -> list[SampleResult]:
-    """Read results.jsonl into SampleResults.
-
-    A malformed line (bad JSON, missing field, wrong type) raises DataError naming `file:line`.
-    Blank lines are skipped. Unknown extra fields are ignored, for forward compatibility.
-    When the same (id, sample) appears more than once, the LAST row wins: a resumed run appends a
-    retried row after the failed one, and the retry is the result that stands. The kept row takes
-    the position of the first occurrence, which does not matter to the metrics.
-    """
-    path = Path(path)
-    rows: dict[tuple[str, int], SampleResult] = {}
-    for _, where, raw in iter_objects(path):
-        _check_row(raw, where)
-        row = SampleResult.from_dict(raw)
-        rows[(row.id, row.sample)] = row
-    return list(rows.values())
-
-
-def load_run_meta(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / RUN_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: not found; is {run_dir} an evaluation run directory?")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    if not isinstance(meta, dict):
-        raise DataError(f"{path}: expected a JSON object, got {type(meta).__name__}")
-    return meta
 
 
 def build_report(run_dir: str | Path) -> dict[str, Any]:
@@ -96,14 +34,12 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
     Keys: the META_KEYS copied from run.json, `n_questions_expected` (run.json's `n_questions`,
     so an unfinished run shows as one), `overall` and `by_type` (see harness.metrics.GroupSummary).
     """
-    run_dir = Path(run_dir)
-    meta = load_run_meta(run_dir)
-    results = run_dir / RESULTS_FILE
-    if not results.is_file():
-        raise DataError(f"{results}: not found; the run has written no results")
+    run = RunDir(run_dir)
+    meta = run.meta().model_dump(mode="json", exclude_unset=True)
+    rows = run.rows()
     report: dict[str, Any] = {key: meta.get(key) for key in META_KEYS}
     report["n_questions_expected"] = meta.get("n_questions")
-    report.update(summarize_results(read_results(results)).to_dict())
+    report.update(summarize_results(rows).to_dict())
     return json_safe(report, FLOAT_DIGITS)
 
 

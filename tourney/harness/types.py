@@ -1,7 +1,10 @@
 """Result types that cross module boundaries: a question, and one scored sample of one question."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from tourney.errors import DataError  # noqa: F401 -- re-exported: the harness's error for bad data
 
@@ -21,30 +24,39 @@ class Question:
         return bool(self.choices)
 
 
-@dataclass
-class SampleResult:
-    """One line of results.jsonl: one sample of one question, scored."""
+class SampleResult(BaseModel):
+    """One line of results.jsonl: one sample of one question, scored.
+
+    The schema of a results row as well as the in-memory type: a row read from a file is
+    validated field by field, strictly (`from_dict`: no "1" for 1, no true for a number;
+    harness.rundir turns a failure into one line naming file:line and field), while code may
+    build one from numpy values. Numbers are finite except token logprobs (a token can have
+    probability 0), and unknown fields are ignored, so files written by a newer version still read.
+    """
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     id: str
     question: str
     type: str
-    sample: int
+    sample: int = Field(ge=0)
     output: str
     prediction: str | None
     gold: str
     correct: bool
-    latency_s: float
-    ttft_s: float | None
-    prompt_tokens: int
-    completion_tokens: int
+    latency_s: float = Field(ge=0)
+    ttft_s: float | None = Field(ge=0)
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
     error: str | None = None
     finish_reason: str | None = None
-    token_logprobs: list[float] | None = None  # kept so routers can compute confidence offline
+    # kept so routers can compute confidence offline; -inf is a real logprob
+    token_logprobs: list[Annotated[float, Field(allow_inf_nan=True)]] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self.model_dump()
 
     @classmethod
     def from_dict(cls, row: dict) -> "SampleResult":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in row.items() if k in names})
+        """Validate a file's row, strictly (ValidationError on a bad field); unknown fields are dropped."""
+        return cls.model_validate(row, strict=True)

@@ -24,12 +24,12 @@ import numpy as np
 from pydantic import Field
 
 from tourney.models.options import AtLeastOne, checked_options, unknown_passthrough
-from tourney.models.types import BackendError, GenConfig, Generation, ModelSpec, Prompt
+from tourney.models.types import Backend, BackendError, Capabilities, GenConfig, Generation, ModelSpec, Prompt
 
 INSTALL_HINT = "pip install 'tourney[llamacpp]'"
 
 
-class GGUFBackend:
+class GGUFBackend(Backend):
     """llama.cpp in this process. Not thread-safe: requests run one after another."""
 
     @checked_options
@@ -76,6 +76,8 @@ class GGUFBackend:
         except (ValueError, RuntimeError) as exc:  # llama.cpp reports a bad file as ValueError
             raise BackendError(f"llama.cpp could not load {path} for spec {spec.raw!r}: {exc}") from None
         self._logits_all = logprobs
+        # One prompt at a time (not thread-safe): each call is one question, so a run resumes per question.
+        self.capabilities = Capabilities(batch_size=1, choice_scoring=logprobs)
         self._vocab = llama_cpp.llama_model_get_vocab(self._llm.model)
         self._add_bos = bool(self._llm.metadata.get("tokenizer.ggml.add_bos_token", "false") == "true")
         # create_completion reports no usage when streaming, so count what it samples: it pulls

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
 from tourney.models.options import AtLeastOne, Device, checked_options
-from tourney.models.types import BackendError, GenConfig, Generation, ModelSpec, Prompt
+from tourney.models.types import Backend, BackendError, Capabilities, GenConfig, Generation, ModelSpec, Prompt
 
 
 def _pick_device(device: str) -> str:
@@ -113,7 +113,7 @@ class _StepRecorder:
         return self._times, time.perf_counter() - self._t0
 
 
-class HFBackend:
+class HFBackend(Backend):
     @checked_options
     def __init__(
         self,
@@ -135,6 +135,7 @@ class HFBackend:
         hf_logging.disable_progress_bar()  # our own progress bar is the one users read
         self.spec = spec.raw
         self.batch_size = batch_size
+        self.capabilities = Capabilities(batch_size=batch_size, choice_scoring=True)
         self.chat = chat
         self.chat_template_kwargs = chat_template_kwargs or {}
         self.device = _pick_device(device)

@@ -66,14 +66,26 @@ def load_backend(spec: str, **options: Any) -> Backend:
         raise option_error(exc, factory, spec) from None
 
 
-def default_options(spec: str, chat: bool = False, batch_size: int = 16, concurrency: int = 8) -> tuple[dict[str, Any], int]:
-    """Backend options for a spec, and the chunk size (questions per backend call): a server
-    backend needs at least `concurrency` questions per call to keep its requests in flight."""
+# Backend options that change how fast answers come, never what they are: a run directory may be
+# resumed with other values (every other option is part of the run's identity).
+THROUGHPUT_OPTIONS = frozenset({"concurrency", "timeout_s", "max_retries", "backoff_s", "api_key_env", "verbose"})
+
+
+def output_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options that can change a backend's outputs (device, dtype, batch padding, chat
+    template options, server-specific sampling fields...), for a run's identity."""
+    return {k: v for k, v in sorted(options.items()) if k not in THROUGHPUT_OPTIONS}
+
+
+def default_options(spec: str, chat: bool = False, batch_size: int = 16, concurrency: int = 8) -> dict[str, Any]:
+    """Backend options for a spec as the commands build them: a server gets `concurrency`
+    requests in flight; an in-process transformers model batches `batch_size` prompts (vLLM's
+    offline engine takes the whole list and schedules it itself)."""
     kind = parse_spec(spec).kind
     if kind == "openai":
-        return {"concurrency": concurrency, "chat": chat}, max(batch_size, concurrency)
+        return {"concurrency": concurrency, "chat": chat}
     if kind == "hf":
-        return {"chat": chat, "batch_size": batch_size}, batch_size
+        return {"chat": chat, "batch_size": batch_size}
     if kind in ("vllm", "gguf"):
-        return {"chat": chat}, batch_size
-    return {}, batch_size
+        return {"chat": chat}
+    return {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from tourney.models.options import checked_options
-from tourney.models.types import BackendError, GenConfig, Generation, ModelSpec, Prompt
+from tourney.models.types import Backend, BackendError, Capabilities, GenConfig, Generation, ModelSpec, Prompt, clean_text
 
 
 class QuestionLike(Protocol):  # the harness's Question, without importing the harness
@@ -86,9 +86,11 @@ def _generations(row: dict[str, Any], where: str) -> list[Generation]:
     if (error is not None and not isinstance(error, str)) or (finish is not None and not isinstance(finish, str)):
         raise BackendError(f"{where}: fields 'error' and 'finish_reason' must be strings or null")
     ttft = row.get("ttft_s")
+    cleaned = [clean_text(text) for text in outputs]  # a recorded "\ud800" escape would fail every write
     return [
         Generation(
             text=text,
+            replaced_surrogates=replaced,
             token_logprobs=_logprob_list(lp, where, "token_logprobs"),
             finish_reason=finish,
             latency_s=_number(row, "latency_s", where, float, 0.0),
@@ -97,16 +99,19 @@ def _generations(row: dict[str, Any], where: str) -> list[Generation]:
             completion_tokens=_number(row, "completion_tokens", where, int, 0),
             error=error,
         )
-        for text, lp in zip(outputs, per_output)
+        for (text, replaced), lp in zip(cleaned, per_output)
     ]
 
 
 def load_replay_file(path: Path) -> list[_Entry]:
     """Read and validate every line; group rows of one question (same id, else same text)."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # "\n" only: str.splitlines() would also cut at U+2028/U+2029/U+0085 inside a JSON string.
+        lines = path.read_text(encoding="utf-8").split("\n")
     except OSError as exc:
         raise BackendError(f"cannot read replay file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise BackendError(f"{path}: not valid UTF-8 (byte offset {exc.start}); expected a JSONL text file") from None
     entries: dict[tuple[str, str], _Entry] = {}
     for lineno, line in enumerate(lines, start=1):
         where = f"{path}:{lineno}"
@@ -157,8 +162,12 @@ def load_replay_file(path: Path) -> list[_Entry]:
     return list(entries.values())
 
 
-class ReplayBackend:
+class ReplayBackend(Backend):
     """Answers from a JSONL file of recorded outputs; fails loudly on anything not recorded."""
+
+    # One question per call: a question that is not recorded fails alone, after the others
+    # before it have been written.
+    capabilities = Capabilities(recorded=True, batch_size=1)
 
     @checked_options
     def __init__(self, spec: ModelSpec) -> None:  # no options: the file holds everything

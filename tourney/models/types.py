@@ -4,8 +4,9 @@ Names follow OpenAI/vLLM (`max_tokens`, `top_p`, `stop`, `n`, `logprobs`) so use
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Optional, Protocol, Sequence, Union, runtime_checkable
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -51,6 +52,7 @@ class Generation:
     completion_tokens: int = 0
     error: str | None = None  # set when the request failed after its retries; text is then ""
     batch_latency_s: float | None = None  # wall time of the whole batch it was generated in (in-process)
+    replaced_surrogates: int = 0  # lone UTF-16 surrogates in the text, replaced by U+FFFD (see clean_text)
 
     def to_dict(self) -> dict:
         return {
@@ -64,10 +66,51 @@ class Generation:
             "completion_tokens": self.completion_tokens,
             "error": self.error,
             "batch_latency_s": self.batch_latency_s,
+            "replaced_surrogates": self.replaced_surrogates,
         }
 
 
-@runtime_checkable
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> tuple[str, int]:
+    """`text` with every lone UTF-16 surrogate replaced by U+FFFD, and how many there were.
+
+    A server may send one as a JSON escape ("\\ud800"); Python decodes it into a str that no
+    UTF-8 file can hold, so one such character would fail every write of the run. Backends call
+    this on model output at the boundary. (Paired escapes decode to one real character and are
+    left alone.)
+    """
+    cleaned, count = _LONE_SURROGATE.subn("\ufffd", text)
+    return cleaned, count
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do beyond `generate`, and how it wants to be called: declared here, in
+    the contract (as lm-eval's `LM` declares the request types it answers), so that callers read
+    it instead of probing for methods."""
+
+    server: bool = False  # a remote server: requests are independent, `concurrency` of them in flight
+    concurrency: int = 1  # requests it keeps in flight (servers); 1 for in-process backends
+    # Prompts per `generate` call that suit it: an in-process backend's forward batch, whose
+    # padding makes a batch's outputs depend on its composition (callers that resume send whole
+    # batches again, in the same order); None: any list at once (servers, and engines that
+    # schedule the whole list themselves, such as vLLM's offline LLM).
+    batch_size: int | None = None
+    recorded: bool = False  # answers recorded per question: call generate_questions, not generate
+    choice_scoring: bool = False  # score_choices works (else it raises BackendError)
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+
+
+OnDone = Callable[[int, "list[Generation]"], None]
+
+
 class Backend(Protocol):
     """Batch in, same-length list out; the backend batches or parallelises inside.
 
@@ -75,17 +118,49 @@ class Backend(Protocol):
     retries yields Generations with `error` set rather than raising, so one bad request never
     loses the rest of the batch. `score_choices` returns the summed log-likelihood of each
     choice continuing its prompt.
+
+    Backends subclass this protocol to inherit the defaults of the optional parts: `check`
+    (nothing to reach), `generate_each` (batches of `capabilities.batch_size`, one after
+    another), `generate_questions` and `score_choices` (refused unless declared).
     """
 
     spec: str
+    capabilities: Capabilities
 
     def generate(self, prompts: Sequence[Prompt], cfg: GenConfig) -> list[list[Generation]]: ...
 
+    def close(self) -> None: ...
+
+    def check(self) -> None:
+        """Raise BackendError unless the model can answer (a server is reachable). In-process
+        backends were loaded by their constructor: nothing to do."""
+
+    def generate_each(self, prompts: Sequence[Prompt], cfg: GenConfig, on_done: OnDone) -> None:
+        """Generate every prompt's samples and call `on_done(index, samples)` as soon as one
+        prompt's samples are all in, in completion order. A server backend calls it from the
+        thread that finished the prompt's last request, before that thread starts another one,
+        so a caller that records the answer inside `on_done` never holds more unrecorded answers
+        than requests in flight. An exception from `on_done` stops the generation (requests not
+        yet started are never sent) and is raised here."""
+        size = self.capabilities.batch_size or max(len(prompts), 1)
+        for start in range(0, len(prompts), size):
+            for k, gens in enumerate(self.generate(prompts[start: start + size], cfg)):
+                on_done(start + k, gens)
+
+    def requests_in_flight(self) -> int:
+        """Requests running right now (servers); 0 where the backend does not count them."""
+        return 0
+
+    def generate_questions(self, questions: Sequence[Any], cfg: GenConfig) -> list[list[Generation]]:
+        """Recorded outputs are looked up by question (id, then text), not by rendered prompt;
+        only backends with `capabilities.recorded` answer this."""
+        raise BackendError(f"{self.spec}: this backend generates from prompts, not recorded questions")
+
     def score_choices(
         self, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]]
-    ) -> list[list[float]]: ...
-
-    def close(self) -> None: ...
+    ) -> list[list[float]]:
+        """The summed log-likelihood of each choice continuing its prompt (capabilities.choice_scoring)."""
+        raise BackendError(f"{self.spec}: this backend cannot score choices")
 
 
 @dataclass(frozen=True)

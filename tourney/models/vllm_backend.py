@@ -15,10 +15,10 @@ from typing import Annotated, Any, Literal, Optional, Sequence
 from pydantic import Field
 
 from tourney.models.options import AtLeastOne, checked_options, unknown_passthrough
-from tourney.models.types import BackendError, GenConfig, Generation, ModelSpec, Prompt
+from tourney.models.types import Backend, BackendError, Capabilities, GenConfig, Generation, ModelSpec, Prompt
 
 
-class VLLMBackend:
+class VLLMBackend(Backend):
     @checked_options
     def __init__(
         self,
@@ -34,6 +34,8 @@ class VLLMBackend:
         self.spec = spec.raw
         self.model = spec.target
         self.chat = chat
+        # The whole list at once: the engine schedules it continuously itself.
+        self.capabilities = Capabilities(batch_size=None, choice_scoring=True)
         try:
             import vllm
         except ImportError as exc:

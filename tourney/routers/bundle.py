@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from tourney.harness.prompts import get_template, render, template_for
-from tourney.harness.report import load_run_meta
-from tourney.harness.types import DataError, Question
-from tourney.models.registry import replays_recordings
-from tourney.models.types import GenConfig, Prompt
 from tourney.harness.jsonl import json_safe
+from tourney.harness.pipeline import Prompting
+from tourney.harness.prompts import get_template
+from tourney.harness.rundir import RunDir
+from tourney.harness.types import DataError
+from tourney.models.registry import replays_recordings
+from tourney.models.types import GenConfig
 from tourney.routers.calibrate import CalibratedRouter
 
 FORMAT = "tourney-router/1"
@@ -66,21 +67,18 @@ class ModelSettings:
 
     @classmethod
     def from_run(cls, run_dir: str | Path) -> "ModelSettings":
-        """The settings an evaluation run used, from its run.json."""
-        path = Path(run_dir) / "run.json"
-        meta = read_run_meta(run_dir)
-        gen = meta.get("generation")
-        ident = meta.get("identity") or {}
-        if not isinstance(meta.get("model"), str) or not isinstance(gen, dict):
-            raise DataError(f"{path}: expected 'model' (a string) and 'generation' (an object)")
+        """The settings an evaluation run used, from its run.json (harness.rundir.RunMeta)."""
+        run = RunDir(run_dir)
+        meta = run.meta()
+        gen, ident = meta.generation, meta.identity
         try:
-            return cls(spec=meta["model"], samples=int(gen.get("samples", 1)),
-                       temperature=float(gen.get("temperature", 0.0)), top_p=float(gen.get("top_p", 1.0)),
-                       max_tokens=int(gen.get("max_tokens", 512)), logprobs=gen.get("logprobs"),
-                       seed=int(gen.get("seed") or 0), template=ident.get("template"),
-                       chat=bool(ident.get("chat", False)))
+            return cls(spec=meta.model, samples=gen.samples or 1,
+                       temperature=0.0 if gen.temperature is None else gen.temperature,
+                       top_p=1.0 if gen.top_p is None else gen.top_p,
+                       max_tokens=gen.max_tokens or 512, logprobs=gen.logprobs, seed=gen.seed or 0,
+                       template=ident.get("template"), chat=bool(ident.get("chat", False)))
         except (TypeError, ValueError) as e:
-            raise DataError(f"{path}: {e}") from None
+            raise DataError(f"{run.meta_path}: {e}") from None
 
     def gen_config(self, stop: tuple[str, ...], *, n: int | None = None, logprobs: int | None | str = "same",
                    max_tokens: int | None = None, temperature: float | None = None) -> GenConfig:
@@ -89,12 +87,9 @@ class ModelSettings:
                          top_p=self.top_p, stop=tuple(stop), n=n or self.samples,
                          logprobs=self.logprobs if logprobs == "same" else logprobs, seed=self.seed)
 
-    def prompts(self, questions: Sequence[Question]) -> tuple[list[Prompt], tuple[str, ...]]:
-        """Prompts and one stop list for a batch, chosen as the run loop chooses them."""
-        templates = [get_template(self.template) if self.template else template_for(q, self.chat)
-                     for q in questions]
-        stop = tuple(dict.fromkeys(s for t in templates for s in t.stop))
-        return [render(t, q) for t, q in zip(templates, questions)], stop
+    def prompting(self) -> Prompting:
+        """How this model's questions are prompted: the same rule as the run loop's."""
+        return Prompting(template=self.template, chat=self.chat)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,10 +103,6 @@ class ModelSettings:
             return cls(**{k: v for k, v in d.items() if k in known})
         except (TypeError, ValueError) as e:
             raise DataError(f"{where}: {e}") from None
-
-
-def read_run_meta(run_dir: str | Path) -> dict[str, Any]:
-    return load_run_meta(Path(run_dir))
 
 
 @dataclass

@@ -22,11 +22,13 @@ wall-clock time per question instead.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from tourney.errors import ConfigError
-from tourney.harness.scoring import extract_answer, extract_choice, score
+from tourney.harness.pipeline import generate, predict, scored_rows
 from tourney.harness.types import Question, SampleResult
 from tourney.models.types import Backend, Generation, Prompt
 from tourney.routers.bundle import CHOICE_SIGNALS, SAMPLE_SIGNALS, ModelSettings, RouterBundle, needs_logprobs, needs_samples
@@ -37,31 +39,8 @@ STUDENT, TEACHER, FALLBACK = "student", "teacher", "fallback"
 FALLBACK_NUMBER, FALLBACK_CHOICE = "0", "A"
 
 
-def predict(question: Question, text: str) -> str | None:
-    """The final answer in a model output (a choice letter for multiple choice), or None."""
-    if question.is_multiple_choice:
-        return extract_choice(text, len(question.choices or ()))
-    return extract_answer(text)
-
-
 def fallback_answer(question: Question) -> str:
     return FALLBACK_CHOICE if question.is_multiple_choice else FALLBACK_NUMBER
-
-
-def sample_rows(question: Question, gens: Sequence[Generation]) -> list[SampleResult]:
-    """The student's samples as SampleResults, which the signals read. `correct` is scored only
-    when the question has a gold answer (tournament questions have none)."""
-    rows = []
-    for s, g in enumerate(gens):
-        ok = g.error is None
-        rows.append(SampleResult(
-            id=question.id, question=question.question, type=question.type, sample=s, output=g.text,
-            prediction=predict(question, g.text) if ok else None, gold=question.answer,
-            correct=bool(ok and question.answer and score(question, g.text).correct),
-            latency_s=g.latency_s, ttft_s=g.ttft_s, prompt_tokens=g.prompt_tokens,
-            completion_tokens=g.completion_tokens, error=g.error, finish_reason=g.finish_reason,
-            token_logprobs=g.token_logprobs))
-    return rows
 
 
 @dataclass
@@ -82,20 +61,21 @@ class StudentOutcome:
         return self.rows[0].error if self.rows else "no sample returned"
 
 
-@dataclass
-class CascadeRecord:
-    """One answered question."""
+class CascadeRecord(BaseModel):
+    """One answered question (and the schema of a submission log row, routers.submit.LogRow)."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     id: str
-    answer: str  # what to submit: the standing prediction, or the fallback; never empty
+    answer: str = Field(min_length=1)  # what to submit: the standing prediction, or the fallback; never empty
     output: str  # the standing model output ("" when the fallback stands)
     prediction: str | None  # the answer extracted from `output`
-    routed_to: str  # whose answer stands: "student" | "teacher" | "fallback"
+    routed_to: Literal["student", "teacher", "fallback"]  # whose answer stands
     escalated: bool  # the teacher was asked
-    confidence: float | None
-    student_latency_s: float
-    teacher_latency_s: float
-    total_latency_s: float
+    confidence: Annotated[float, Field(allow_inf_nan=True)] | None  # -inf: no evidence at all
+    student_latency_s: float = Field(ge=0)
+    teacher_latency_s: float = Field(ge=0)
+    total_latency_s: float = Field(ge=0)
     deadline_missed: bool = False  # a call was abandoned at the question's deadline
     budget_exhausted: bool = False  # answered student-only because the total budget was spent
     error: str | None = None  # failures on the way (a failed request, a missed deadline)
@@ -103,7 +83,7 @@ class CascadeRecord:
     teacher_prediction: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
 
 def compose(question: Question, student: StudentOutcome | None, teacher: Generation | None, *,
@@ -163,11 +143,9 @@ class Cascade:
         if prompts is not None:  # already rendered (lm-eval contexts): generate from them as they are
             gen = settings.gen_config(tuple(stop or ()), **cfg)
             return backend.generate(list(prompts), gen)
-        rendered, template_stop = settings.prompts(questions)
+        rendered, template_stop = settings.prompting().render(questions)
         gen = settings.gen_config(tuple(stop) if stop is not None else template_stop, **cfg)
-        if hasattr(backend, "generate_questions"):  # recorded outputs are matched by question
-            return backend.generate_questions(list(questions), gen)
-        return backend.generate(rendered, gen)
+        return generate(backend, questions, rendered, gen)
 
     def run_student(self, questions: Sequence[Question], *, full: bool | None = None,
                     prompts: Sequence[Prompt] | None = None, stop: Sequence[str] | None = None,
@@ -183,7 +161,7 @@ class Cascade:
             gens = self._generate(self.student, s, questions, prompts, stop, n=1, logprobs=None, max_tokens=max_tokens)
         out = []
         for q, g in zip(questions, gens, strict=True):
-            rows = sample_rows(q, g)
+            rows = scored_rows(q, g)
             conf = None
             if full and self.router is not None and rows:
                 conf = self.router.confidence(rows, question_text=q.question)
@@ -241,7 +219,7 @@ def backend_options(settings: ModelSettings, *, concurrency: int = 8, batch_size
     a per-request timeout and no retries when request_timeout_s is given (a deadline to keep)."""
     from tourney.models.registry import default_options, parse_spec
 
-    opts, _ = default_options(settings.spec, chat=settings.chat, batch_size=batch_size, concurrency=concurrency)
+    opts = default_options(settings.spec, chat=settings.chat, batch_size=batch_size, concurrency=concurrency)
     opts.update(settings.model_args)
     if parse_spec(settings.spec).kind == "openai" and request_timeout_s is not None:
         opts.setdefault("timeout_s", request_timeout_s)
@@ -250,9 +228,13 @@ def backend_options(settings: ModelSettings, *, concurrency: int = 8, batch_size
 
 
 def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8, batch_size: int = 16,
-                 teacher_timeout_s: float | None = None, student_backup: bool = True) -> Cascade:
+                 request_timeout_s: float | None = None, student_backup: bool = True) -> Cascade:
     """Build the backends a router file names and the cascade over them. The student is loaded in
-    accuracy mode too when student_backup (it answers once a submission's budget is spent)."""
+    accuracy mode too when student_backup (it answers once a submission's budget is spent).
+
+    `concurrency` is the number of questions in flight: a server student gets room for all of
+    their samples at once. With `request_timeout_s` (a submission's deadline) a server request
+    never outlives its question: one attempt, closed at the timeout."""
     from tourney.models.registry import load_backend
 
     if mode not in MODES:
@@ -265,11 +247,12 @@ def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8, batch
     student = teacher = None
     try:
         if want_student and bundle.student is not None:
-            student = load_backend(bundle.student.spec, **backend_options(bundle.student, concurrency=concurrency,
-                                                                          batch_size=batch_size))
+            student = load_backend(bundle.student.spec, **backend_options(
+                bundle.student, concurrency=concurrency * bundle.student.samples, batch_size=batch_size,
+                request_timeout_s=request_timeout_s))
         if want_teacher:
             teacher = load_backend(bundle.teacher.spec, **backend_options(
-                bundle.teacher, concurrency=concurrency, batch_size=batch_size, request_timeout_s=teacher_timeout_s))
+                bundle.teacher, concurrency=concurrency, batch_size=batch_size, request_timeout_s=request_timeout_s))
     except Exception:
         for b in (student, teacher):
             if b is not None:

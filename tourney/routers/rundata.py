@@ -26,9 +26,9 @@ from typing import Sequence
 
 import numpy as np
 
-from tourney.harness.report import RESULTS_FILE, read_results
+from tourney.harness.rundir import RunDir
 from tourney.harness.types import DataError, SampleResult
-from tourney.routers.bundle import needs_samples, read_run_meta
+from tourney.routers.bundle import needs_samples
 from tourney.routers.calibrate import CalibratedRouter
 from tourney.routers.signals import FEATURE_NAMES, compute_signals, oriented
 
@@ -37,17 +37,7 @@ MULTI_SAMPLE = ("sum", "max")
 
 def read_run_rows(run_dir: str | Path) -> dict[str, list[SampleResult]]:
     """id -> that question's rows sorted by sample, in the file's (question) order."""
-    run_dir = Path(run_dir)
-    read_run_meta(run_dir)  # a clear error when this is not a run directory
-    path = run_dir / RESULTS_FILE
-    if not path.is_file():
-        raise DataError(f"{path}: not found; the run has written no results")
-    by_id: dict[str, list[SampleResult]] = {}
-    for row in read_results(path):
-        by_id.setdefault(row.id, []).append(row)
-    if not by_id:
-        raise DataError(f"{path}: no results; expected at least one answered question")
-    return {k: sorted(v, key=lambda r: r.sample) for k, v in by_id.items()}
+    return RunDir(run_dir).rows_by_question()
 
 
 @dataclass

@@ -1,5 +1,13 @@
 """Timed tournament submissions: every question answered, each within its deadline, resumably.
 
+Flow. Questions flow continuously: `concurrency` workers each take the next question (or, for
+in-process models, the next batch of `batch_size`) the moment they finish one, so against
+servers C questions are in flight from the first to the last, and a question's teacher request
+follows its own student answer at once, with no barrier between the student's and the teacher's
+requests of different questions. The default concurrency is 8 when every model is a server and 1
+otherwise; `batch_size` > 1 needs an in-process model (against servers a batch would only add a
+barrier).
+
 Deadline. Each question has `deadline_ms`, measured from the moment a worker starts it. Every
 model call for it gets a timeout equal to the time left before that deadline: the student's
 first, then the teacher's. With `batch_size` B > 1 a worker takes B questions at once (all known
@@ -17,9 +25,9 @@ check total_latency_s <= deadline + margin with a teacher that sleeps past the d
 Abandoning a call. In-process backends (hf, gguf, vllm, replay) run each call in a daemon worker
 thread; at the deadline the thread is left behind and its compute CONTINUES IN THE BACKGROUND until
 the backend returns (Python cannot kill a thread), slowing what runs next on the same CPU/GPU;
-use --concurrency 1 with in-process models. For an OpenAI-compatible server the teacher is also
-built with a per-request timeout of the deadline and no retries, so the server side request is
-closed (and a vLLM server stops generating) at the latest one deadline after it began.
+use --concurrency 1 with in-process models. Server models are built with a per-request timeout of
+the deadline and no retries (routers.cascade.load_cascade), so a request is closed on the server
+(a vLLM server stops generating) at the latest one deadline after it began.
 
 Budget. `budget_s` is wall-clock seconds for the whole submission, earlier (killed) sessions
 included: each log row records the budget spent when it was written, and a restart resumes from
@@ -28,11 +36,14 @@ teacher calls are allowed and their timeout is also capped at the budget's end. 
 spent, the remaining questions are answered by the student alone (one sample, no confidence);
 a student that cannot fit in the question's deadline leaves the fallback answer, as always.
 
-Resumption. log.jsonl gets one row per answered question, appended and fsynced as soon as the
-question is answered; after a kill a torn last line is cut, answered ids are skipped, and the
-final files are rewritten from the log in question order: submission.jsonl and submission.csv
-(id, answer), and summary.json. submit.json records the settings; resuming with other settings
-is refused (pass overwrite to start again).
+Resumption. log.jsonl gets one row per answered question (LogRow), appended and fsynced as soon
+as the question is answered (answers that finish together share one write); after a kill a torn
+last line is cut, answered ids are skipped, and the final files are rewritten from the log in
+question order: submission.jsonl and submission.csv (id, answer), and summary.json. submit.json
+records the identity of the submission (harness.rundir.check_same_run): the question file's and
+the router's bytes, mode, deadline, budget, batch size, and the models as they run, spec
+overrides and backend options included; resuming with anything else is refused (pass overwrite
+to start again).
 """
 from __future__ import annotations
 
@@ -41,50 +52,69 @@ import io
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tourney.errors import ConfigError
 from tourney.harness.jsonl import append_objects, cut_torn_tail, iter_objects
 from tourney.harness.metrics import percentile
 from tourney.harness.questions import file_sha256, load_questions
+from tourney.harness.rundir import check_same_run, make_dir, now_stamp, read_json_object, write_json_atomic
 from tourney.harness.types import DataError, Question
-from tourney.routers.cascade import FALLBACK, MODES, STUDENT, TEACHER, Cascade, CascadeRecord, compose
+from tourney.models.registry import output_options
+from tourney.routers.cascade import FALLBACK, STUDENT, TEACHER, Cascade, CascadeRecord, compose
+from tourney.schema import describe
 
 DEADLINE_MARGIN_S = 0.25  # answers are decided by deadline + this (see module doc)
 LOG_FILE, META_FILE, SUMMARY_FILE = "log.jsonl", "submit.json", "summary.json"
+SERVER_CONCURRENCY = 8  # default questions in flight when every model is a server (as `tourney eval`)
 
 
-@dataclass(frozen=True)
-class SubmitConfig:
+class SubmitConfig(BaseModel):
     """Everything one `tourney submit` depends on."""
 
-    questions: str  # question file; answers optional (tournament questions have none)
-    out: str  # output directory (resumed if it holds a log)
-    mode: str = "balanced"  # speed | accuracy | balanced
-    deadline_ms: float = 30_000.0  # per question, from when a worker starts it
-    budget_s: float | None = None  # wall-clock budget for the whole submission; None: unlimited
-    concurrency: int = 1  # batches in flight
-    batch_size: int = 1  # questions answered together (one student call, one teacher call)
-    router: str | None = None  # ROUTER.json path; its hash is checked on resume
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if not self.deadline_ms > 0:
-            raise ValueError(f"deadline_ms must be > 0, got {self.deadline_ms}")
-        if self.budget_s is not None and not self.budget_s > 0:
-            raise ValueError(f"budget_s must be > 0, got {self.budget_s}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {self.concurrency}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+    questions: str = Field(min_length=1)  # question file; answers optional (tournament questions have none)
+    out: str = Field(min_length=1)  # output directory (resumed if it holds a log)
+    mode: Literal["speed", "accuracy", "balanced"] = "balanced"
+    deadline_ms: float = Field(30_000.0, gt=0)  # per question, from when a worker starts it; finite
+    budget_s: float | None = Field(None, gt=0)  # wall-clock budget of the whole submission; None: unlimited
+    # Questions (or batches) in flight; None: SERVER_CONCURRENCY when every model is a server, else 1.
+    concurrency: int | None = Field(None, ge=1)
+    batch_size: int = Field(1, ge=1)  # questions answered together by in-process models (one call each)
+    router: str | None = None  # ROUTER.json path; its bytes are part of the identity
 
-    def identity(self) -> dict[str, Any]:
-        return {"questions_sha256": file_sha256(self.questions), "mode": self.mode,
-                "deadline_ms": self.deadline_ms, "budget_s": self.budget_s,
-                "router_sha256": file_sha256(self.router) if self.router else None}
+    def concurrency_for(self, cascade: Cascade) -> int:
+        if self.concurrency is not None:
+            return self.concurrency
+        return SERVER_CONCURRENCY if all_servers(cascade) else 1
+
+
+def all_servers(cascade: Cascade) -> bool:
+    """Whether every model the cascade holds answers from a server (requests are independent)."""
+    backends = [b for b in (cascade.student, cascade.teacher) if b is not None]
+    return bool(backends) and all(b.capabilities.server for b in backends)
+
+
+def submission_identity(cfg: SubmitConfig, cascade: Cascade) -> dict[str, Any]:
+    """What must be equal for a log's answers to belong to this submission (module doc): the
+    models as they run, --student/--teacher overrides and backend options included."""
+    def model(settings: Any, backend: Any) -> dict[str, Any] | None:
+        if backend is None:
+            return None
+        d = settings.to_dict()
+        d["model_args"] = output_options(dict(d.get("model_args") or {}))
+        return d
+    return {"questions_sha256": file_sha256(cfg.questions), "mode": cfg.mode, "deadline_ms": cfg.deadline_ms,
+            "budget_s": cfg.budget_s, "batch_size": cfg.batch_size,
+            "router_sha256": file_sha256(cfg.router) if cfg.router else None,
+            "student": model(cascade.student_settings, cascade.student),
+            "teacher": model(cascade.teacher_settings, cascade.teacher)}
 
 
 def load_submit_questions(path: str | Path, limit: int | None = None) -> list[Question]:
@@ -237,63 +267,67 @@ class SubmitSummary:
         return asdict(self)
 
 
-def read_log(path: Path, ids: set[str]) -> dict[str, dict[str, Any]]:
-    """Answered rows by id (the last row of an id wins); a bad row raises DataError naming it."""
-    rows: dict[str, dict[str, Any]] = {}
+class LogRow(CascadeRecord):
+    """One line of log.jsonl: an answered question, and the budget spent when it was written."""
+
+    spent_s: float = Field(ge=0)
+
+
+def read_log(path: Path, ids: set[str]) -> dict[str, LogRow]:
+    """Answered rows by id (the last row of an id wins); a bad row raises DataError naming its
+    line and field."""
+    rows: dict[str, LogRow] = {}
     if not path.exists():
         return rows
-    for _, where, row in iter_objects(path):
-        if not isinstance(row.get("id"), str):
-            raise DataError(f"{where}: expected an object with a string 'id'")
-        if not isinstance(row.get("answer"), str) or not row["answer"]:
-            raise DataError(f"{where}: field 'answer': expected a non-empty string")
-        if row["id"] not in ids:
-            raise DataError(f"{where}: id {row['id']!r} is not in the question file; is this another submission's log?")
-        rows[row["id"]] = row
+    for _, where, raw in iter_objects(path):
+        try:
+            row = LogRow.model_validate(raw, strict=True)
+        except ValidationError as e:
+            raise DataError(f"{where}: {describe(e)}") from None
+        if row.id not in ids:
+            raise DataError(f"{where}: id {row.id!r} is not in the question file; is this another submission's log?")
+        rows[row.id] = row
     return rows
 
 
-def _prepare(cfg: SubmitConfig, overwrite: bool) -> Path:
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+def _prepare(cfg: SubmitConfig, cascade: Cascade, concurrency: int, overwrite: bool) -> Path:
+    out = make_dir(Path(cfg.out), "the submission directory")
     meta_path = out / META_FILE
-    ident = cfg.identity()
+    ident = submission_identity(cfg, cascade)
     if meta_path.exists() and not overwrite:
-        old = json.loads(meta_path.read_text(encoding="utf-8")).get("identity", {})
-        differs = [k for k, v in ident.items() if old.get(k) != v]
-        if differs:
-            raise DataError(f"{meta_path}: this directory holds a submission with other settings "
-                            f"({', '.join(differs)} differ); use another --out or pass --overwrite")
+        recorded = read_json_object(meta_path, "a submission's settings (submit.json)").get("identity")
+        if not isinstance(recorded, dict):
+            raise DataError(f"{meta_path}: field 'identity': expected an object; is this a submission directory?")
+        check_same_run(meta_path, recorded, ident)
     else:
         if overwrite:  # a log without submit.json is kept and resumed: its rows are checked on reading
             for name in (LOG_FILE, SUMMARY_FILE, "submission.jsonl", "submission.csv"):
                 (out / name).unlink(missing_ok=True)
-        meta = {"identity": ident, "questions": cfg.questions, "router": cfg.router,
-                "concurrency": cfg.concurrency, "batch_size": cfg.batch_size, "margin_s": DEADLINE_MARGIN_S,
-                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        meta_path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_json_atomic(meta_path, {"identity": ident, "questions": cfg.questions, "router": cfg.router,
+                                      "concurrency": concurrency, "batch_size": cfg.batch_size,
+                                      "margin_s": DEADLINE_MARGIN_S, "started_at": now_stamp()})
     return out
 
 
-def summarize_submission(rows: Sequence[dict[str, Any]], cfg: SubmitConfig, n: int) -> SubmitSummary:
-    lat = [float(r.get("total_latency_s") or 0.0) for r in rows]
+def summarize_submission(rows: Sequence[LogRow], cfg: SubmitConfig, n: int) -> SubmitSummary:
+    lat = [r.total_latency_s for r in rows]
     count = lambda pred: sum(1 for r in rows if pred(r))  # noqa: E731
-    esc = count(lambda r: r.get("escalated"))
+    esc = count(lambda r: r.escalated)
     return SubmitSummary(
         n=n, answered=len(rows), escalated=esc, escalated_share=esc / len(rows) if rows else 0.0,
-        teacher_answers=count(lambda r: r.get("routed_to") == TEACHER),
-        student_answers=count(lambda r: r.get("routed_to") == STUDENT),
-        fallbacks=count(lambda r: r.get("routed_to") == FALLBACK),
-        deadline_missed=count(lambda r: r.get("deadline_missed")),
-        budget_exhausted=count(lambda r: r.get("budget_exhausted")), errors=count(lambda r: r.get("error")),
+        teacher_answers=count(lambda r: r.routed_to == TEACHER),
+        student_answers=count(lambda r: r.routed_to == STUDENT),
+        fallbacks=count(lambda r: r.routed_to == FALLBACK),
+        deadline_missed=count(lambda r: r.deadline_missed),
+        budget_exhausted=count(lambda r: r.budget_exhausted), errors=count(lambda r: r.error),
         latency_p50_s=percentile(lat, 50), latency_p95_s=percentile(lat, 95), latency_max_s=max(lat, default=None),
-        spent_s=max((float(r.get("spent_s") or 0.0) for r in rows), default=0.0),
+        spent_s=max((r.spent_s for r in rows), default=0.0),
         mode=cfg.mode, deadline_ms=cfg.deadline_ms, budget_s=cfg.budget_s)
 
 
-def write_outputs(out: Path, questions: Sequence[Question], rows: dict[str, dict[str, Any]]) -> None:
+def write_outputs(out: Path, questions: Sequence[Question], rows: dict[str, LogRow]) -> None:
     """submission.jsonl and submission.csv, one line per question in question order."""
-    ordered = [(q.id, rows[q.id]["answer"]) for q in questions]
+    ordered = [(q.id, rows[q.id].answer) for q in questions]
     (out / "submission.jsonl").write_text(
         "".join(json.dumps({"id": i, "answer": a}, ensure_ascii=False) + "\n" for i, a in ordered), encoding="utf-8")
     buf = io.StringIO()
@@ -303,38 +337,56 @@ def write_outputs(out: Path, questions: Sequence[Question], rows: dict[str, dict
     (out / "submission.csv").write_text(buf.getvalue(), encoding="utf-8")
 
 
+Progress = Callable[[int, int, "int | None"], None]  # (answered, questions, requests in flight or None)
+
+
 def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Question] | None = None, *,
-                   overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> SubmitSummary:
+                   overwrite: bool = False, progress: Progress | None = None) -> SubmitSummary:
     """Answer every question of cfg.questions not yet in the log; write the submission files."""
     if cascade.mode != cfg.mode:
-        raise ValueError(f"the cascade runs mode {cascade.mode!r} but the config says {cfg.mode!r}")
+        raise ConfigError(f"the cascade runs mode {cascade.mode!r} but the config says {cfg.mode!r}")
+    servers = all_servers(cascade)
+    if servers and cfg.batch_size > 1:
+        raise ConfigError(f"--batch-size {cfg.batch_size} batches in-process models; against servers each "
+                          "question is sent alone with --concurrency in flight (a batch would only add a barrier)")
+    concurrency = cfg.concurrency_for(cascade)
     if questions is None:
         questions = load_submit_questions(cfg.questions)
-    out = _prepare(cfg, overwrite)
+    out = _prepare(cfg, cascade, concurrency, overwrite)
     log = out / LOG_FILE
     cut_torn_tail(log)
     rows = read_log(log, {q.id for q in questions})
-    prior = max((float(r.get("spent_s") or 0.0) for r in rows.values()), default=0.0)
+    prior = max((r.spent_s for r in rows.values()), default=0.0)
     start = time.monotonic()
     budget_end = None if cfg.budget_s is None else start + (cfg.budget_s - prior)
     todo = [q for q in questions if q.id not in rows]
-    if progress:
-        progress(len(rows), len(questions))
-    with ThreadPoolExecutor(max_workers=cfg.concurrency, thread_name_prefix="tourney-submit") as pool:
-        futures = [pool.submit(answer_batch, cascade, todo[i: i + cfg.batch_size],
+    backends = [b for b in (cascade.student, cascade.teacher) if b is not None]
+
+    def tick() -> None:
+        if progress:
+            in_flight = sum(b.requests_in_flight() for b in backends) if servers else None
+            progress(len(rows), len(questions), in_flight)
+
+    tick()
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tourney-submit") as pool:
+        pending = {pool.submit(answer_batch, cascade, todo[i: i + cfg.batch_size],
                                deadline_s=cfg.deadline_ms / 1000.0, budget_end=budget_end)
-                   for i in range(0, len(todo), cfg.batch_size)]
-        for fut in as_completed(futures):
-            done = [r.to_dict() for r in fut.result()]
-            for row in done:
-                row["spent_s"] = round(prior + time.monotonic() - start, 6)
-            append_objects(log, done)
-            rows.update((row["id"], row) for row in done)
-            if progress:
-                progress(len(rows), len(questions))
+                   for i in range(0, len(todo), cfg.batch_size)}
+        while pending:
+            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            spent = round(prior + time.monotonic() - start, 6)
+            # Everything answered since the last write goes in one write: one fsync for many
+            # answers when they come fast.
+            done = [LogRow(**r.to_dict(), spent_s=spent) for fut in finished for r in fut.result()]
+            try:
+                append_objects(log, (r.to_dict() for r in done))
+            except OSError as e:
+                raise DataError(f"{log}: cannot write ({e.strerror or e})") from None
+            rows.update((r.id, r) for r in done)
+            tick()
     write_outputs(out, questions, rows)
     summary = summarize_submission(list(rows.values()), cfg, len(questions))
-    (out / SUMMARY_FILE).write_text(json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json_atomic(out / SUMMARY_FILE, summary.to_dict())
     return summary
 
 

@@ -28,7 +28,7 @@ from tourney.harness.jsonl import iter_objects
 from tourney.harness.prompts import strip_thinking
 from tourney.harness.votes import mean_logprob
 from tourney.harness.questions import load_questions
-from tourney.harness.report import RESULTS_FILE, read_results
+from tourney.harness.rundir import RunDir
 from tourney.harness.runner import EvalConfig, run_eval
 from tourney.harness.types import DataError, Question
 from tourney.models.types import Backend
@@ -52,9 +52,9 @@ class CoTConfig:
     chat: bool = Field(False, description="Chat messages (instruct/thinking teachers) rather than the base template.")
     template: Optional[str] = Field(None, description="Prompt template name; None picks one per question.")
     limit: Optional[int] = Field(None, ge=1, description="First N questions only.")
-    batch_size: int = Field(16, ge=1, description="Questions per backend call: also the unit of resumption.")
+    batch_size: int = Field(16, ge=1, description="Prompts per forward batch of an in-process teacher (the CLI passes it in model_args); servers ignore it.")
     seed: int = Field(0, description="Sampling seed.")
-    model_args: dict[str, Any] = Field(default_factory=dict, description="Backend options (recorded, not used here).")
+    model_args: dict[str, Any] = Field(default_factory=dict, description="Backend options; those that change outputs are in the run's identity.")
 
     def __post_init__(self) -> None:
         self.eval_config()  # EvalConfig checks samples > 1 needing a temperature, and the template
@@ -63,7 +63,7 @@ class CoTConfig:
         return EvalConfig(model=self.model, data=self.data, out=self.out, limit=self.limit, samples=self.samples,
                           max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
                           seed=self.seed, logprobs=self.logprobs, template=self.template, chat=self.chat,
-                          chunk_size=self.batch_size, model_args=self.model_args)
+                          model_args=self.model_args)
 
 
 @dataclass
@@ -117,7 +117,7 @@ def generate_cot(
     run_eval(cfg.eval_config(), backend, questions=questions, overwrite=overwrite, progress=progress)
     out = Path(cfg.out)
     wanted = {q.id for q in questions}
-    rows = [_to_cot(r) for r in read_results(out / RESULTS_FILE) if r.id in wanted]
+    rows = [_to_cot(r) for r in RunDir(out).rows() if r.id in wanted]
     path = out / COT_FILE
     write_cot(rows, path)
     return path

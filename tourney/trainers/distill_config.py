@@ -10,8 +10,7 @@ all build this same class.
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -220,25 +219,27 @@ def training_argument_fields() -> dict[str, list[str]]:
 
 def check_same_run(cfg: DistillTrainConfig, write: bool = True) -> None:
     """Record cfg in OUT/distill_config.json, or, when resuming (OUT has checkpoints), check that
-    the recorded one matches.
+    the recorded one matches (harness.rundir.check_same_run, the rule every resumable command uses).
 
-    Resuming with another learning rate, data file or method would silently mix two runs in one
-    folder; only the evaluation and logging fields (RESUMABLE_CHANGES) may differ.
+    Resuming with another learning rate, method, data file or data contents (`data_sha256`, and
+    the order file's) would silently mix two runs in one folder; only the evaluation and logging
+    fields (RESUMABLE_CHANGES) may differ.
     """
+    from tourney.harness.questions import file_sha256
+    from tourney.harness.rundir import check_same_run as same_run, read_json_object, write_json_atomic
+
     path = Path(cfg.out) / CONFIG_FILE
     now = cfg.to_dict()
+    for key, source in (("data_sha256", cfg.data), ("order_file_sha256", cfg.order_file)):
+        now[key] = file_sha256(source) if source and Path(source).is_file() else None
     trained = any(p.is_dir() for p in Path(cfg.out).glob("checkpoint-*"))  # before that, nothing to mix
     if path.exists() and trained:
-        old = json.loads(path.read_text())
+        old = read_json_object(path, "a distillation run's configuration")
         old = {RENAMED.get(k, k): v for k, v in old.items()}
-        names = [f.name for f in fields(cfg) if f.name not in RESUMABLE_CHANGES and f.name in old]
-        differ = [n for n in names if old.get(n) != json.loads(json.dumps(now[n]))]
-        if differ:
-            shown = "; ".join(f"{n}: recorded {old.get(n)!r}, now {now[n]!r}" for n in differ)
-            raise ConfigError(f"{cfg.out} holds a different training run ({shown}); use another out "
-                              "folder or delete this one")
+        # Only what the recorded file knows: a field added since then cannot have differed.
+        keys = [k for k in now if k not in RESUMABLE_CHANGES and k in old]
+        same_run(path, {k: old[k] for k in keys}, {k: now[k] for k in keys},
+                 remedy="use another out folder or delete this one", error=ConfigError)
     if write:  # one process writes (rank 0); the rename keeps readers from seeing half a file
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(now, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_json_atomic(path, json.loads(json.dumps(now)))

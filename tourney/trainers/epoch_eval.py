@@ -60,7 +60,7 @@ def read_epochs(out: str | Path) -> list[EpochRecord]:
     if not path.exists():
         return []
     latest: dict[int, EpochRecord] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):  # "\n" only: see harness.jsonl
         if line.strip():
             d = json.loads(line)
             d["gate"] = GateVerdict(**d["gate"]) if d.get("gate") else None
@@ -136,8 +136,6 @@ def evaluate_checkpoint(cfg: DistillTrainConfig, ckpt: Path, eval_dir: Path, mod
     overall accuracy on rank 0 (None on the others). With world > 1 every rank must call this: each
     answers its shard of the chunks (see the module docstring). Training state is left as found:
     train/eval mode, padding side, RNG."""
-    from dataclasses import replace
-
     from tourney.harness.questions import load_questions
     from tourney.harness.runner import EvalConfig, run_eval
     from tourney.models.hf_backend import HFBackend
@@ -151,8 +149,10 @@ def evaluate_checkpoint(cfg: DistillTrainConfig, ckpt: Path, eval_dir: Path, mod
         device = str(next(model.parameters()).device)
     else:  # each process on its own GPU, not all of them on cuda:0
         device = f"cuda:{torch.cuda.current_device()}" if cuda else "cpu"
+    # batch_size in model_args: the forward batch pads, so it is part of the run's identity.
     ecfg = EvalConfig(model=spec.raw, data=cfg.eval_data, out=str(eval_dir), limit=cfg.eval_limit,
-                      max_tokens=cfg.eval_max_tokens, chunk_size=cfg.eval_batch_size, chat=cfg.chat)
+                      max_tokens=cfg.eval_max_tokens, chat=cfg.chat,
+                      model_args={"device": device, "batch_size": cfg.eval_batch_size})
     questions = load_questions(cfg.eval_data, limit=cfg.eval_limit)
     if world > 1 and model is None:
         import torch.distributed as dist
@@ -172,8 +172,8 @@ def evaluate_checkpoint(cfg: DistillTrainConfig, ckpt: Path, eval_dir: Path, mod
                 shard = Path(eval_dir) / "shards" / f"rank-{rank}"
                 rows = []
                 if mine:
-                    run_eval(replace(ecfg, out=str(shard)), backend, questions=mine)
-                    rows = (shard / "results.jsonl").read_text(encoding="utf-8").splitlines()
+                    run_eval(ecfg.model_copy(update={"out": str(shard)}), backend, questions=mine)
+                    rows = (shard / "results.jsonl").read_text(encoding="utf-8").split("\n")  # "\n" only: harness.jsonl
                 gathered = _all_gather(rows, world)
                 report = _merge_shards(ecfg, backend, questions, gathered) if rank == 0 else None
         finally:

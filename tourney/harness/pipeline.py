@@ -1,0 +1,215 @@
+"""One pipeline from questions to scored samples, for every caller that asks a model questions:
+`tourney eval` and the teacher's chain-of-thought (harness.runner), the cascade and timed
+submissions (routers.cascade, routers.submit).
+
+- Prompting: `Prompting(template, chat).render(questions)` picks each question's template (base or
+  chat, multiple choice or not, unless one is named), renders it, and gives one stop list.
+- Generation: `generate` (one call, in order) and `answer_all` (every question, answers handed over
+  as they complete) dispatch on the backend's declared capabilities: recorded outputs are looked
+  up by question, everything else is generated from the prompts.
+- Scoring: `scored_rows` turns one question's samples into SampleResults; the answer is
+  extracted once per sample, and `correct` is scored only when the question has a gold answer.
+
+answer_all and durability. A server backend's requests run in its worker threads; each answer is
+handed to the caller's thread, which scores and records it (the grader's timeouts need the main
+thread) and writes whatever has arrived in one group, so one fsync covers many answers when they
+come fast. The worker waits until its answer is recorded before it starts another request: an
+answer is never both received and unrecorded for longer than its request was in flight, so a kill
+loses at most the questions in flight. An in-process backend generates in the caller's thread (as
+torch, llama.cpp and vLLM expect), and each batch's answers are recorded together.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from tourney.harness.prompts import PromptTemplate, get_template, render, template_for, with_system
+from tourney.harness.scoring import extract_answer, extract_choice, score
+from tourney.harness.types import Question, SampleResult
+from tourney.models.types import Backend, GenConfig, Generation, Prompt
+
+TICK_S = 0.25  # how often progress is refreshed while no answer arrives
+
+
+@dataclass(frozen=True)
+class Prompting:
+    """How questions become prompts: a named template for all, or one chosen per question."""
+
+    template: str | None = None  # a harness.prompts.TEMPLATES name; None: chosen per question
+    chat: bool = False  # chat messages (instruct models) rather than raw text
+    system: str | None = None  # system message before each question (chat templates only)
+
+    def template_for(self, question: Question) -> PromptTemplate:
+        chosen = get_template(self.template) if self.template else template_for(question, self.chat)
+        return with_system(chosen, self.system)
+
+    def render(self, questions: Sequence[Question]) -> tuple[list[Prompt], tuple[str, ...]]:
+        """Each question's prompt, and one stop list for a call over all of them (the union of
+        their templates' stops: a list mixes templates only when the data mixes question kinds)."""
+        templates = [self.template_for(q) for q in questions]
+        stop = tuple(dict.fromkeys(s for t in templates for s in t.stop))
+        return [render(t, q) for t, q in zip(templates, questions)], stop
+
+
+def predict(question: Question, text: str) -> str | None:
+    """The final answer in a model output (a choice letter for multiple choice), or None."""
+    if question.is_multiple_choice:
+        return extract_choice(text, len(question.choices or ()))
+    return extract_answer(text)
+
+
+def scored_rows(question: Question, gens: Sequence[Generation]) -> list[SampleResult]:
+    """One question's samples as SampleResults, sample 0 first. A failed request is a row with
+    `error` set and no prediction; without a gold answer (tournament questions have none) the
+    answer is only extracted and `correct` is False."""
+    rows = []
+    for s, g in enumerate(gens):
+        prediction, correct = None, False
+        if g.error is None and question.answer:
+            sc = score(question, g.text)
+            prediction, correct = sc.prediction, sc.correct
+        elif g.error is None:
+            prediction = predict(question, g.text)
+        rows.append(SampleResult(
+            id=question.id, question=question.question, type=question.type, sample=s, output=g.text,
+            prediction=prediction, gold=question.answer, correct=correct,
+            latency_s=round(g.latency_s, 6), ttft_s=None if g.ttft_s is None else round(g.ttft_s, 6),
+            prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens, error=g.error,
+            finish_reason=g.finish_reason, token_logprobs=g.token_logprobs,
+        ))
+    return rows
+
+
+def generate(backend: Backend, questions: Sequence[Question], prompts: Sequence[Prompt],
+             cfg: GenConfig) -> list[list[Generation]]:
+    """One call: each question's samples, in order. Recorded outputs are matched by question,
+    not by rendered prompt."""
+    if backend.capabilities.recorded:
+        return backend.generate_questions(list(questions), cfg)
+    return backend.generate(list(prompts), cfg)
+
+
+@dataclass
+class Answered:
+    """One question's samples, as they arrived."""
+
+    index: int  # position in the list given to answer_all
+    question: Question
+    generations: list[Generation]
+    _recorded: threading.Event | None = field(default=None, repr=False)
+
+
+class _Stopped(Exception):
+    """Raised in a backend's worker once the caller has stopped: no further request is sent."""
+
+
+_END = object()
+
+
+def answer_all(backend: Backend, questions: Sequence[Question], prompts: Sequence[Prompt], cfg: GenConfig,
+               record: Callable[[list[Answered]], None], tick: Callable[[], None] | None = None) -> None:
+    """Ask for every question's samples and call `record(answers)` in this thread, in completion
+    order, as they arrive (module doc). An exception from the backend or from `record` stops the
+    generation and is raised here, after everything that arrived before it has been recorded."""
+    if len(questions) != len(prompts):
+        raise ValueError(f"answer_all got {len(questions)} questions but {len(prompts)} prompts")
+    if backend.capabilities.server:
+        _answer_from_server(backend, questions, prompts, cfg, record, tick)
+    else:
+        _answer_in_process(backend, questions, prompts, cfg, record, tick)
+
+
+def _answer_in_process(backend: Backend, questions: Sequence[Question], prompts: Sequence[Prompt],
+                       cfg: GenConfig, record: Callable[[list[Answered]], None],
+                       tick: Callable[[], None] | None) -> None:
+    """In-process models generate in this thread (as torch, llama.cpp and vLLM expect); a batch's
+    answers arrive together and are recorded together, in one write."""
+    caps = backend.capabilities
+    size = caps.batch_size or max(len(questions), 1)
+    buffer: list[Answered] = []
+
+    def flush() -> None:
+        if buffer:
+            items = list(buffer)
+            buffer.clear()
+            record(items)
+            if tick:
+                tick()
+
+    def on_done(i: int, gens: list[Generation]) -> None:
+        buffer.append(Answered(i, questions[i], gens))
+        if len(buffer) >= size:
+            flush()
+
+    try:
+        if caps.recorded:
+            for start in range(0, len(questions), size):
+                chunk = list(questions[start: start + size])
+                for k, gens in enumerate(backend.generate_questions(chunk, cfg)):
+                    on_done(start + k, gens)
+        else:
+            backend.generate_each(prompts, cfg, on_done)
+    finally:
+        flush()  # what arrived before a failure is kept
+
+
+def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts: Sequence[Prompt],
+                        cfg: GenConfig, record: Callable[[list[Answered]], None],
+                        tick: Callable[[], None] | None) -> None:
+    """A server's requests run in its workers; answers are handed to this thread (module doc)."""
+    inbox: queue.Queue = queue.Queue()
+    stopped = threading.Event()
+    failure: list[BaseException] = []
+
+    def on_done(i: int, gens: list[Generation]) -> None:
+        if stopped.is_set():
+            raise _Stopped()
+        item = Answered(i, questions[i], gens, threading.Event())
+        inbox.put(item)
+        while not item._recorded.wait(TICK_S):
+            if stopped.is_set():  # the caller stopped without recording this one
+                raise _Stopped()
+
+    def produce() -> None:
+        try:
+            backend.generate_each(prompts, cfg, on_done)
+        except _Stopped:
+            pass
+        except BaseException as e:  # noqa: BLE001 -- handed to the caller's thread, never lost
+            failure.append(e)
+        finally:
+            inbox.put(_END)
+
+    worker = threading.Thread(target=produce, name="tourney-generate", daemon=True)
+    worker.start()
+    ended = False
+    try:
+        while not ended:
+            try:
+                items = [inbox.get(timeout=TICK_S)]
+            except queue.Empty:
+                if tick:
+                    tick()
+                continue
+            while True:  # everything that has arrived: one record, one write
+                try:
+                    items.append(inbox.get_nowait())
+                except queue.Empty:
+                    break
+            ended = any(x is _END for x in items)
+            answers = [x for x in items if x is not _END]
+            if answers:
+                record(answers)
+                for a in answers:
+                    if a._recorded is not None:
+                        a._recorded.set()
+            if tick:
+                tick()
+    finally:
+        if not ended:  # record failed or we were interrupted: the waiting workers stop (on_done)
+            stopped.set()
+    worker.join()
+    if failure:
+        raise failure[0]
