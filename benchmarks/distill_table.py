@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from tourney.harness.synthetic import MINI_TEST
-from tourney.harness.report import read_results
+from tourney.harness.rundir import read_results
 from tourney.harness.synthetic import SynthConfig, generate, write_jsonl
 
 RECIPES = ["gold-answers", "gold", "sft-cot", "rs", "rs+curriculum", "rs+curriculum+kd", "rs+curriculum+kd+feature"]

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tourney.harness.report import read_results
+from tourney.harness.rundir import read_results
 from tests.serve.fakes import UPSTREAM, ask, models, serving
 
 MARGIN_S = 0.25  # bookkeeping after a deadline (thread wake-up, composing the reply), as in submit

@@ -15,7 +15,7 @@ import pytest
 openai = pytest.importorskip("openai", reason="the openai client is needed (pip install 'tourney[serve]')")
 
 from tests.serve.conftest import cli, dev_questions, write_questions  # noqa: E402
-from tourney.harness.report import read_results  # noqa: E402
+from tourney.harness.rundir import read_results  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

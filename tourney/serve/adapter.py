@@ -24,12 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any, Hashable, Sequence
 
 from tourney.errors import ConfigError
+from tourney.harness.pipeline import scored_rows
 from tourney.harness.types import Question, SampleResult
 from tourney.models.registry import load_backend, parse_spec
 from tourney.models.types import Backend, Generation
 from tourney.routers.bundle import ModelSettings, RouterBundle
 from tourney.routers.calibrate import tie_jitter
-from tourney.routers.cascade import Cascade, CascadeRecord, StudentOutcome, backend_options, compose, sample_rows
+from tourney.routers.cascade import Cascade, CascadeRecord, StudentOutcome, backend_options, compose
 from tourney.serve.config import SERVE_MODES, ServeConfig
 from tourney.serve.schemas import (
     ChatChoice, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, Decision, Extension, Problem,
@@ -151,19 +152,18 @@ class Pair:
     def teacher_stream_request(self, question: Question, max_tokens: int | None) -> "UpstreamRequest | None":
         """The streaming request the teacher's openai backend would send for this question (its
         prompt, settings, URL and key), for relaying the answer as it is generated; None when the
-        teacher is not an upstream server. Reads two private members of models.openai_backend
-        (`_payload`, the client's headers): the request must be exactly the one `generate` sends."""
+        teacher is not an upstream server. The backend builds it (OpenAIBackend.stream_request), so
+        it is exactly the request `generate` sends."""
         from tourney.models.openai_backend import OpenAIBackend
 
         backend = self.cascade.teacher
         if not isinstance(backend, OpenAIBackend):
             return None
         s = self.cascade.teacher_settings
-        prompts, stop = s.prompts([question])
+        prompts, stop = s.prompting().render([question])
         cfg = s.gen_config(stop, n=1, logprobs=None, max_tokens=max_tokens)
-        path, body, chat = backend._payload(prompts[0], cfg, 0)
-        return UpstreamRequest(url=f"{backend.base_url}/{path}", body=body, headers=dict(backend._client.headers),
-                               chat=chat, timeout_s=backend.timeout_s)
+        r = backend.stream_request(prompts[0], cfg, 0)
+        return UpstreamRequest(url=r.url, body=r.body, headers=r.headers, chat=r.chat, timeout_s=r.timeout_s)
 
     def check(self, role: str) -> None:
         """Raise unless the model answers (an upstream's GET /models; in-process: loaded)."""
@@ -189,9 +189,9 @@ class UpstreamRequest:
 def upstream_stream_state() -> Any:
     """The openai backend's own accumulator of streamed chunks, so that a relayed answer ends as
     the same Generation (text, reasoning, usage) that `generate` would have returned."""
-    from tourney.models.openai_backend import _Stream
+    from tourney.models.openai_protocol import StreamedResponse
 
-    return _Stream()
+    return StreamedResponse()
 
 
 def load_pair(cfg: ServeConfig) -> Pair:
@@ -219,7 +219,7 @@ def student_rows(question: Question, outcome: StudentOutcome | None) -> list[Sam
 
 
 def teacher_rows(question: Question, gen: Generation | None) -> list[SampleResult]:
-    return sample_rows(question, [gen]) if gen is not None else []
+    return scored_rows(question, [gen]) if gen is not None else []
 
 
 # -- record to reply --------------------------------------------------------------------------
