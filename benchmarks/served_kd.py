@@ -32,7 +32,7 @@ def main() -> None:
     from safetensors.torch import load_file
 
     from tests.vllm_shaped_server import vllm_shaped_server
-    from tourney.harness.report import read_results
+    from tourney.harness.rundir import read_results
     from tourney.harness.synthetic import SynthConfig, generate, write_jsonl
     from tourney.models.registry import MINI_DIR
     from tourney.trainers.distill import train

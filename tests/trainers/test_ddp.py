@@ -55,7 +55,7 @@ def test_torchrun_two_processes(tiny_checkpoint, tmp_path, method):
 def test_torchrun_evaluates_each_epoch_sharded_across_ranks(tiny_checkpoint, tmp_path):
     """Both ranks answer their chunks of the per-epoch evaluation (neither waits in a collective for
     the other's whole evaluation), and the merged run equals a single-process evaluation."""
-    from tourney.harness.report import read_results
+    from tourney.harness.rundir import read_results
     from tourney.trainers.distill_config import DistillTrainConfig
     from tourney.trainers.epoch_eval import evaluate_checkpoint
 
