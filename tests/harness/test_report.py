@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tourney.harness.report import build_report, render_comparison_table, rich_comparison, write_reports
+from tourney.harness.report import build_report, write_reports
 from tourney.harness.rundir import read_results
 from tourney.harness.types import DataError
 
@@ -72,13 +72,14 @@ def test_write_reports_files_and_byte_identical_json(tmp_path: Path) -> None:
 
     md = (run / "report.md").read_text()
     assert "hf:mini-student" in md and "data/mini.jsonl" in md and "temperature=0.0" in md
-    assert "| arith | 2 |" in md and "| mcq |" in md and "| overall | 4 |" in md
+    assert "| arith (50%) | 2 |" in md and "| mcq (50%) |" in md and "| overall | 4 |" in md
     assert "0.500 [0.150, 0.850]" in md
 
     page = (run / "report.html").read_text()
     marker = '<img src="data:image/png;base64,'
-    assert page.count(marker) == 2
-    assert "<style>" in page and "<link" not in page and "<script" not in page
+    assert page.count(marker) == 3  # accuracy, latency, accuracy against latency
+    # Self-contained: no script, nothing fetched from anywhere (the icon is an empty data: URL).
+    assert "<style>" in page and "<script" not in page and "http" not in page.replace("http-equiv", "")
     for chunk in page.split(marker)[1:]:
         assert base64.b64decode(chunk.split('"', 1)[0]).startswith(b"\x89PNG\r\n\x1a\n")
 
@@ -123,19 +124,38 @@ def test_missing_run_json_is_a_data_error(tmp_path: Path) -> None:
         build_report(run)
 
 
-def test_comparison_tables(tmp_path: Path) -> None:
-    student = build_report(make_run(tmp_path, name="student"))
-    teacher = build_report(make_run(tmp_path, rows=ROWS[:2], name="teacher"))  # no mcq
-    text = render_comparison_table({"student": student, "teacher": teacher})
-    lines = text.splitlines()
-    assert lines[0].startswith("| type | student acc [95% CI] | student p50 s | teacher acc")
-    assert [line.split("|")[1].strip() for line in lines[2:]] == ["arith", "mcq", "overall"]
-    assert "| mcq | 0.500 [0.095, 0.905] | 0.500 | - | - |" in text  # teacher lacks mcq
+def test_types_in_natural_order_with_shares(tmp_path: Path) -> None:
+    # The miniature generator's order, whatever the line order and names' sort order.
+    rows = [result(f"test-{i:05d}", type=t) for i, t in
+            enumerate(["long_chain", "one_step", "one_step", "two_step", "one_step", "three_step"])]
+    rep = build_report(make_run(tmp_path, rows=rows[::-1]))
+    assert rep["type_order"] == ["one_step", "two_step", "three_step", "long_chain"]
+    md = (tmp_path / "run" / "report.md")
+    write_reports(tmp_path / "run")
+    labels = [line.split("|")[1].strip() for line in md.read_text().splitlines() if line.startswith("| ")][1:]
+    assert labels == ["one_step (50%)", "two_step (17%)", "three_step (17%)", "long_chain (17%)", "overall"]
+    # Types no generator knows: first appearance in natural id order (q2 before q10), not by name.
+    rows = [result("q10", type="alpha"), result("q2", type="zeta"), result("q3", type="alpha")]
+    assert build_report(make_run(tmp_path, rows=rows, name="other"))["type_order"] == ["zeta", "alpha"]
 
-    from rich.console import Console
 
-    table = rich_comparison({"student": student, "teacher": teacher})
-    assert table.row_count == 3 and len(table.columns) == 5
-    console = Console(record=True, width=200)
-    console.print(table)
-    assert "0.500 [0.095, 0.905]" in console.export_text()
+def test_failures_are_shown_escaped_and_bounded(tmp_path: Path) -> None:
+    hostile = '</pre><script>alert("x")</script><img src=x onerror=alert(1)>'
+    rows = []
+    for i in range(6):
+        r = result(f"q{i}", type="arith", prediction="5", gold="4")
+        r["output"] = hostile + " step" * (3000 if i == 0 else 1)
+        rows.append(r)
+    rows.append(result("q9", type="mcq", prediction=None, gold="B", error="timeout"))
+    rows.append(result("q8", type="mcq", prediction="B", gold="B"))  # correct: not a failure
+    run = make_run(tmp_path, rows=rows)
+    rep = write_reports(run)
+    fails = rep["failures"]
+    assert [(f["id"], f["type"]) for f in fails] == [("q0", "arith"), ("q1", "arith"), ("q2", "arith"), ("q9", "mcq")]
+    assert fails[0]["truncated"] and len(fails[0]["output"]) == 1200 and not fails[1]["truncated"]
+    assert fails[3]["error"] == "timeout" and fails[3]["prediction"] is None
+    page = (run / "report.html").read_text()
+    assert "<script" not in page and "<img src=x" not in page and "</pre><script" not in page
+    assert "&lt;/pre&gt;&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "arith (75%): 3 shown of 6 wrong" in page and "error: timeout" in page
+    assert page.count('<div class="failure">') == 4

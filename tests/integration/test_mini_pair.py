@@ -25,4 +25,4 @@ def test_shipped_pair_meets_its_targets(tmp_path, mini_teacher, mini_student):
              for p in (mini_teacher, mini_student, MINI_DIR / "distilled")}
     assert sizes[mini_teacher] >= 5 * sizes[mini_student]
     assert sizes[MINI_DIR / "distilled"] == sizes[mini_student]
-    assert (tmp_path / "demo" / "comparison.md").exists()
+    assert (tmp_path / "demo" / "comparison.md").exists() and (tmp_path / "demo" / "comparison.html").exists()

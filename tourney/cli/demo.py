@@ -6,7 +6,7 @@ from typing import Callable
 
 from tourney.errors import DataError
 from tourney.cli.common import with_backend
-from tourney.harness.report import render_comparison_table
+from tourney.harness.compare import rich_comparison, write_compare
 from tourney.harness.runner import EvalConfig, run_eval
 from tourney.harness.synthetic import MINI_TEST
 from tourney.models.registry import ALIASES, MINI_DIR
@@ -25,8 +25,6 @@ def run_demo(out: str, limit: int | None = None, overwrite: bool = False,
              echo: Callable[[str], None] = print) -> dict[str, dict]:
     from rich.console import Console
 
-    from tourney.harness.report import rich_comparison
-
     models = demo_models()
     if not models:
         raise DataError(f"no miniature checkpoints under {MINI_DIR}; run `tourney mini train`")
@@ -38,9 +36,7 @@ def run_demo(out: str, limit: int | None = None, overwrite: bool = False,
         reports[alias] = with_backend(alias, options, f"{alias:>15}", lambda backend, progress: run_eval(
             cfg, backend, overwrite=overwrite, progress=progress))
     Console().print(rich_comparison(reports))
-    table = render_comparison_table(reports)
-    (Path(out) / "comparison.md").write_text(
-        "# Miniature pair on the miniature test set\n\n"
-        f"Models: {', '.join(f'{a} ({ALIASES[a]})' for a in models)}\n\n{table}\n")
-    echo(f"wrote {Path(out) / 'comparison.md'} and a report per model under {out}/")
+    md, page = write_compare(reports, out, stem="comparison", title="Miniature pair on the miniature test set",
+                             dirs=[f"{out}/{a} ({ALIASES[a]})" for a in models])
+    echo(f"wrote {md}, {page} and a report per model under {out}/")
     return reports

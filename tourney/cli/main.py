@@ -236,6 +236,25 @@ def regress_cmd(baseline: str, candidate: str, alpha: float, min_delta: float, o
     sys.exit(1 if result.failed else 0)
 
 
+@main.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Folder for compare.md and compare.html. [default: the parent of the first run]")
+@click.option("--title", default="Comparison", show_default=True, help="Heading of the page.")
+@friendly_errors
+def compare_cmd(run_dirs: tuple[str, ...], out: str | None, title: str) -> None:
+    """Several evaluation runs side by side, per question type: accuracy with its interval, latency
+    p50/p95, tokens per sample. Prints the table and writes compare.md and compare.html."""
+    from rich.console import Console
+
+    from tourney.harness.compare import load_reports, rich_comparison, write_compare
+
+    reports = load_reports(run_dirs)
+    Console().print(rich_comparison(reports))
+    paths = write_compare(reports, out or Path(run_dirs[0]).resolve().parent, title=title, dirs=list(run_dirs))
+    click.echo(f"wrote {paths[0]} and {paths[1]}")
+
+
 def _register_subcommands() -> None:
     # The distill and route commands live beside the code they drive; their modules import
     # nothing heavy at load time, so `tourney --help` stays fast.

@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from tourney.harness.jsonl import json_safe
 from tourney.harness.metrics import summarize_results
+from tourney.harness.report_content import failure_examples, ordered_types, type_order, type_share
 from tourney.harness.rundir import RunDir
-
-if TYPE_CHECKING:
-    from rich.table import Table
+from tourney.harness.types import SampleResult
 
 # run.json keys copied into the report as they are; a missing key becomes null.
 META_KEYS = (
@@ -40,7 +39,14 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
     report: dict[str, Any] = {key: meta.get(key) for key in META_KEYS}
     report["n_questions_expected"] = meta.get("n_questions")
     report.update(summarize_results(rows).to_dict())
+    report.update(content_of(rows))
     return json_safe(report, FLOAT_DIGITS)
+
+
+def content_of(rows: list[SampleResult]) -> dict[str, Any]:
+    """What the report shows beside the metrics: `type_order` (natural order of the types) and
+    `failures` (a few wrong answers per type, with the model's text); see harness.report_content."""
+    return {"type_order": type_order(rows), "failures": [f.to_dict() for f in failure_examples(rows)]}
 
 
 def report_json(report: dict[str, Any]) -> str:
@@ -75,8 +81,16 @@ _COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
 ]
 
 
+def type_label(report: dict[str, Any], qtype: str) -> str:
+    """A type's name with its share of the run's questions: "long_chain (10%)"."""
+    share = type_share(report, qtype)
+    return qtype if share is None else f"{qtype} ({share:.0%})"
+
+
 def _table_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    return [*report["by_type"].items(), ("overall", report["overall"])]
+    """(label, group) per type in natural order, with its share, then overall."""
+    rows = [(type_label(report, t), report["by_type"][t]) for t in ordered_types(report)]
+    return [*rows, ("overall", report["overall"])]
 
 
 def _md_cell(text: str) -> str:
@@ -134,7 +148,7 @@ def render_run_markdown(report: dict[str, Any]) -> str:
     out += [f"- **{k}**: {_md_cell(v)}" for k, v in _header_facts(report)]
     out += ["", "Accuracy counts errored samples as wrong; latency and token figures are over "
                 f"successful samples only. {ci_note(report)}", ""]
-    header = ["type"] + [name for name, _ in _COLUMNS]
+    header = ["type (share)"] + [name for name, _ in _COLUMNS]
     rows = [[t] + [fmt(g) for _, fmt in _COLUMNS] for t, g in _table_rows(report)]
     out.append(_md_table(header, rows))
     return "\n".join(out)
@@ -143,93 +157,107 @@ def render_run_markdown(report: dict[str, Any]) -> str:
 # --- HTML with embedded plots -----------------------------------------------------------------
 
 def render_plots(report: dict[str, Any]) -> list[tuple[str, bytes]]:
-    """Two PNG plots (title, bytes): accuracy per type with CI bars, and latency p50/p95 per type.
+    """The run's plots as (title, PNG bytes): accuracy per type with CI bars, latency p50/p95 per
+    type, and accuracy against latency (one point per type); see harness.report_plots."""
+    from tourney.harness.report_plots import accuracy_bars, accuracy_vs_latency, latency_bars, points_of
 
-    matplotlib is imported here because importing it costs about a second. The object API with
-    an explicit Agg canvas is used instead of pyplot: no global figure state, no backend switch.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = _table_rows(report)
-    names = [t for t, _ in rows]
-    xs = list(range(len(rows)))
-    colors = ["#4c78a8"] * (len(rows) - 1) + ["#72b7b2"]  # overall in a different colour
-    # Many type names would overlap on the axis: slant them.
-    tick_style: dict[str, Any] = {"rotation": 30, "ha": "right"} if len(rows) > 5 else {}
-
-    def png(fig: Figure) -> bytes:
-        buf = io.BytesIO()
-        FigureCanvasAgg(fig)
-        # No "Software" metadata, so the bytes do not change with the matplotlib version.
-        fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-        return buf.getvalue()
-
-    width = max(4.0, 1.0 + 0.9 * len(rows))
-    fig = Figure(figsize=(width, 3.2), layout="constrained")
-    ax = fig.add_subplot()
-    acc = [g["accuracy"] if g["accuracy"] is not None else 0.0 for _, g in rows]
-    # An empty group (ci95 null) draws as a zero bar without error bars.
-    cis = [g["ci95"] if g["ci95"][0] is not None else [a, a] for a, (_, g) in zip(acc, rows)]
-    lo_err = [a - ci[0] for a, ci in zip(acc, cis)]
-    hi_err = [ci[1] - a for a, ci in zip(acc, cis)]
-    ax.bar(xs, acc, color=colors, yerr=[lo_err, hi_err], capsize=4)
-    ax.set_xticks(xs, names, **tick_style)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
+    types = ordered_types(report)
+    points = points_of(report, types)
+    labels = [type_label(report, t) for t in types] + ["overall"]
+    series = {str(report.get("model")): [replace(p, label=lab) for p, lab in zip(points, labels)]}
     clustered = (report.get("overall") or {}).get("ci_method") == "wilson-clustered"
-    ax.set_title(f"Accuracy per type ({'clustered ' if clustered else ''}Wilson 95% CI)")
-    accuracy_png = png(fig)
-
-    fig = Figure(figsize=(width, 3.2), layout="constrained")
-    ax = fig.add_subplot()
-    p50 = [g["latency_p50_s"] or 0.0 for _, g in rows]
-    p95 = [g["latency_p95_s"] or 0.0 for _, g in rows]
-    ax.bar([x - 0.2 for x in xs], p50, width=0.4, label="p50", color="#4c78a8")
-    ax.bar([x + 0.2 for x in xs], p95, width=0.4, label="p95", color="#f58518")
-    ax.set_xticks(xs, names, **tick_style)
-    ax.set_ylabel("latency (s)")
-    ax.set_title("Latency per type")
-    ax.legend()
-    latency_png = png(fig)
-    return [("Accuracy per type", accuracy_png), ("Latency per type", latency_png)]
+    return [
+        ("Accuracy per type", accuracy_bars(series, f"Accuracy per type ({'clustered ' if clustered else ''}"
+                                                    "Wilson 95% CI)")),
+        ("Latency per type", latency_bars(series, "Latency per type")),
+        ("Accuracy against latency", accuracy_vs_latency(
+            {k: v[:-1] for k, v in series.items()}, "Accuracy against latency per type")),
+    ]
 
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; padding: 0 1em; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
-tr:last-child td { font-weight: bold; background: #f4f4f4; }
-dt { font-weight: bold; float: left; clear: left; width: 7em; }
-dd { margin-left: 8em; }
+tr.overall td { font-weight: bold; background: #f4f4f4; }
+dt { font-weight: bold; float: left; clear: left; width: 9em; }
+dd { margin-left: 10em; }
 img { display: block; margin: 1em 0; max-width: 100%; }
+details { margin: 0.4em 0; }
+summary { cursor: pointer; font-weight: bold; }
+.failure { border-left: 3px solid #e45756; margin: 0.6em 0 0.6em 1em; padding-left: 0.8em; }
+.failure pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #f7f7f7; padding: 0.5em;
+               margin: 0.3em 0; max-height: 20em; overflow-y: auto; }
 """
+# An empty icon, so a browser asks no server (or file) for /favicon.ico.
+HEAD_EXTRA = '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
+
+
+def html_table(header: list[str], rows: list[list[str]], last_is_overall: bool = True) -> str:
+    """A table with every cell escaped; the last row styled as the overall one."""
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        cls = ' class="overall"' if last_is_overall and i == len(rows) - 1 else ""
+        body.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def html_images(plots: list[tuple[str, bytes]]) -> str:
+    return "".join(
+        f'<img src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}" alt="{html.escape(title)}">'
+        for title, data in plots
+    )
+
+
+def html_failures(report: dict[str, Any]) -> str:
+    """A few wrong answers per type, folded; question, gold, answer read and the model's text, all
+    escaped (model output is hostile HTML)."""
+    e = html.escape
+    failures = report.get("failures") or []
+    if not failures:
+        return "<h2>Wrong answers</h2>\n<p>None: every sample was answered correctly.</p>\n"
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for f in failures:
+        by_type.setdefault(f["type"], []).append(f)
+    parts = ["<h2>Wrong answers</h2>\n<p>The first few wrong samples of each type (by question id), "
+             "with the model's text as it was generated.</p>\n"]
+    for qtype, items in by_type.items():
+        group = report["by_type"].get(qtype) or {}
+        wrong = round((1 - (group.get("accuracy") or 0.0)) * group.get("n", 0))
+        parts.append(f"<details><summary>{e(type_label(report, qtype))}: {len(items)} shown of {wrong} wrong"
+                     "</summary>")
+        for f in items:
+            read = "no answer read" if f["prediction"] is None else f"read {f['prediction']!r}"
+            error = f"; error: {f['error']}" if f.get("error") else ""
+            cut = " (cut)" if f.get("truncated") else ""
+            parts.append(
+                f'<div class="failure"><p><b>{e(f["id"])}</b>: gold {e(repr(f["gold"]))}, {e(read)}{e(error)}</p>'
+                f"<pre>{e(f['question'])}</pre><p>Model output{cut}:</p><pre>{e(f['output'])}</pre></div>")
+        parts.append("</details>\n")
+    return "".join(parts)
+
+
+def html_page(title: str, body: str) -> str:
+    """A self-contained page: inline CSS, no script, no external resource."""
+    t = html.escape(title)
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">{HEAD_EXTRA}<title>{t}</title>'
+            f"<style>{CSS}</style></head><body>\n<h1>{t}</h1>\n{body}\n</body></html>\n")
 
 
 def render_html(report: dict[str, Any]) -> str:
     """report.html: self-contained (inline CSS, plots as base64 PNG), every data string escaped."""
     e = html.escape
     facts = "".join(f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in _header_facts(report))
-    head = "".join(f"<th>{e(h)}</th>" for h in ["type"] + [name for name, _ in _COLUMNS])
-    body = "".join(
-        f"<tr><td>{e(t)}</td>" + "".join(f"<td>{e(fmt(g))}</td>" for _, fmt in _COLUMNS) + "</tr>"
-        for t, g in _table_rows(report)
-    )
-    plots = "".join(
-        f'<img src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}"'
-        f' alt="{e(title)}">'
-        for title, data in render_plots(report)
-    )
-    title = e(f"Evaluation report: {report.get('model')}")
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-        f"<style>{_CSS}</style></head><body>\n<h1>{title}</h1>\n<dl>{facts}</dl>\n"
-        "<p>Accuracy counts errored samples as wrong; latency and token figures are over "
-        f"successful samples only. {e(ci_note(report))}</p>\n"
-        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"
-        f"{plots}\n</body></html>\n"
-    )
+    rows = [[t] + [fmt(g) for _, fmt in _COLUMNS] for t, g in _table_rows(report)]
+    body = (f"<dl>{facts}</dl>\n"
+            "<p>Accuracy counts errored samples as wrong; latency and token figures are over "
+            f"successful samples only. {e(ci_note(report))}</p>\n"
+            f"{html_table(['type (share)'] + [name for name, _ in _COLUMNS], rows)}\n"
+            f"{html_images(render_plots(report))}\n{html_failures(report)}")
+    return html_page(f"Evaluation report: {report.get('model')}", body)
 
 
 def write_reports(run_dir: str | Path) -> dict[str, Any]:
@@ -240,42 +268,3 @@ def write_reports(run_dir: str | Path) -> dict[str, Any]:
     (run_dir / "report.md").write_text(render_run_markdown(report), encoding="utf-8")
     (run_dir / "report.html").write_text(render_html(report), encoding="utf-8")
     return report
-
-
-# --- several models side by side --------------------------------------------------------------
-
-def _comparison(reports: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one row per type (union over reports, sorted) then overall; per model an
-    accuracy [CI] column and a p50 latency column. A type a model was not run on shows "-"."""
-    types = sorted({t for r in reports.values() for t in r["by_type"]})
-    header = ["type"]
-    for label in reports:
-        header += [f"{label} acc [95% CI]", f"{label} p50 s"]
-    rows = []
-    for t in [*types, "overall"]:
-        row = [t]
-        for r in reports.values():
-            g = r["overall"] if t == "overall" else r["by_type"].get(t)
-            row += [_acc_ci(g), _num(g["latency_p50_s"])] if g else ["-", "-"]
-        rows.append(row)
-    return header, rows
-
-
-def render_comparison_table(reports: dict[str, dict[str, Any]]) -> str:
-    """Markdown table of several reports (label -> build_report() dict) side by side per type."""
-    header, rows = _comparison(reports)
-    return _md_table(header, rows)
-
-
-def rich_comparison(reports: dict[str, dict[str, Any]]) -> "Table":
-    """The same comparison as a rich Table, for the terminal."""
-    from rich.table import Table
-
-    header, rows = _comparison(reports)
-    table = Table(title="Accuracy and latency per type")
-    table.add_column(header[0], style="bold")
-    for h in header[1:]:
-        table.add_column(h, justify="right")
-    for i, row in enumerate(rows):
-        table.add_row(*row, end_section=(i == len(rows) - 2))  # a rule above "overall"
-    return table
