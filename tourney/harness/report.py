@@ -179,10 +179,12 @@ CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; padding: 0 1em; }
 table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
+td { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
 tr.overall td { font-weight: bold; background: #f4f4f4; }
-dt { font-weight: bold; float: left; clear: left; width: 9em; }
-dd { margin-left: 10em; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.15em 1.2em; }
+dt { font-weight: bold; }
+dd { margin: 0; overflow-wrap: anywhere; }
 img { display: block; margin: 1em 0; max-width: 100%; }
 details { margin: 0.4em 0; }
 summary { cursor: pointer; font-weight: bold; }
