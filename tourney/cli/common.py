@@ -120,7 +120,8 @@ def progress_bar(description: str):
             shown = "" if in_flight is None else f"{in_flight} in flight, "
             return Text(shown + ("-- q/s" if speed is None else f"{speed:.1f} q/s"))
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), Rate(),
+    # markup=False: a description names a model spec or a file, text a user typed; "[bold]" in it is text.
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), Rate(),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False)
     task = bar.add_task(description, total=None, in_flight=None)
 
