@@ -42,6 +42,8 @@ def models(teacher_sleep=0.0, student_sleep=0.0):
 
 
 def submit(tmp_path, cascade, **kw):
+    # No warm-up unless a test asks for one: the scripted models' call lists are asserted on.
+    kw.setdefault("warmup", False)
     cfg = SubmitConfig(questions=str(questions_file(tmp_path)), out=str(tmp_path / "sub"),
                        mode=cascade.mode, **kw)
     return run_submission(cfg, cascade), tmp_path / "sub"

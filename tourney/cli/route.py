@@ -1,6 +1,7 @@
 """`tourney route ...` and `tourney submit`: calibration, routing metrics, timed submissions."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -64,8 +65,13 @@ def route_eval(student, teacher, router_path, signal, out) -> None:
 @click.option("--router", "router_path", required=True, type=click.Path(exists=True, dir_okay=False), help="ROUTER.json from `route calibrate` (names the models).")
 @click.option("--mode", type=click.Choice(["speed", "accuracy", "balanced"]), default="balanced", show_default=True,
               help="speed: the student alone; accuracy: the teacher (the student once --budget-s is spent); balanced: the router decides.")
-@click.option("--deadline-ms", type=float, required=True, help="Per-question deadline (finite, > 0), from when the question is sent.")
-@click.option("--budget-s", type=float, default=None, help="Total wall-clock budget (finite, > 0); once spent, the student answers alone.")
+@click.option("--deadline-ms", type=float, required=True,
+              help="Per-question deadline (> 0, at most one day), from when the question is sent.")
+@click.option("--budget-s", type=float, default=None,
+              help="Total wall-clock budget (> 0, at most a year); once spent, the student answers alone.")
+@click.option("--limit", type=int, default=None, help="Answer the first N questions only (as in eval); a larger N later resumes.")
+@click.option("--warmup/--no-warmup", default=True, show_default=True,
+              help="Call each model once on the first batch before the clock starts (answers discarded).")
 @click.option("--concurrency", type=int, default=None,
               help="Questions in flight, continuously [default: 8 when every model is a server, else 1 (keep 1 for in-process models)].")
 @click.option("--batch-size", type=int, default=1, show_default=True,
@@ -75,18 +81,20 @@ def route_eval(student, teacher, router_path, signal, out) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (resumed if it holds a log).")
 @click.option("--overwrite", is_flag=True, help="Discard what --out holds instead of resuming it.")
 @friendly_errors
-def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, concurrency, batch_size, student_spec,
-               teacher_spec, out, overwrite) -> None:
-    """Answer a tournament question file under per-question deadlines; write submission.{jsonl,csv}."""
+def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, limit, warmup, concurrency, batch_size,
+               student_spec, teacher_spec, out, overwrite) -> None:
+    """Answer a tournament question file under per-question deadlines; write submission.{jsonl,csv}.
+    With gold answers in the file, the summary also scores the submission (overall and per type).
+    Exits 3 when some questions' requests failed for good (run it again to ask those again)."""
     from tourney.routers.bundle import RouterBundle
     from tourney.routers.cascade import load_cascade
     from tourney.routers.submit import (
-        SERVER_CONCURRENCY, SubmitConfig, load_submit_questions, render_summary, run_submission,
+        SERVER_CONCURRENCY, SubmitConfig, failed_line, load_submit_questions, render_summary, run_submission,
     )
 
     cfg = parse_option(SubmitConfig, dict(questions=questions, out=out, mode=mode, deadline_ms=deadline_ms,
                                           budget_s=budget_s, concurrency=concurrency, batch_size=batch_size,
-                                          router=router_path), "submit")
+                                          router=router_path, limit=limit, warmup=warmup), "tourney submit")
     qs = load_submit_questions(questions)  # bad data fails before a model is loaded
     bundle = RouterBundle.load(router_path).with_specs(student_spec, teacher_spec)
     cascade = load_cascade(bundle, mode, concurrency=concurrency or SERVER_CONCURRENCY, batch_size=max(batch_size, 16),
@@ -105,3 +113,9 @@ def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, concurrency,
                 b.close()
     click.echo(render_summary(summary))
     click.echo(f"wrote {Path(out) / 'submission.csv'}")
+    line = failed_line(summary, out)
+    if line:
+        from tourney.cli.main import FAILED_REQUESTS_EXIT
+
+        click.echo(line, err=True)
+        sys.exit(FAILED_REQUESTS_EXIT)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from tourney.harness.synthetic import TYPE_STEPS
 from tourney.harness.types import SampleResult
@@ -33,22 +33,22 @@ def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text) if part)
 
 
-def type_order(rows: Sequence[SampleResult]) -> list[str]:
-    """The run's question types in their natural order.
-
-    When every type belongs to one known generator, that generator's order (one_step before
-    long_chain, short before very_long); otherwise the order of first appearance with questions
-    taken in natural id order (`test-00002` before `test-00010`), which is the question file's
-    order for the ids the loader gives and for most hand-written ones.
-    """
-    present = {r.type for r in rows}
+def natural_order(types_seen: Iterable[str]) -> list[str]:
+    """Types in their natural order, given in order of first appearance: when every type belongs
+    to one known generator, that generator's order (one_step before long_chain, short before
+    very_long); otherwise the order of first appearance."""
+    seen = list(dict.fromkeys(types_seen))
     for order in KNOWN_ORDERS:
-        if present <= set(order):
-            return [t for t in order if t in present]
-    seen: dict[str, None] = {}
-    for r in sorted(rows, key=lambda r: (natural_key(r.id), r.id, r.sample)):
-        seen.setdefault(r.type, None)
-    return list(seen)
+        if set(seen) <= set(order):
+            return [t for t in order if t in seen]
+    return seen
+
+
+def type_order(rows: Sequence[SampleResult]) -> list[str]:
+    """The run's question types in their natural order (natural_order), first appearance taken with
+    questions in natural id order (`test-00002` before `test-00010`), which is the question file's
+    order for the ids the loader gives and for most hand-written ones."""
+    return natural_order(r.type for r in sorted(rows, key=lambda r: (natural_key(r.id), r.id, r.sample)))
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,23 @@ teacher calls are allowed and their timeout is also capped at the budget's end. 
 spent, the remaining questions are answered by the student alone (one sample, no confidence);
 a student that cannot fit in the question's deadline leaves the fallback answer, as always.
 
+Warm-up. Before the clock starts (deadlines, budget), each model the submission will call answers
+the first batch of questions once (one question against a server), and the answers are thrown away:
+a cold model's first call (a fresh process, kernels to compile, a connection to open) is several
+times slower than the next ones (1.79 s against 0.32 s for the miniature student's first batch),
+and without this every deadline miss fell in the first batch. Its time is reported (`warmup_s`) and
+not counted in the budget; `warmup=False` (--no-warmup) skips it.
+
+Scoring. When the question file carries gold answers, the summary scores the submitted answers
+against them, overall and per type with intervals (routers.submit_grade), after every answer is
+decided: the cascade is given the questions without their gold, so no grading (math-verify
+included) ever runs inside a timed call.
+
+Failed requests. A question whose model request failed (an error the backend returned, or raised,
+before the deadline: not a deadline or budget miss) is logged with `request_failed` and the answer
+that stood (the student's, or the fallback); a resumed run asks it again, as `tourney eval` retries
+its failed rows, and the summary counts those left (`requests_failed`).
+
 Resumption. log.jsonl gets one row per answered question (LogRow), appended and fsynced as soon
 as the question is answered (answers that finish together share one write); after a kill a torn
 last line is cut, answered ids are skipped, and the final files are rewritten from the log in
@@ -50,7 +67,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
@@ -66,12 +82,16 @@ from tourney.harness.questions import file_sha256, load_questions
 from tourney.harness.rundir import check_same_run, make_dir, now_stamp, read_json_object, write_json_atomic
 from tourney.harness.types import DataError, Question
 from tourney.models.registry import output_options
-from tourney.routers.cascade import FALLBACK, STUDENT, TEACHER, Cascade, CascadeRecord, compose
+from tourney.routers.cascade import FALLBACK, STUDENT, TEACHER, Cascade, CascadeRecord
+from tourney.routers.deadline import DEADLINE_MARGIN_S, answer_batch, warm_up, without_gold
+from tourney.routers.submit_grade import Grading, grade_submission, render_grading
 from tourney.schema import describe
 
-DEADLINE_MARGIN_S = 0.25  # answers are decided by deadline + this (see module doc)
 LOG_FILE, META_FILE, SUMMARY_FILE = "log.jsonl", "submit.json", "summary.json"
 SERVER_CONCURRENCY = 8  # default questions in flight when every model is a server (as `tourney eval`)
+# Bounds that keep every timeout a number the OS can wait on (1e300 ms overflows a thread wait).
+MAX_DEADLINE_MS = 86_400_000.0  # one day per question
+MAX_BUDGET_S = 31_536_000.0  # one year for the whole submission
 
 
 class SubmitConfig(BaseModel):
@@ -82,12 +102,14 @@ class SubmitConfig(BaseModel):
     questions: str = Field(min_length=1)  # question file; answers optional (tournament questions have none)
     out: str = Field(min_length=1)  # output directory (resumed if it holds a log)
     mode: Literal["speed", "accuracy", "balanced"] = "balanced"
-    deadline_ms: float = Field(30_000.0, gt=0)  # per question, from when a worker starts it; finite
-    budget_s: float | None = Field(None, gt=0)  # wall-clock budget of the whole submission; None: unlimited
+    deadline_ms: float = Field(30_000.0, gt=0, le=MAX_DEADLINE_MS)  # per question, from when a worker starts it
+    budget_s: float | None = Field(None, gt=0, le=MAX_BUDGET_S)  # wall-clock budget of the whole submission; None: unlimited
     # Questions (or batches) in flight; None: SERVER_CONCURRENCY when every model is a server, else 1.
     concurrency: int | None = Field(None, ge=1)
     batch_size: int = Field(1, ge=1)  # questions answered together by in-process models (one call each)
     router: str | None = None  # ROUTER.json path; its bytes are part of the identity
+    limit: int | None = Field(None, ge=1)  # answer the first N questions only (a later, larger limit resumes)
+    warmup: bool = True  # one untimed call per model before the clock starts (module doc)
 
     def concurrency_for(self, cascade: Cascade) -> int:
         if self.concurrency is not None:
@@ -122,124 +144,6 @@ def load_submit_questions(path: str | Path, limit: int | None = None) -> list[Qu
     return load_questions(str(path), limit=limit, allow_unlabeled=True)
 
 
-# -- one question under a deadline ----------------------------------------------------------
-
-@dataclass
-class TimedCall:
-    done: bool  # returned (or raised) before the timeout
-    value: Any = None
-    error: BaseException | None = None
-    elapsed_s: float = 0.0
-
-
-def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> TimedCall:
-    """Run fn in a daemon thread and wait at most timeout_s; a late call is abandoned, not killed."""
-    start = time.monotonic()
-    if timeout_s <= 0:
-        return TimedCall(done=False)
-    box: dict[str, Any] = {}
-    finished = threading.Event()
-
-    def target() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 -- reported to the caller, never lost
-            box["error"] = e
-        finally:
-            finished.set()
-
-    threading.Thread(target=target, daemon=True, name="tourney-call").start()
-    done = finished.wait(timeout_s)
-    return TimedCall(done=done, value=box.get("value"), error=box.get("error"), elapsed_s=time.monotonic() - start)
-
-
-def _describe(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}".splitlines()[0][:300]
-
-
-def answer_batch(cascade: Cascade, qs: Sequence[Question], *, deadline_s: float,
-                 budget_end: float | None) -> list[CascadeRecord]:
-    """Answer questions together, each within the deadline counted from the batch's start: one
-    student call over the batch, one teacher call over those it escalates (module doc). Never raises."""
-    t0 = time.monotonic()
-    qs = list(qs)
-    try:
-        return _answer(cascade, qs, t0, t0 + deadline_s, budget_end)
-    except Exception as e:  # noqa: BLE001 -- a submission answers every question, whatever failed
-        total = time.monotonic() - t0
-        return [compose(q, None, None, escalated=False, student_latency_s=0.0, teacher_latency_s=0.0,
-                        total_latency_s=total, errors=[_describe(e)]) for q in qs]
-
-
-def _answer(cascade: Cascade, qs: list[Question], t0: float, deadline: float,
-            budget_end: float | None) -> list[CascadeRecord]:
-    n = len(qs)
-    errors: list[list[str]] = [[] for _ in qs]
-    missed, asked = [False] * n, [False] * n
-    exhausted = [budget_end is not None and t0 >= budget_end] * n
-    students: list[Any] = [None] * n
-    teachers: list[Any] = [None] * n
-    s_lat, t_lat = [0.0] * n, [0.0] * n
-    decided = [t0] * n  # when each answer was settled: total latency is measured to there
-    teacher_end = deadline if budget_end is None else min(deadline, budget_end)
-
-    def ask_teacher(idx: list[int]) -> None:
-        left = teacher_end - time.monotonic()
-        budget_first = budget_end is not None and budget_end < deadline
-        if left <= 0:
-            for i in idx:
-                if budget_first:
-                    exhausted[i] = True
-                    errors[i].append("teacher: not asked, the budget is spent")
-                else:
-                    missed[i] = True
-                    errors[i].append("teacher: no time left before the deadline")
-            return
-        for i in idx:
-            asked[i] = True
-        call = call_with_timeout(lambda: cascade.run_teacher([qs[i] for i in idx]), left)
-        now = time.monotonic()
-        for k, i in enumerate(idx):
-            t_lat[i], decided[i] = call.elapsed_s, now
-            if call.done and call.error is None:
-                teachers[i] = call.value[k]
-            elif call.done:
-                errors[i].append(f"teacher: {_describe(call.error)}")
-            elif budget_first:
-                exhausted[i] = True
-                errors[i].append("teacher: abandoned at the end of the budget; the student's answer stands")
-            else:
-                missed[i] = True
-                errors[i].append(f"teacher: no answer within the deadline (abandoned after {call.elapsed_s:.3f} s)")
-
-    if cascade.mode == "accuracy" and not exhausted[0]:
-        ask_teacher(list(range(n)))
-    elif cascade.student is not None:
-        full = cascade.mode == "balanced" and not exhausted[0]
-        call = call_with_timeout(lambda: cascade.run_student(qs, full=full), deadline - time.monotonic())
-        now = time.monotonic()
-        failed = call.done and call.error is not None
-        for i in range(n):
-            s_lat[i], decided[i] = call.elapsed_s, now
-            if call.done and call.error is None:
-                students[i] = call.value[i]
-            elif call.done:
-                errors[i].append(f"student: {_describe(call.error)}")
-            else:
-                missed[i] = True
-                errors[i].append(f"student: no answer within the deadline (abandoned after {call.elapsed_s:.3f} s)")
-        up = [i for i in range(n) if full and (failed or (students[i] is not None and students[i].escalate))]
-        if up:
-            ask_teacher(up)
-    else:
-        for e in errors:
-            e.append("no student to answer once the budget is spent")
-        decided = [time.monotonic()] * n
-    return [compose(q, students[i], teachers[i], escalated=asked[i], student_latency_s=s_lat[i],
-                    teacher_latency_s=t_lat[i], total_latency_s=decided[i] - t0, deadline_missed=missed[i],
-                    budget_exhausted=exhausted[i], errors=errors[i]) for i, q in enumerate(qs)]
-
-
 # -- the submission ------------------------------------------------------------------------
 
 @dataclass
@@ -262,15 +166,22 @@ class SubmitSummary:
     deadline_ms: float
     budget_s: float | None
     margin_s: float = DEADLINE_MARGIN_S
+    requests_failed: int = 0  # questions whose request failed for good (resuming asks them again)
+    warmup_s: float | None = None  # this session's warm-up, outside the clock; None: none ran
+    warmup_error: str | None = None  # the warm-up failed or was abandoned (the run went on)
+    scored: Grading | None = None  # against the gold answers, when the question file has some
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["scored"] = None if self.scored is None else self.scored.to_dict()
+        return d
 
 
 class LogRow(CascadeRecord):
     """One line of log.jsonl: an answered question, and the budget spent when it was written."""
 
     spent_s: float = Field(ge=0)
+    request_failed: bool = False  # a model request failed where its answer was wanted (module doc)
 
 
 def read_log(path: Path, ids: set[str]) -> dict[str, LogRow]:
@@ -309,7 +220,7 @@ def _prepare(cfg: SubmitConfig, cascade: Cascade, concurrency: int, overwrite: b
     return out
 
 
-def summarize_submission(rows: Sequence[LogRow], cfg: SubmitConfig, n: int) -> SubmitSummary:
+def summarize_submission(rows: Sequence[LogRow], cfg: SubmitConfig, n: int, **extra: Any) -> SubmitSummary:
     lat = [r.total_latency_s for r in rows]
     count = lambda pred: sum(1 for r in rows if pred(r))  # noqa: E731
     esc = count(lambda r: r.escalated)
@@ -322,7 +233,8 @@ def summarize_submission(rows: Sequence[LogRow], cfg: SubmitConfig, n: int) -> S
         budget_exhausted=count(lambda r: r.budget_exhausted), errors=count(lambda r: r.error),
         latency_p50_s=percentile(lat, 50), latency_p95_s=percentile(lat, 95), latency_max_s=max(lat, default=None),
         spent_s=max((r.spent_s for r in rows), default=0.0),
-        mode=cfg.mode, deadline_ms=cfg.deadline_ms, budget_s=cfg.budget_s)
+        mode=cfg.mode, deadline_ms=cfg.deadline_ms, budget_s=cfg.budget_s,
+        requests_failed=count(lambda r: r.request_failed), **extra)
 
 
 def write_outputs(out: Path, questions: Sequence[Question], rows: dict[str, LogRow]) -> None:
@@ -350,34 +262,40 @@ def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Ques
         raise ConfigError(f"--batch-size {cfg.batch_size} batches in-process models; against servers each "
                           "question is sent alone with --concurrency in flight (a batch would only add a barrier)")
     concurrency = cfg.concurrency_for(cascade)
-    if questions is None:
-        questions = load_submit_questions(cfg.questions)
+    every = list(questions) if questions is not None else load_submit_questions(cfg.questions)
+    questions = every[: cfg.limit]  # a log may hold more (an earlier, larger --limit): kept, not shown
     out = _prepare(cfg, cascade, concurrency, overwrite)
     log = out / LOG_FILE
     cut_torn_tail(log)
-    rows = read_log(log, {q.id for q in questions})
+    rows = read_log(log, {q.id for q in every})
     prior = max((r.spent_s for r in rows.values()), default=0.0)
-    start = time.monotonic()
+    # Failed requests are asked again, as `tourney eval` retries its failed rows.
+    todo = [q for q in questions if q.id not in rows or rows[q.id].request_failed]
+    deadline_s = cfg.deadline_ms / 1000.0
+    warm = warm_up(cascade, todo, batch_size=cfg.batch_size, servers=servers, deadline_s=deadline_s) \
+        if cfg.warmup and todo else None
+    start = time.monotonic()  # the clock starts after the warm-up
     budget_end = None if cfg.budget_s is None else start + (cfg.budget_s - prior)
-    todo = [q for q in questions if q.id not in rows]
     backends = [b for b in (cascade.student, cascade.teacher) if b is not None]
+    asked = without_gold(todo)
 
     def tick() -> None:
         if progress:
             in_flight = sum(b.requests_in_flight() for b in backends) if servers else None
-            progress(len(rows), len(questions), in_flight)
+            progress(sum(1 for q in questions if q.id in rows), len(questions), in_flight)
 
     tick()
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tourney-submit") as pool:
-        pending = {pool.submit(answer_batch, cascade, todo[i: i + cfg.batch_size],
-                               deadline_s=cfg.deadline_ms / 1000.0, budget_end=budget_end)
-                   for i in range(0, len(todo), cfg.batch_size)}
+        pending = {pool.submit(answer_batch, cascade, asked[i: i + cfg.batch_size],
+                               deadline_s=deadline_s, budget_end=budget_end)
+                   for i in range(0, len(asked), cfg.batch_size)}
         while pending:
             finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             spent = round(prior + time.monotonic() - start, 6)
             # Everything answered since the last write goes in one write: one fsync for many
             # answers when they come fast.
-            done = [LogRow(**r.to_dict(), spent_s=spent) for fut in finished for r in fut.result()]
+            done = [LogRow(**a.record.to_dict(), spent_s=spent, request_failed=a.request_failed)
+                    for fut in finished for a in fut.result()]
             try:
                 append_objects(log, (r.to_dict() for r in done))
             except OSError as e:
@@ -385,7 +303,12 @@ def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Ques
             rows.update((r.id, r) for r in done)
             tick()
     write_outputs(out, questions, rows)
-    summary = summarize_submission(list(rows.values()), cfg, len(questions))
+    shown = {q.id: rows[q.id] for q in questions}
+    # Graded only now, every answer decided and logged (module doc), with the file's gold answers.
+    summary = summarize_submission(list(shown.values()), cfg, len(questions),
+                                   warmup_s=None if warm is None else round(warm.seconds, 3),
+                                   warmup_error=None if warm is None else warm.error,
+                                   scored=grade_submission(questions, shown))
     write_json_atomic(out / SUMMARY_FILE, summary.to_dict())
     return summary
 
@@ -398,4 +321,16 @@ def render_summary(s: SubmitSummary) -> str:
             f"({s.escalated_share:.1%}); answers from teacher {s.teacher_answers}, student {s.student_answers}, "
             f"fallback {s.fallbacks}; missed deadlines {s.deadline_missed}; budget-limited {s.budget_exhausted}; "
             f"total latency p50 {sec(s.latency_p50_s)}, p95 {sec(s.latency_p95_s)}, max {sec(s.latency_max_s)}; "
-            f"budget spent {s.spent_s:.1f} s")
+            f"budget spent {s.spent_s:.1f} s"
+            + ("" if s.warmup_s is None else f" (warm-up {s.warmup_s:.1f} s before the clock)")
+            + ("" if s.warmup_error is None else f"\nwarm-up: {s.warmup_error}")
+            + ("" if s.scored is None else "\n" + render_grading(s.scored)))
+
+
+def failed_line(s: SubmitSummary, out: str | Path) -> str | None:
+    """The closing line of a submission with requests that failed for good, or None."""
+    if not s.requests_failed:
+        return None
+    return (f"error: {s.requests_failed} question(s) had a request that failed for good (their answer is the "
+            f"student's or the fallback; rows with \"request_failed\": true in {Path(out) / LOG_FILE}); "
+            "run the same command again to ask only those again")
