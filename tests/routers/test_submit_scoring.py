@@ -209,3 +209,13 @@ def test_cli_exits_3_with_a_closing_line_when_requests_failed(tmp_path, monkeypa
 class _Bundle:
     def with_specs(self, *_):
         return self
+
+
+def test_calls_abandoned_at_the_deadline_are_waited_for_before_the_end():
+    from tourney.routers.deadline import call_with_timeout, wait_abandoned
+
+    ended = []
+    call = call_with_timeout(lambda: (time.sleep(0.6), ended.append(1)), 0.05)
+    assert not call.done and ended == []
+    assert wait_abandoned(30) == 0 and ended == [1]  # it ran to its end, and is no longer counted
+    assert call_with_timeout(lambda: 1, 5).value == 1 and wait_abandoned(0) == 0

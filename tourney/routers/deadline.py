@@ -17,6 +17,11 @@ from tourney.routers.cascade import FALLBACK, TEACHER, Cascade, CascadeRecord, c
 DEADLINE_MARGIN_S = 0.25  # answers are decided by deadline + this (see routers.submit's doc)
 WARMUP_MIN_S = 60.0  # a warm-up call is abandoned after max(this, 5 deadlines)
 
+# Calls abandoned at a deadline that may still be running (an in-process model keeps generating).
+_abandoned: set[threading.Thread] = set()
+_abandoned_lock = threading.Lock()
+
+
 @dataclass
 class TimedCall:
     done: bool  # returned (or raised) before the timeout
@@ -41,9 +46,29 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> TimedCall:
         finally:
             finished.set()
 
-    threading.Thread(target=target, daemon=True, name="tourney-call").start()
+    thread = threading.Thread(target=target, daemon=True, name="tourney-call")
+    thread.start()
     done = finished.wait(timeout_s)
+    if not done:
+        with _abandoned_lock:
+            _abandoned.add(thread)
     return TimedCall(done=done, value=box.get("value"), error=box.get("error"), elapsed_s=time.monotonic() - start)
+
+
+def wait_abandoned(timeout_s: float) -> int:
+    """Wait up to timeout_s for abandoned calls to end; return how many still run.
+
+    A submission waits here once every answer is decided and written, before its models are
+    closed: an in-process model left generating in a daemon thread while the interpreter exits
+    aborts the process (torch's C++ side: "terminate called without an active exception")."""
+    end = time.monotonic() + timeout_s
+    with _abandoned_lock:
+        threads = list(_abandoned)
+    for t in threads:
+        t.join(max(0.0, end - time.monotonic()))
+    with _abandoned_lock:
+        _abandoned.difference_update(t for t in threads if not t.is_alive())
+        return sum(1 for t in _abandoned if t.is_alive())
 
 
 def _describe(e: BaseException) -> str:

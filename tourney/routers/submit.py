@@ -83,7 +83,9 @@ from tourney.harness.rundir import check_same_run, make_dir, now_stamp, read_jso
 from tourney.harness.types import DataError, Question
 from tourney.models.registry import output_options
 from tourney.routers.cascade import FALLBACK, STUDENT, TEACHER, Cascade, CascadeRecord
-from tourney.routers.deadline import DEADLINE_MARGIN_S, answer_batch, warm_up, without_gold
+from tourney.routers.deadline import (
+    DEADLINE_MARGIN_S, WARMUP_MIN_S, answer_batch, wait_abandoned, warm_up, without_gold,
+)
 from tourney.routers.submit_grade import Grading, grade_submission, render_grading
 from tourney.schema import describe
 
@@ -310,6 +312,8 @@ def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Ques
                                    warmup_error=None if warm is None else warm.error,
                                    scored=grade_submission(questions, shown))
     write_json_atomic(out / SUMMARY_FILE, summary.to_dict())
+    # Everything is written; let calls abandoned at their deadline finish before the models close.
+    wait_abandoned(max(WARMUP_MIN_S, 5 * deadline_s))
     return summary
 
 
