@@ -159,3 +159,12 @@ def test_failures_are_shown_escaped_and_bounded(tmp_path: Path) -> None:
     assert "&lt;/pre&gt;&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "arith (75%): 3 shown of 6 wrong" in page and "error: timeout" in page
     assert page.count('<div class="failure">') == 4
+
+
+def test_hostile_type_names_draw_as_written(tmp_path: Path) -> None:
+    # "$...$" is matplotlib mathtext: an invalid one once ended the report in a parse error.
+    rows = [result("1", type=r"a $\frac{$ b"), result("2", type="$\\undefined$"), result("3", type="t\x1b[31m")]
+    run = make_run(tmp_path, rows=rows)
+    rep = write_reports(run)
+    assert set(rep["by_type"]) == {r"a $\frac{$ b", "$\\undefined$", "t\x1b[31m"}
+    assert (run / "report.html").read_text().count("data:image/png;base64,") == 3

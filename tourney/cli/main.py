@@ -99,6 +99,7 @@ def eval_cmd(ctx, model, data, out, limit, model_args, template, chat, system_pr
     """Evaluate a model on a question set; write results.jsonl and report.{json,md,html}."""
     from tourney.harness.questions import load_questions
     from tourney.harness.report import render_run_markdown
+    from tourney.harness.report_content import printable
     from tourney.harness.runner import EvalConfig, prepare_run, run_eval
     from tourney.schema import parse_option
 
@@ -113,7 +114,7 @@ def eval_cmd(ctx, model, data, out, limit, model_args, template, chat, system_pr
     prepare_run(cfg, questions, overwrite)  # ... and so does a wrong --out
     report = with_backend(model, args, f"eval {model}", lambda backend, progress: run_eval(
         cfg, backend, questions=questions, progress=progress))
-    click.echo(render_run_markdown(report))
+    click.echo(printable(render_run_markdown(report)))
     click.echo(f"wrote {Path(out) / 'report.md'}")
     failed = report["overall"]["errors"]
     if failed:
@@ -128,8 +129,9 @@ def eval_cmd(ctx, model, data, out, limit, model_args, template, chat, system_pr
 def report_cmd(run_dir: str) -> None:
     """Re-render report.{json,md,html} from RUN_DIR/results.jsonl."""
     from tourney.harness.report import render_run_markdown, write_reports
+    from tourney.harness.report_content import printable
 
-    click.echo(render_run_markdown(write_reports(run_dir)))
+    click.echo(printable(render_run_markdown(write_reports(run_dir))))
 
 
 @main.command("demo")

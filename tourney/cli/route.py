@@ -91,6 +91,7 @@ def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, limit, warmu
     from tourney.routers.submit import (
         SERVER_CONCURRENCY, SubmitConfig, failed_line, load_submit_questions, render_summary, run_submission,
     )
+    from tourney.harness.report_content import printable
 
     cfg = parse_option(SubmitConfig, dict(questions=questions, out=out, mode=mode, deadline_ms=deadline_ms,
                                           budget_s=budget_s, concurrency=concurrency, batch_size=batch_size,
@@ -111,7 +112,7 @@ def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, limit, warmu
         for b in (cascade.student, cascade.teacher):
             if b is not None:
                 b.close()
-    click.echo(render_summary(summary))
+    click.echo(printable(render_summary(summary)))
     click.echo(f"wrote {Path(out) / 'submission.csv'}")
     line = failed_line(summary, out)
     if line:

@@ -17,7 +17,7 @@ from tourney.errors import ConfigError
 from tourney.harness.report import (
     _acc_ci, _md_table, _num, build_report, ci_note, html_images, html_page, html_table, type_label,
 )
-from tourney.harness.report_content import ordered_types
+from tourney.harness.report_content import ordered_types, printable
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -139,7 +139,8 @@ def render_compare_html(reports: dict[str, dict[str, Any]], title: str = "Compar
 def rich_comparison(reports: dict[str, dict[str, Any]], title: str = "Accuracy and latency per type") -> "Table":
     """The long-format comparison for the terminal, narrow enough for 80 columns: a heading row per
     type (with its share), then one indented row per model. Every cell is a rich Text, so a type or
-    model name such as "[bold red]x" prints as it is, never as markup."""
+    model name such as "[bold red]x" prints as it is, never as markup, and control characters (an
+    ANSI escape in a hand-edited results.jsonl) print as visible escapes."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -152,9 +153,9 @@ def rich_comparison(reports: dict[str, dict[str, Any]], title: str = "Accuracy a
     rows = comparison_rows(reports)
     for i, r in enumerate(rows):
         if i == 0 or rows[i - 1].qtype != r.qtype:
-            table.add_row(Text(r.label, style="bold"), *blank)
+            table.add_row(Text(printable(r.label), style="bold"), *blank)
         last_of_group = i + 1 == len(rows) or rows[i + 1].qtype != r.qtype
-        table.add_row(Text("  " + r.model), *[Text(c) for c in r.cells], end_section=last_of_group)
+        table.add_row(Text("  " + printable(r.model)), *[Text(c) for c in r.cells], end_section=last_of_group)
     return table
 
 

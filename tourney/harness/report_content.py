@@ -26,6 +26,14 @@ FAILURES_PER_TYPE = 3
 TEXT_CHARS = 1200
 
 _DIGITS = re.compile(r"(\d+)")
+# C0 controls but tab and newline, DEL, C1 controls: what a terminal would act on (ANSI colours,
+# OSC titles and links, cursor moves). Text from files reaches the terminal with them made visible.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text safe to print to a terminal: every control character shown as its escape ("\\x1b")."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:

@@ -11,6 +11,8 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+from tourney.harness.report_content import printable
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -46,6 +48,13 @@ def points_of(report: dict[str, Any], types: Sequence[str], overall: bool = True
     return out
 
 
+def _text(label: str) -> str:
+    """A label as matplotlib should draw it: as written. "$...$" would be parsed as mathtext (and a
+    type named "$\\frac{$" would end the report in a parse error), control characters drawn as
+    missing glyphs."""
+    return printable(label).replace("$", r"\$")
+
+
 def _figure(width: float, height: float = 3.4) -> "Figure":
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -65,7 +74,7 @@ def _ticks(ax, labels: Sequence[str]) -> None:
     # Many or long type names would overlap on the axis: slant them.
     slant = len(labels) > 5 or max((len(s) for s in labels), default=0) > 12
     style: dict[str, Any] = {"rotation": 30, "ha": "right"} if slant else {}
-    ax.set_xticks(range(len(labels)), labels, **style)
+    ax.set_xticks(range(len(labels)), [_text(x) for x in labels], **style)
 
 
 def _err(acc: float, ci: tuple[float | None, float | None]) -> tuple[float, float]:
@@ -89,7 +98,7 @@ def accuracy_bars(series: dict[str, list[TypePoint]], title: str) -> bytes:
         colors: Any = PALETTE[i % len(PALETTE)]
         if k == 1:  # a single run: overall in its own colour
             colors = [PALETTE[0] if p.label != "overall" else OVERALL_COLOR for p in points]
-        ax.bar(xs, acc, width=width * 0.95, color=colors, label=model,
+        ax.bar(xs, acc, width=width * 0.95, color=colors, label=_text(model),
                yerr=[[e[0] for e in errs], [e[1] for e in errs]], capsize=3)
     _ticks(ax, labels)
     ax.set_ylim(0, 1.05)
@@ -112,7 +121,7 @@ def latency_bars(series: dict[str, list[TypePoint]], title: str) -> bytes:
         base = [j - 0.4 + 2 * width * i for j in range(len(points))]
         p50 = [p.latency_p50_s or 0.0 for p in points]
         p95 = [p.latency_p95_s or 0.0 for p in points]
-        name = f"{model} " if k > 1 else ""
+        name = f"{_text(model)} " if k > 1 else ""
         ax.bar([x + width * 0.5 for x in base], p50, width=width * 0.95, color=color, label=f"{name}p50")
         ax.bar([x + width * 1.5 for x in base], p95, width=width * 0.95, color=color, alpha=0.45,
                label=f"{name}p95")
@@ -141,9 +150,9 @@ def accuracy_vs_latency(series: dict[str, list[TypePoint]], title: str) -> bytes
                         marker=MARKERS[types.index(p.label) % len(MARKERS)], markersize=7, linestyle="none")
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=PALETTE[i % len(PALETTE)], marker="o", linestyle="none", label=m)
+    handles = [Line2D([], [], color=PALETTE[i % len(PALETTE)], marker="o", linestyle="none", label=_text(m))
                for i, m in enumerate(series)] if len(series) > 1 else []
-    handles += [Line2D([], [], color="#555555", marker=MARKERS[j % len(MARKERS)], linestyle="none", label=t)
+    handles += [Line2D([], [], color="#555555", marker=MARKERS[j % len(MARKERS)], linestyle="none", label=_text(t))
                 for j, t in enumerate(types)]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax.set_ylim(0, 1.05)
