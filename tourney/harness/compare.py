@@ -119,7 +119,7 @@ def render_compare_html(reports: dict[str, dict[str, Any]], title: str = "Compar
     facts = "".join(f"<li>{e(line)}</li>" for line in _facts(reports, dirs))
     rows = comparison_rows(reports)
     header = ["type (share)", "model", *[c.header for c in COLUMNS]]
-    table = html_table(header, [[r.label, r.model, *r.cells] for r in rows], last_is_overall=False)
+    table = html_table(header, [[r.label, r.model, *r.cells] for r in rows], last_is_overall=False, css_class="long")
     types = union_types(reports)
     first = next(iter(reports.values()))
     labels = [type_label(first, t) if t in first["by_type"] else t for t in types] + [OVERALL]

@@ -181,6 +181,7 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }
 td { white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
+table.long th:nth-child(2), table.long td:nth-child(2) { text-align: left; }
 tr.overall td { font-weight: bold; background: #f4f4f4; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: 0.15em 1.2em; }
 dt { font-weight: bold; }
@@ -196,7 +197,7 @@ summary { cursor: pointer; font-weight: bold; }
 HEAD_EXTRA = '<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
 
 
-def html_table(header: list[str], rows: list[list[str]], last_is_overall: bool = True) -> str:
+def html_table(header: list[str], rows: list[list[str]], last_is_overall: bool = True, css_class: str = "") -> str:
     """A table with every cell escaped; the last row styled as the overall one."""
     e = html.escape
     head = "".join(f"<th>{e(h)}</th>" for h in header)
@@ -204,7 +205,8 @@ def html_table(header: list[str], rows: list[list[str]], last_is_overall: bool =
     for i, row in enumerate(rows):
         cls = ' class="overall"' if last_is_overall and i == len(rows) - 1 else ""
         body.append(f"<tr{cls}>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    cls = f' class="{e(css_class)}"' if css_class else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def html_images(plots: list[tuple[str, bytes]]) -> str:
