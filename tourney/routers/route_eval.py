@@ -2,8 +2,8 @@
 finished runs, with the random and oracle routers beside it. No model is called.
 
 Writes route_eval.json (every routing report, overall and per type, and the curves plotted),
-route_eval.md (tables) and route_eval.png (cascade accuracy against teacher-call share: the router,
-random, oracle). The "primary" curve is the router's when one is given (a ROUTER.json or
+route_eval.md (tables), route_eval.png (cascade accuracy against teacher-call share: the router,
+random, oracle) and route_eval_types.png (the same curves within each question type). The "primary" curve is the router's when one is given (a ROUTER.json or
 --signal NAME); otherwise the available single signal with the highest overall APGR.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from tourney.routers.metrics import (
     CascadeFigures, CurvePoint, RoutingReport, cascade_figures, cpt, oracle_curve, random_router_curve,
     routing_curve, routing_report,
 )
+from tourney.routers.route_eval_plots import curves_by_type, render_type_curves
 from tourney.routers.rundata import RoutingData, routing_data
 from tourney.routers.signals import FEATURE_NAMES
 
@@ -41,6 +42,8 @@ class RouteEval:
     curves: dict[str, list[CurvePoint]]  # primary, random, oracle
     router: dict[str, Any] | None = None  # what the router is, and its threshold's figures here
     unavailable: list[str] = field(default_factory=list)  # signals with no value on these runs
+    # type -> {primary, random, oracle} curves over that type's questions (route_eval_types.png)
+    curves_by_type: dict[str, dict[str, list[CurvePoint]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({
@@ -49,6 +52,8 @@ class RouteEval:
             "unavailable": self.unavailable,
             "reports": {k: v.to_dict() for k, v in self.reports.items()},
             "curves": {k: [[p.teacher_share, p.accuracy] for p in c] for k, c in self.curves.items()},
+            "curves_by_type": {t: {k: [[p.teacher_share, p.accuracy] for p in c] for k, c in cs.items()}
+                               for t, cs in self.curves_by_type.items()},
         })
 
 
@@ -100,7 +105,9 @@ def evaluate_routing(data: RoutingData, *, router: CalibratedRouter | None = Non
               "oracle": oracle_curve(data.student_correct, data.teacher_correct)}
     return RouteEval(student_run=data.student_run, teacher_run=data.teacher_run, n=data.n,
                      samples=data.samples, reports=reports, primary=primary, curves=curves, router=info,
-                     unavailable=[n for n in FEATURE_NAMES if n not in available])
+                     unavailable=[n for n in FEATURE_NAMES if n not in available],
+                     curves_by_type=curves_by_type(confs[primary], data.student_correct, data.teacher_correct,
+                                                   list(data.types), primary))
 
 
 def _or(x: float, default: float) -> float:
@@ -196,4 +203,5 @@ def run_route_eval(student_run: str | Path, teacher_run: str | Path, out_dir: st
     (out / "route_eval.json").write_text(json.dumps(ev.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (out / "route_eval.md").write_text(render_routing_markdown(ev), encoding="utf-8")
     (out / "route_eval.png").write_bytes(render_plot(ev))
+    (out / "route_eval_types.png").write_bytes(render_type_curves(ev.curves_by_type, ev.primary))
     return ev
