@@ -51,7 +51,7 @@ def test_accuracy_target_picks_the_smallest_share():
     # 100% of the teacher's 0.75, and 0.9 of it (0.675): share 0.25 either way
     assert threshold_for_accuracy(CONF, S, T, 1.0, relative=True) == 0.4
     assert threshold_for_accuracy(CONF, S, T, 0.9, relative=True) == 0.4
-    with pytest.raises(ValueError, match="best cascade accuracy is 0.7500"):
+    with pytest.raises(ValueError, match="best accuracy is 0.7500"):
         threshold_for_accuracy(CONF, S, T, 0.8)
 
 
@@ -61,7 +61,7 @@ def test_latency_budget_mean():
     assert thr == 0.6 and share(CONF, thr) == 0.5
     assert threshold_for_latency(CONF, S_LAT, T_LAT, 5.0) == math.inf
     assert threshold_for_latency(CONF, S_LAT, T_LAT, 1.0) == 0.1
-    with pytest.raises(ValueError, match="below the student"):
+    with pytest.raises(ValueError, match="below the smallest mean latency"):
         threshold_for_latency(CONF, S_LAT, T_LAT, 0.5)
 
 
@@ -122,7 +122,7 @@ def test_load_errors_name_the_file_and_field(tmp_path):
         ("threshold", "big", "'threshold'"),
         ("target_kind", "speed", "'target_kind'"),
         ("dev", {"n": 4, "teacher_share": "x", "accuracy": 1}, "'dev.teacher_share'"),
-        ("model", {"kind": "logistic_regression"}, "'model'"),
+        ("model", {"kind": "logistic_regression"}, "'model.logistic_regression.features'"),
         ("signals", ["vibes"], "'signals'"),
     ]:
         path.write_text(json.dumps({**good, field: bad}))

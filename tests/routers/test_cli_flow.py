@@ -89,7 +89,7 @@ def test_recorded_samples_without_logprobs_route_by_default(tmp_path):
               "--target", "share=0.3", "--split", "0.5", "--out", router)
     assert res.exit_code == 0, res.output
     raw = json.loads(router.read_text())
-    table = raw["data"]["signal_selection"]["candidates"]
+    table = raw["data"]["selection"]["candidates"]
     assert all(not any("logprob" in s for s in c["signals"]) for c in table)  # unavailable, never faked
     # the first sample is wrong exactly when the others outvote it: agreement with it ranks the
     # questions perfectly (0 < 0.25 < 1), the majority's share puts the wrong ones (0.8) above

@@ -1,4 +1,4 @@
-"""routers.combined: the logistic regression over signals."""
+"""routers.combined: the logistic regression over signals (fitted by scikit-learn, routers.linear)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from tourney.harness.types import SampleResult
-from tourney.routers.combined import CombinedRouter, _sigmoid
+from tourney.routers.combined import CombinedRouter
+from tourney.routers.linear import sigmoid as _sigmoid
+from tourney.routers.model_io import model_from_schema
+from tourney.routers.router_file import LogisticSchema
+from tourney.schema import parse
+
+
+def from_dict(d):
+    return model_from_schema(parse(LogisticSchema, d, "model"))
 from tourney.routers.metrics import auroc
 
 X = [-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0]
@@ -36,14 +44,14 @@ def test_fit_reaches_the_penalised_optimum():
     p = _sigmoid(r.bias + z @ np.array(r.weights))
     grad_w = z.T @ (p - y) + 0.5 * np.array(r.weights)
     grad_b = np.sum(p - y)
-    assert np.abs(grad_w).max() < 1e-8 and abs(grad_b) < 1e-8
+    assert np.abs(grad_w).max() < 1e-7 and abs(grad_b) < 1e-7  # the penalised optimum; the bias is not penalised
     again = CombinedRouter.fit(feats, y, ["mean_logprob", "length"], l2=0.5)
     assert again.to_dict() == r.to_dict()  # deterministic, bit for bit
 
 
 def test_json_round_trip():
     r = CombinedRouter.fit(rows_of(X), Y, ["mean_logprob"])
-    back = CombinedRouter.from_dict(json.loads(json.dumps(r.to_dict())))
+    back = from_dict(json.loads(json.dumps(r.to_dict())))
     assert back == r
     assert np.array_equal(back.predict(rows_of(X)), r.predict(rows_of(X)))
 
@@ -79,12 +87,12 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="unknown signal"):
         CombinedRouter.fit(rows_of(X), Y, ["nope"])
     d = CombinedRouter.fit(rows_of(X), Y, ["mean_logprob"]).to_dict()
-    with pytest.raises(ValueError, match="'weights'"):
-        CombinedRouter.from_dict({**d, "weights": ["a"]})
+    with pytest.raises(ValueError, match="'weights"):
+        from_dict({**d, "weights": ["a"]})
     with pytest.raises(ValueError, match="'mean'"):
-        CombinedRouter.from_dict({**d, "mean": [0.0, 1.0]})
+        from_dict({**d, "mean": [0.0, 1.0]})
     with pytest.raises(ValueError, match="'features'"):
-        CombinedRouter.from_dict({k: v for k, v in d.items() if k != "features"})
+        from_dict({k: v for k, v in d.items() if k != "features"})
 
 
 def test_primary_keeps_its_order_and_the_regression_breaks_its_ties():
@@ -98,7 +106,7 @@ def test_primary_keeps_its_order_and_the_regression_breaks_its_ties():
     assert conf[:3].max() < 1.0 <= conf[3:].min()  # every 0.4 question below every 1.0 question
     assert conf[1] > conf[2] > conf[0] and conf[4] > conf[5] > conf[6] > conf[3]  # shorter first
     assert r.predict([{"self_consistency": None, "length": 3}])[0] == -np.inf  # no evidence: escalate
-    back = CombinedRouter.from_dict(json.loads(json.dumps(r.to_dict())))
+    back = from_dict(json.loads(json.dumps(r.to_dict())))
     assert back == r and np.array_equal(back.predict(feats), conf)
     with pytest.raises(ValueError, match="primary"):
         CombinedRouter.fit(feats, y, ["length"], primary="self_consistency")

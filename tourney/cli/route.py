@@ -20,7 +20,11 @@ def route() -> None:
 @click.option("--teacher", required=True, type=click.Path(exists=True, file_okay=False), help="Dev teacher run directory (same questions).")
 @click.option("--target", required=True, help="share=F | accuracy=F | latency_mean=S | latency_p95=S.")
 @click.option("--absolute", is_flag=True, help="Read accuracy=F as an absolute accuracy, not a fraction of the teacher's.")
-@click.option("--signals", default=None, help="Comma-separated signal names; one name uses that signal, several or 'combined' (all available) fit a combined router; 'auto' (default) picks by cross-validated APGR on dev.")
+@click.option("--signals", default=None, help="auto (default): the score with the best cross-validated APGR on dev among single signals, confidence, gain and question routers; confidence / gain: among those kinds only; NAME[,NAME...] or combined: a confidence router over them.")
+@click.option("--policy", type=click.Choice(["auto", "cascade", "pre-routing", "two-stage"]), default="auto", show_default=True,
+              help="cascade; pre-routing (decide from the question before the student answers); two-stage (clear cases up front, the cascade for the rest); auto: by cross-validation.")
+@click.option("--per-type", type=click.Choice(["auto", "off"]), default="auto", show_default=True,
+              help="Per-type thresholds where a type has enough dev questions, if cross-validation favours them.")
 @click.option("--heldout-student", type=click.Path(exists=True, file_okay=False), default=None, help="Held-out student run.")
 @click.option("--heldout-teacher", type=click.Path(exists=True, file_okay=False), default=None, help="Held-out teacher run.")
 @click.option("--split", type=float, default=None, help="Hold out this fraction of the dev questions instead.")
@@ -29,16 +33,16 @@ def route() -> None:
               help="For a share target: order questions of equal confidence by a hash of their text, so any teacher share is reachable.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="ROUTER.json to write.")
 @friendly_errors
-def route_calibrate(student, teacher, target, absolute, signals, heldout_student, heldout_teacher, split, seed,
-                    split_ties, out) -> None:
+def route_calibrate(student, teacher, target, absolute, signals, policy, per_type, heldout_student, heldout_teacher,
+                    split, seed, split_ties, out) -> None:
     """Choose a router and its threshold for a target on dev runs; report how it holds on held-out ones."""
     from tourney.routers.fit import CalibrateConfig, calibrate_runs, describe
 
     names = tuple(s.strip() for s in signals.split(",") if s.strip()) if signals else None
     cfg = parse_option(CalibrateConfig, dict(student=student, teacher=teacher, target=target, out=out, absolute=absolute,
-                                             signals=names, heldout_student=heldout_student,
-                                             heldout_teacher=heldout_teacher, split=split, seed=seed,
-                                             split_ties=split_ties), "route calibrate")
+                                             signals=names, policy=policy, per_type=per_type,
+                                             heldout_student=heldout_student, heldout_teacher=heldout_teacher,
+                                             split=split, seed=seed, split_ties=split_ties), "route calibrate")
     click.echo(describe(calibrate_runs(cfg)))
     click.echo(f"wrote {out}")
 

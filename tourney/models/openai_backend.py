@@ -64,7 +64,7 @@ class OpenAIBackend(Backend):
         timeout_s: Annotated[float, Field(gt=0)] = 120.0,
         max_retries: Annotated[int, Field(ge=0)] = 4,
         backoff_s: Annotated[float, Field(ge=0)] = 0.5,
-        api_key_env: str = "OPENAI_API_KEY",
+        api_key_env: Optional[str] = "OPENAI_API_KEY",
         chat: bool = False,
         extra_body: Optional[dict[str, Any]] = None,  # merged into every request (e.g. {"repeat_penalty": 1.0})
     ) -> None:
@@ -81,7 +81,7 @@ class OpenAIBackend(Backend):
         # Server-specific fields sent with every generation request, as the OpenAI SDK's extra_body:
         # e.g. {"repeat_penalty": 1.0} makes llama.cpp's server decode greedily like everyone else.
         self.extra_body = dict(extra_body or {})
-        self._api_key = os.environ.get(api_key_env) or None
+        self._api_key = (os.environ.get(api_key_env) or None) if api_key_env else None  # None: send no key
         self._headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         self._score_max_tokens = 0  # becomes 1 once the server rejects max_tokens=0
         self.capabilities = Capabilities(server=True, concurrency=concurrency, batch_size=None, choice_scoring=True)

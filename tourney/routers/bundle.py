@@ -22,12 +22,8 @@ from tourney.models.registry import replays_recordings
 from tourney.models.types import GenConfig
 from tourney.routers.calibrate import CalibratedRouter
 
-FORMAT = "tourney-router/1"
-# Signals that read the token logprobs of the first sample, and those that compare samples.
-LOGPROB_SIGNALS = frozenset({"mean_logprob", "min_logprob", "answer_logprob_mean",
-                             "answer_logprob_min", "entropy_proxy"})
-SAMPLE_SIGNALS = frozenset({"self_consistency", "answer_agreement", "answer_agreement_entropy", "mean_length"})
-CHOICE_SIGNALS = frozenset({"mc_probability", "mc_margin"})
+from tourney.routers.router_file import FORMAT, ModelSettingsSchema  # noqa: F401 -- FORMAT re-exported
+from tourney.routers.signals import CHOICE_SIGNALS, LOGPROB_SIGNALS, SAMPLE_SIGNALS  # noqa: F401 -- re-exported
 
 
 def needs_samples(signals: Sequence[str]) -> bool:
@@ -52,6 +48,9 @@ class ModelSettings:
     template: str | None = None  # prompt template name; None picks one per question
     chat: bool = False  # chat messages rather than raw text
     model_args: dict[str, Any] = field(default_factory=dict)  # backend options (device, ...)
+    # False for a spec read from a router file: no API key goes to a server the user did not
+    # name (routers.trust). Never written to a file, so no file can turn it on.
+    send_api_key: bool = field(default=True, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.spec, str) or not self.spec:
@@ -92,15 +91,16 @@ class ModelSettings:
         return Prompting(template=self.template, chat=self.chat)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        del d["send_api_key"]
+        return d
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "ModelSettings":
-        if not isinstance(d, dict):
-            raise DataError(f"{where}: expected an object with the model's spec and settings")
-        known = {f for f in cls.__dataclass_fields__}
+    def from_router_file(cls, d: "ModelSettingsSchema", where: str) -> "ModelSettings":
+        """Settings a router file gives (validated by routers.router_file, options allow-listed
+        by routers.trust); built to send no API key (routers.trust)."""
         try:
-            return cls(**{k: v for k, v in d.items() if k in known})
+            return cls(**d.model_dump(), send_api_key=False)
         except (TypeError, ValueError) as e:
             raise DataError(f"{where}: {e}") from None
 
@@ -116,7 +116,7 @@ class RouterBundle:
     data: dict[str, Any] = field(default_factory=dict)  # runs used, split, question counts
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.router.to_dict(), "format": FORMAT, "target": self.target,
+        return {**self.router.to_dict(), "target": self.target,
                 "student": None if self.student is None else self.student.to_dict(),
                 "teacher": None if self.teacher is None else self.teacher.to_dict(),
                 "data": self.data}
@@ -128,22 +128,24 @@ class RouterBundle:
 
     @classmethod
     def load(cls, path: str | Path) -> "RouterBundle":
-        """Read ROUTER.json (or a bare CalibratedRouter file, without model settings)."""
-        path = Path(path)
-        router = CalibratedRouter.load(path)  # DataError naming the file and field
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        student = raw.get("student")
-        teacher = raw.get("teacher")
-        return cls(router=router,
-                   student=None if student is None else ModelSettings.from_dict(student, f"{path}: field 'student'"),
-                   teacher=None if teacher is None else ModelSettings.from_dict(teacher, f"{path}: field 'teacher'"),
-                   target=raw.get("target"), data=raw.get("data") or {})
+        """Read ROUTER.json (or a router file without model settings) as untrusted data: every
+        fault is a DataError naming the file and field (routers.router_file, routers.trust)."""
+        from tourney.routers.model_io import router_from_schema
+        from tourney.routers.router_file import load_router_file
+
+        where = str(path)
+        raw = load_router_file(path)
+        settings = {role: None if value is None else ModelSettings.from_router_file(value, f"{where}: field {role!r}")
+                    for role, value in (("student", raw.student), ("teacher", raw.teacher))}
+        return cls(router=router_from_schema(raw, where), student=settings["student"], teacher=settings["teacher"],
+                   target=raw.target, data=dict(raw.data))
 
     def with_specs(self, student: str | None = None, teacher: str | None = None) -> "RouterBundle":
-        """The same bundle with model specs replaced (e.g. the same model served elsewhere)."""
+        """The same bundle with model specs replaced (e.g. the same model served elsewhere). A
+        spec given here is the user's: its server may receive the user's API key."""
         def swap(s: ModelSettings | None, spec: str | None) -> ModelSettings | None:
             if spec is None:
                 return s
-            return ModelSettings(spec=spec) if s is None else replace(s, spec=spec)
+            return ModelSettings(spec=spec) if s is None else replace(s, spec=spec, send_api_key=True)
         return RouterBundle(self.router, swap(self.student, student), swap(self.teacher, teacher),
                             self.target, dict(self.data))

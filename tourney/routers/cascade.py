@@ -221,6 +221,8 @@ def backend_options(settings: ModelSettings, *, concurrency: int = 8, batch_size
 
     opts = default_options(settings.spec, chat=settings.chat, batch_size=batch_size, concurrency=concurrency)
     opts.update(settings.model_args)
+    if parse_spec(settings.spec).kind == "openai" and not settings.send_api_key:
+        opts["api_key_env"] = None  # a server named by a router file gets no key (routers.trust)
     if parse_spec(settings.spec).kind == "openai" and request_timeout_s is not None:
         opts.setdefault("timeout_s", request_timeout_s)
         opts.setdefault("max_retries", 0)

@@ -3,12 +3,17 @@
 Targets (`--target`, one of):
     share=0.3          send 30% of the questions to the teacher
     accuracy=0.99      reach 99% of the teacher's accuracy (relative; absolute with --absolute)
-    latency_mean=0.5   keep the cascade's mean latency per question within 0.5 s
+    latency_mean=0.5   keep the mean latency per question within 0.5 s
     latency_p95=1.2    keep its 95th percentile within 1.2 s
-Signals (`--signals`): a single name uses that signal as the confidence; several names, or
-"combined", fit a logistic regression (routers.combined) over them ("combined": every signal
-available on the dev run, question features included). "auto", the default, chooses among single
-signals and combined sets by cross-validated APGR on dev (routers.select) and records the scores.
+Score (`--signals`): "auto" (the default) chooses among single signals, confidence routers
+(P(student right), routers.combined), gain routers (P(teacher right) - P(student right),
+routers.gain) and question routers by cross-validated APGR on dev (routers.select);
+"confidence" and "gain" choose among those kinds only; a single name uses that signal alone;
+several names, or "combined" (every available signal), fit a confidence router over them.
+Policy (`--policy`): cascade, pre-routing (a question router decides before the student
+answers), two-stage (clearly hard questions straight to the teacher, clearly easy ones to the
+student, the cascade for the rest) or auto (routers.policy_select). Per-type thresholds
+(`--per-type auto|off`): chosen by cross-validation (routers.pertype).
 
 Held-out figures come from `--heldout-student/--heldout-teacher` runs, or from `--split F`, which
 holds out the fraction F of the dev run's questions (seeded permutation by question) and
@@ -24,13 +29,18 @@ import numpy as np
 from tourney.errors import ConfigError
 from tourney.routers.bundle import ModelSettings, RouterBundle
 from tourney.routers.calibrate import CalibratedRouter, calibrate
-from tourney.routers.combined import CombinedRouter
+from tourney.routers.pertype import TypeCalibration
+from tourney.routers.policy import (
+    CASCADE, POLICIES, PRE, TWO_STAGE, PreRouting, policy_view, routes_of, thresholds_for_shares,
+)
+from tourney.routers.policy_select import Choice, choose
 from tourney.routers.rundata import RoutingData, routing_data
-from tourney.routers.select import Candidate, chosen, select_signals
+from tourney.routers.select import Candidate, out_of_fold
 from tourney.routers.signals import FEATURE_NAMES
 
 TARGET_NAMES = {"share": "teacher_share", "teacher_share": "teacher_share", "accuracy": "accuracy",
                 "latency_mean": "latency", "latency_p95": "latency"}
+SIGNAL_MODES = ("auto", "confidence", "gain", "combined")
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,8 @@ class Target:
             v = float(value)
         except ValueError:
             raise ConfigError(f"--target {text!r}: {value!r} is not a number") from None
+        if not np.isfinite(v):
+            raise ConfigError(f"--target {text!r}: the value must be finite")
         kind = TARGET_NAMES[name]
         if kind == "latency" and v <= 0:
             raise ConfigError(f"--target {text!r}: a latency budget must be > 0 seconds")
@@ -68,29 +80,38 @@ class CalibrateConfig:
     target: str  # e.g. "share=0.3" (see module doc)
     out: str  # ROUTER.json to write
     absolute: bool = False  # accuracy target is absolute, not relative to the teacher
-    signals: tuple[str, ...] | None = None  # None or ("auto",): chosen on dev; ("combined",): all available
+    signals: tuple[str, ...] | None = None  # None or one of SIGNAL_MODES, or signal names
+    policy: str = "auto"  # auto | cascade | pre-routing | two-stage
+    per_type: str = "auto"  # auto | off
     heldout_student: str | None = None
     heldout_teacher: str | None = None
     split: float | None = None  # fraction of the dev questions held out
-    seed: int = 0  # for the split's permutation
-    l2: float = 1.0  # combined router's penalty
-    split_ties: bool = True  # order tied confidences by a hash of the question (routers.calibrate)
+    seed: int = 0  # for the split's permutation and the cross-validation folds
+    l2: float = 1.0  # the logistic regressions' penalty (scikit-learn's C = 1 / l2)
+    split_ties: bool = True  # order tied scores by a hash of the question (routers.thresholds)
     multi_sample: str = "max"  # student latency over K samples: "max" (drawn together) or "sum" (see rundata)
 
     def __post_init__(self) -> None:
         if (self.heldout_student is None) != (self.heldout_teacher is None):
-            raise ValueError("give both --heldout-student and --heldout-teacher, or neither")
+            raise ConfigError("give both --heldout-student and --heldout-teacher, or neither")
         if self.split is not None:
             if self.heldout_student is not None:
-                raise ValueError("--split and --heldout-student/--heldout-teacher exclude each other")
+                raise ConfigError("--split and --heldout-student/--heldout-teacher exclude each other")
             if not 0 < self.split < 1:
-                raise ValueError(f"--split must be in (0, 1), got {self.split}")
+                raise ConfigError(f"--split must be in (0, 1), got {self.split}")
         if self.signals is not None:
-            bad = [s for s in self.signals if s not in ("combined", "auto") and s not in FEATURE_NAMES]
+            bad = [s for s in self.signals if s not in SIGNAL_MODES and s not in FEATURE_NAMES]
             if bad or not self.signals:
-                raise ValueError(f"unknown signal(s) {bad}; known: auto, combined, {', '.join(FEATURE_NAMES)}")
-            if "auto" in self.signals and len(self.signals) > 1:
-                raise ValueError("--signals auto chooses the signals itself; give it alone")
+                raise ConfigError(f"unknown signal(s) {bad}; known: {', '.join(SIGNAL_MODES)}, {', '.join(FEATURE_NAMES)}")
+            modes = [s for s in self.signals if s in SIGNAL_MODES and s != "combined"]
+            if modes and len(self.signals) > 1:
+                raise ConfigError(f"--signals {modes[0]} chooses the signals itself; give it alone")
+        if self.policy not in ("auto", *POLICIES):
+            raise ConfigError(f"--policy must be auto, {', '.join(POLICIES)}; got {self.policy!r}")
+        if self.per_type not in ("auto", "off"):
+            raise ConfigError(f"--per-type must be auto or off, got {self.per_type!r}")
+        if not self.l2 > 0:
+            raise ConfigError(f"l2 must be > 0, got {self.l2}")
         Target.parse(self.target, self.absolute)
 
 
@@ -99,41 +120,71 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     k = int(round(fraction * n))
     if k < 1 or n - k < 2:
         raise ConfigError(f"--split {fraction} of {n} questions leaves {n - k} to calibrate on and {k} "
-                         "to hold out; need at least 2 and 1")
+                          "to hold out; need at least 2 and 1")
     perm = np.random.default_rng(seed).permutation(n)
     held = sorted(int(i) for i in perm[:k])
     held_set = set(held)
     return [i for i in range(n) if i not in held_set], held
 
 
-def fit_router(dev: RoutingData, target: Target, signals: tuple[str, ...] | None, *, l2: float = 1.0,
-               primary: str | None = None, split_ties: bool = True) -> CalibratedRouter:
-    """A single signal or a combined router (breaking `primary`'s ties when given), with the
-    threshold for `target` on `dev`. For a teacher-share target, ties left after that are split by
-    question (calibrate doc); accuracy and latency targets keep ties whole: their threshold sits
-    at a tie's edge, and a split tie would escalate an arbitrary part of it on other data."""
-    split = split_ties and target.kind == "teacher_share"
+def fixed_candidate(dev: RoutingData, signals: tuple[str, ...] | None, primary: str | None = None) -> Candidate:
+    """The score a user names: one signal, or a confidence router over names ("combined": all)."""
     available = dev.available_signals()
     if signals is not None and len(signals) == 1 and signals[0] != "combined":
-        name = signals[0]
-        if name not in available:
-            raise ConfigError(f"signal {name!r} has no value on the dev run {dev.student_run} "
-                             "(no logprobs recorded? a single sample? no option scores?)")
-        model: CombinedRouter | str = name
-        conf = dev.signal_confidence(name)
-        used = [name]
+        if signals[0] not in available:
+            raise ConfigError(f"signal {signals[0]!r} has no value on the dev run {dev.student_run} "
+                              "(no logprobs recorded? a single sample? no option scores?)")
+        return Candidate(signals)
+    names = available if signals is None or "combined" in signals else list(signals)
+    missing = [s for s in names if s not in available]
+    if missing and (signals is None or "combined" not in signals):
+        raise ConfigError(f"signal(s) {missing} have no value on the dev run {dev.student_run}")
+    return Candidate(tuple(n for n in names if n in available), primary=primary)
+
+
+def fit_choice(dev: RoutingData, target: Target, choice: Choice, *, l2: float = 1.0,
+               split_ties: bool = True) -> CalibratedRouter:
+    """Fit what `choice` says on all of dev and choose the threshold for `target`.
+
+    The threshold is chosen on out-of-fold dev scores (each from a model that did not see the
+    question), not on the final model's own dev scores: a model scores the questions it was
+    fitted on more confidently than new ones, so an in-sample quantile misses a share target on
+    new questions; out-of-fold scores are distributed as new questions' are. The dev figures
+    are those of the threshold on the same out-of-fold scores. For a teacher-share target, ties
+    are split by question (routers.thresholds); accuracy and latency targets keep ties whole:
+    their threshold sits at a tie's edge, and a split tie would escalate an arbitrary part of it
+    on other data."""
+    split = split_ties and target.kind == "teacher_share"
+    model = choice.score.fit(dev, l2)
+    score = choice.score_oof if choice.score_oof is not None else out_of_fold(dev, choice.score, repeats=1, l2=l2)[0]
+    per_type = None
+    if choice.per_type is not None:
+        per_type = TypeCalibration.fit(score, dev.student_correct, dev.teacher_correct, dev.types, choice.per_type)
+        score = per_type.transform(score, dev.types)
+    lat = dict(student_first=dev.student_latency_first, student_used=dev.student_latency(choice.score.signals),
+               teacher=dev.teacher_latency)
+    pre, route = None, None
+    if choice.policy == TWO_STAGE:
+        first = choice.question.fit(dev, l2)
+        pre_scores = (choice.question_oof if choice.question_oof is not None
+                      else out_of_fold(dev, choice.question, repeats=1, l2=l2)[0])
+        below, start = thresholds_for_shares(pre_scores, choice.teacher_share, choice.student_share)
+        pre = PreRouting(first, below, start, choice.teacher_share, choice.student_share)
+        route = routes_of(pre_scores, below, start)
+        view = policy_view(TWO_STAGE, score, pre_score=pre_scores, teacher_below=below, student_from=start, **lat)
     else:
-        names = available if signals is None or signals == ("combined",) else [s for s in signals if s != "combined"]
-        missing = [s for s in names if s not in available]
-        if missing and signals is not None and "combined" not in signals:
-            raise ConfigError(f"signal(s) {missing} have no value on the dev run {dev.student_run}")
-        model = CombinedRouter.fit(dev.features, dev.student_correct.astype(bool), names, l2=l2, primary=primary)
-        conf = model.predict(dev.features)
-        used = list(model.features)
-    return calibrate(conf, dev.student_correct, dev.teacher_correct, kind=target.kind, value=target.value,
-                     model=model, student_latency=dev.student_latency(used),
-                     teacher_latency=dev.teacher_latency, relative=target.relative, stat=target.stat,
-                     questions=[rows[0].question for rows in dev.student_rows] if split else None)
+        view = policy_view(PRE if choice.score.question_only else CASCADE, score, **lat)
+    return calibrate(score, dev.student_correct, dev.teacher_correct, kind=target.kind, value=target.value,
+                     model=model, relative=target.relative, stat=target.stat,
+                     questions=dev.texts if split else None, route=route, kept=view.kept, up=view.up,
+                     per_type=per_type, pre=pre)
+
+
+def fit_router(dev: RoutingData, target: Target, signals: tuple[str, ...] | None, *, l2: float = 1.0,
+               primary: str | None = None, split_ties: bool = True) -> CalibratedRouter:
+    """A single signal or a confidence router over named signals, as a plain cascade."""
+    cand = fixed_candidate(dev, signals, primary)
+    return fit_choice(dev, target, Choice(score=cand, policy=CASCADE), l2=l2, split_ties=split_ties)
 
 
 def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
@@ -152,20 +203,19 @@ def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
         if cfg.heldout_student is not None:
             heldout = routing_data(cfg.heldout_student, cfg.heldout_teacher, multi_sample=cfg.multi_sample)
             info.update(heldout_student_run=cfg.heldout_student, heldout_teacher_run=cfg.heldout_teacher)
-    signals, primary = cfg.signals, None
-    if signals is None or signals == ("auto",):
-        table = select_signals(dev, seed=cfg.seed, l2=cfg.l2)
-        best = chosen(table)
-        signals, primary = best.signals, best.primary
-        info["signal_selection"] = {"method": "5-fold cross-validated APGR on dev, mean of 3 fold assignments",
-                                    "candidates": [c.to_dict() for c in table]}
-    router = fit_router(dev, target, signals, l2=cfg.l2, primary=primary, split_ties=cfg.split_ties)
+    mode = cfg.signals[0] if cfg.signals and cfg.signals[0] in ("auto", "confidence", "gain") else None
+    fixed = None if cfg.signals is None or mode is not None else fixed_candidate(dev, cfg.signals)
+    choice = choose(dev, signals=mode or "auto", policy=cfg.policy, per_type=cfg.per_type, seed=cfg.seed,
+                    l2=cfg.l2, fixed=fixed)
+    info["selection"] = choice.to_dict()
+    router = fit_choice(dev, target, choice, l2=cfg.l2, split_ties=cfg.split_ties)
     info.update(n_dev=dev.n, n_heldout=None if heldout is None else heldout.n,
                 dev_student_accuracy=float(dev.student_correct.mean()),
                 dev_teacher_accuracy=float(dev.teacher_correct.mean()))
     if heldout is not None:
-        router.evaluate(heldout.router_confidence(router), heldout.student_correct, heldout.teacher_correct,
-                        heldout.student_latency(router.signals), heldout.teacher_latency)
+        view = heldout.policy_view(router)
+        router.evaluate(view.score, heldout.student_correct, heldout.teacher_correct, kept=view.kept, up=view.up,
+                        route=view.route)
         info.update(heldout_student_accuracy=float(heldout.student_correct.mean()),
                     heldout_teacher_accuracy=float(heldout.teacher_correct.mean()))
     bundle = RouterBundle(router=router, student=ModelSettings.from_run(cfg.student),
@@ -175,18 +225,18 @@ def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
 
 
 def describe(bundle: RouterBundle) -> str:
-    """A few lines for the terminal: the threshold and how the target holds."""
+    """A few lines for the terminal: the router, the policy, the threshold, how the target holds."""
     r = bundle.router
-    if isinstance(r.model, str):
-        kind = r.model
-    else:
-        kind = f"{r.model['primary']}, ties broken by a combined" if r.model.get("primary") else "combined"
-    lines = [f"router: {kind} over {', '.join(r.signals)}"]
-    selection = bundle.data.get("signal_selection")
-    if selection:
-        top = [c for c in selection["candidates"] if c["eligible"]][:3]
-        lines.append("chosen by cross-validated APGR on dev (best 3): " + "; ".join(
-            f"{Candidate(tuple(c['signals']), c['primary']).name} {c['cv_apgr']}" for c in top))
+    lines = [f"router: {r.describe_model()}; policy {r.policy}"
+             + ("" if r.per_type is None else f"; per-type maps for types with >= {r.per_type.min_questions} dev questions")]
+    if r.pre is not None:
+        lines.append(f"first stage: {r.pre.teacher_share:.0%} of dev straight to the teacher, "
+                     f"{r.pre.student_share:.0%} to the student alone")
+    sel = bundle.data.get("selection")
+    if sel and sel["candidates"]:
+        top = [c for c in sel["candidates"] if c["eligible"]][:3]
+        lines.append("chosen by cross-validated APGR on dev (best 3): "
+                     + "; ".join(f"{c['name']} {c['cv_apgr']}" for c in top))
     lines.append(f"target: {bundle.target} -> threshold {r.threshold:.6g}")
     for name, fig in (("dev", r.dev), ("held-out", r.heldout)):
         if fig is None:
@@ -195,4 +245,3 @@ def describe(bundle: RouterBundle) -> str:
         lat = "" if fig.latency_mean_s is None else f", latency mean {fig.latency_mean_s:.3f} s p95 {fig.latency_p95_s:.3f} s"
         lines.append(f"{name}: n={fig.n}, teacher share {fig.teacher_share:.3f}, accuracy {fig.accuracy:.3f}{lat}")
     return "\n".join(lines)
-

@@ -166,27 +166,34 @@ def auroc(conf: ArrayLike, s_correct: ArrayLike) -> float:
     return float(u / (n_pos * n_neg))
 
 
-def _latency(s_lat: np.ndarray, t_lat: np.ndarray, sent: np.ndarray) -> np.ndarray:
-    """Per-question cascade latency: the student always runs, the teacher only when escalated."""
-    return s_lat + np.where(sent, t_lat, 0.0)
+def figures_of(sent: ArrayLike, s_correct: ArrayLike, t_correct: ArrayLike,
+               kept: ArrayLike | None = None, up: ArrayLike | None = None) -> CascadeFigures:
+    """Teacher share, accuracy and (with per-question latencies when kept / when escalated)
+    latency of one set of routing decisions (`sent`: escalated)."""
+    _, s, t, k, u = as_arrays(np.zeros(len(s_correct)), s_correct, t_correct, kept, up)
+    sent_a = np.asarray(sent, dtype=bool)
+    if sent_a.shape != s.shape:
+        raise ValueError(f"{sent_a.size} decisions for {s.size} questions")
+    fig = CascadeFigures(n=s.size, teacher_share=float(sent_a.mean()), accuracy=float(np.where(sent_a, t, s).mean()))
+    if (k is None) != (u is None):
+        raise ValueError("give latencies both when kept and when escalated, or neither")
+    if k is not None:
+        lat = np.where(sent_a, u, k)
+        fig.latency_mean_s = float(lat.mean())
+        fig.latency_p95_s = percentile(lat.tolist(), 95)
+    return fig
 
 
 def cascade_figures(
     conf: ArrayLike, threshold: float, s_correct: ArrayLike, t_correct: ArrayLike,
     s_latency: ArrayLike | None = None, t_latency: ArrayLike | None = None,
 ) -> CascadeFigures:
-    """Teacher share, accuracy and (when latencies are given) latency of one threshold."""
+    """Teacher share, accuracy and (when latencies are given) latency of one threshold: the
+    student always runs, the teacher only when escalated."""
     c, s, t, sl, tl = as_arrays(conf, s_correct, t_correct, s_latency, t_latency)
-    sent = c < threshold
-    fig = CascadeFigures(n=c.size, teacher_share=float(sent.mean()),
-                         accuracy=float(np.where(sent, t, s).mean()))
     if (sl is None) != (tl is None):
         raise ValueError("give both student and teacher latencies, or neither")
-    if sl is not None:
-        lat = _latency(sl, tl, sent)
-        fig.latency_mean_s = float(lat.mean())
-        fig.latency_p95_s = percentile(lat.tolist(), 95)
-    return fig
+    return figures_of(c < threshold, s, t, sl, None if sl is None else sl + tl)
 
 
 @dataclass
@@ -224,9 +231,14 @@ class RoutingReport:
 def routing_metrics(
     conf: ArrayLike, s_correct: ArrayLike, t_correct: ArrayLike,
     s_latency: ArrayLike | None = None, t_latency: ArrayLike | None = None,
+    *, kept: ArrayLike | None = None, up: ArrayLike | None = None,
 ) -> RoutingMetrics:
-    """All routing metrics of one set of questions."""
+    """All routing metrics of one set of questions. Latencies: a cascade's (student always,
+    teacher when escalated), or a policy's own per-question `kept` / `up` (routers.policy)."""
     c, s, t, sl, tl = as_arrays(conf, s_correct, t_correct, s_latency, t_latency)
+    if kept is not None or up is not None:
+        _, sl, up_a = as_arrays(c, kept, up)
+        tl = None if up_a is None else up_a - sl
     sa, ta = float(s.mean()), float(t.mean())
     curve, oracle = routing_curve(c, s, t), oracle_curve(s, t)
     m = RoutingMetrics(
@@ -251,8 +263,13 @@ def routing_metrics(
 def routing_report(
     conf: ArrayLike, s_correct: ArrayLike, t_correct: ArrayLike, types: Sequence[str],
     s_latency: ArrayLike | None = None, t_latency: ArrayLike | None = None,
+    *, kept: ArrayLike | None = None, up: ArrayLike | None = None,
 ) -> RoutingReport:
-    """Routing metrics over all questions and for each question type separately."""
+    """Routing metrics over all questions and for each question type separately (latencies as
+    routing_metrics)."""
+    if kept is not None or up is not None:
+        _, s_latency, up_a = as_arrays(conf, kept, up)
+        t_latency = None if up_a is None else up_a - s_latency
     c, s, t, sl, tl = as_arrays(conf, s_correct, t_correct, s_latency, t_latency)
     if len(types) != c.size:
         raise ValueError(f"{len(types)} question types for {c.size} questions")

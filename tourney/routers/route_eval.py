@@ -2,9 +2,18 @@
 finished runs, with the random and oracle routers beside it. No model is called.
 
 Writes route_eval.json (every routing report, overall and per type, and the curves plotted),
-route_eval.md (tables), route_eval.png (cascade accuracy against teacher-call share: the router,
-random, oracle) and route_eval_types.png (the same curves within each question type). The "primary" curve is the router's when one is given (a ROUTER.json or
---signal NAME); otherwise the available single signal with the highest overall APGR.
+route_eval.md (tables), route_eval.png (accuracy against teacher-call share: the router,
+random, oracle, and each policy the router holds) and route_eval_types.png (the same curves
+within each question type). The "primary" curve is the router's when one is given (a
+ROUTER.json or --signal NAME); otherwise the available single signal with the highest overall
+APGR.
+
+Policies (routers.policy): for a router, each policy it can run is evaluated on its own: the
+router as it is (cascade, pre-routing or two-stage), and for a two-stage router also its cascade
+alone and its first stage alone as a pre-router. Each gets its accuracy / teacher-share curve
+and its mean latency per question along that curve, from the runs' recorded per-question
+latencies: a question decided before the student answers costs the teacher's time alone when
+escalated and the student's first sample alone when kept.
 """
 from __future__ import annotations
 
@@ -21,9 +30,10 @@ from tourney.errors import ConfigError, DataError
 from tourney.harness.jsonl import json_safe
 from tourney.routers.calibrate import CalibratedRouter
 from tourney.routers.metrics import (
-    CascadeFigures, CurvePoint, RoutingReport, cascade_figures, cpt, oracle_curve, random_router_curve,
-    routing_curve, routing_report,
+    CurvePoint, RoutingReport, cpt, mean_curve, oracle_curve, random_router_curve, routing_curve, routing_report,
+    threshold_candidates,
 )
+from tourney.routers.policy import CASCADE, PRE, TWO_STAGE, PolicyView, policy_view
 from tourney.routers.route_eval_plots import curves_by_type, render_type_curves
 from tourney.routers.rundata import RoutingData, routing_data
 from tourney.routers.signals import FEATURE_NAMES
@@ -44,12 +54,13 @@ class RouteEval:
     unavailable: list[str] = field(default_factory=list)  # signals with no value on these runs
     # type -> {primary, random, oracle} curves over that type's questions (route_eval_types.png)
     curves_by_type: dict[str, dict[str, list[CurvePoint]]] = field(default_factory=dict)
+    policies: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> figures and curve
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({
             "student_run": self.student_run, "teacher_run": self.teacher_run, "n": self.n,
             "samples": self.samples, "primary": self.primary, "router": self.router,
-            "unavailable": self.unavailable,
+            "unavailable": self.unavailable, "policies": self.policies,
             "reports": {k: v.to_dict() for k, v in self.reports.items()},
             "curves": {k: [[p.teacher_share, p.accuracy] for p in c] for k, c in self.curves.items()},
             "curves_by_type": {t: {k: [[p.teacher_share, p.accuracy] for p in c] for k, c in cs.items()}
@@ -72,18 +83,19 @@ def evaluate_routing(data: RoutingData, *, router: CalibratedRouter | None = Non
     reports: dict[str, RoutingReport] = {}
     confs: dict[str, np.ndarray] = {}
     info: dict[str, Any] | None = None
+    policies: dict[str, dict[str, Any]] = {}
     if router is not None:
-        conf = data.router_confidence(router)
-        confs[ROUTER] = conf
-        reports[ROUTER] = _report(data, conf, router.signals)
-        fig: CascadeFigures = cascade_figures(conf, router.threshold, data.student_correct,
-                                              data.teacher_correct, data.student_latency(router.signals),
-                                              data.teacher_latency)
-        info = {"model": router.model if isinstance(router.model, str) else "combined",
-                "signals": list(router.signals), "threshold": router.threshold,
-                "target_kind": router.target_kind, "target_value": router.target_value,
+        view = data.policy_view(router)
+        confs[ROUTER] = view.rank
+        reports[ROUTER] = routing_report(view.rank, data.student_correct, data.teacher_correct, data.types,
+                                         kept=view.kept, up=view.up)
+        fig = router.figures(view.score, data.student_correct, data.teacher_correct, view.kept, view.up, view.route)
+        info = {"model": router.describe_model(), "policy": router.policy, "signals": list(router.signals),
+                "threshold": router.threshold, "target_kind": router.target_kind, "target_value": router.target_value,
+                "per_type_min_questions": None if router.per_type is None else router.per_type.min_questions,
                 "at_threshold": fig.__dict__, "calibrated_dev": router.dev.__dict__,
                 "calibrated_heldout": None if router.heldout is None else router.heldout.__dict__}
+        policies = _policy_views(data, router, view)
     available = data.available_signals()
     for name in available:
         confs[name] = data.signal_confidence(name)
@@ -105,9 +117,40 @@ def evaluate_routing(data: RoutingData, *, router: CalibratedRouter | None = Non
               "oracle": oracle_curve(data.student_correct, data.teacher_correct)}
     return RouteEval(student_run=data.student_run, teacher_run=data.teacher_run, n=data.n,
                      samples=data.samples, reports=reports, primary=primary, curves=curves, router=info,
-                     unavailable=[n for n in FEATURE_NAMES if n not in available],
+                     unavailable=[n for n in FEATURE_NAMES if n not in available], policies=policies,
                      curves_by_type=curves_by_type(confs[primary], data.student_correct, data.teacher_correct,
                                                    list(data.types), primary))
+
+
+def _policy_views(data: RoutingData, router: CalibratedRouter, view: PolicyView) -> dict[str, dict[str, Any]]:
+    """The router's policy, and for a two-stage one its cascade alone and its first stage alone."""
+    views = {router.policy: (view, router.threshold)}
+    if router.pre is not None:
+        lat = dict(student_first=data.student_latency_first, student_used=data.student_latency(router.signals),
+                   teacher=data.teacher_latency)
+        views[CASCADE] = (policy_view(CASCADE, view.score, **lat), router.threshold)
+        pre = router.pre.scores(data.texts)
+        views[PRE] = (policy_view(PRE, np.where(np.isnan(pre), -math.inf, pre), **lat), router.pre.teacher_below)
+    return {name: _policy_figures(data, v, thr) for name, (v, thr) in views.items()}
+
+
+def _policy_figures(data: RoutingData, view: PolicyView, threshold: float) -> dict[str, Any]:
+    s, t = data.student_correct, data.teacher_correct
+    sa, ta = float(s.mean()), float(t.mean())
+    order, counts, _ = threshold_candidates(view.rank)
+    acc, lat = mean_curve(order, counts, s, t), mean_curve(order, counts, view.kept, view.up)
+    shares = counts / data.n
+    curve = [CurvePoint(float(x), float(a)) for x, a in zip(shares, acc)]
+    c50 = cpt(curve, sa, ta, 0.5)
+    sent = view.sent(threshold)
+    at = np.where(sent, view.up, view.kept)
+    return {"apgr": routing_report(view.rank, s, t, data.types).overall.apgr, "cpt50": c50, "cpt80": cpt(curve, sa, ta, 0.8),
+            "latency_mean_at_cpt50_s": None if math.isnan(c50) else float(np.interp(c50, shares, lat)),
+            "at_threshold": {"teacher_share": float(sent.mean()), "accuracy": float(np.where(sent, t, s).mean()),
+                             "latency_mean_s": float(at.mean())},
+            "teacher_only_latency_s": float(data.teacher_latency.mean()),
+            "student_only_latency_s": float(data.student_latency_first.mean()),
+            "curve": [[float(x), float(a), float(m)] for x, a, m in zip(shares, acc, lat)]}
 
 
 def _or(x: float, default: float) -> float:
@@ -158,6 +201,22 @@ def render_routing_markdown(ev: RouteEval) -> str:
     rows.append(["oracle", str(o.n), _num(o.student_accuracy), _num(o.teacher_accuracy), _num(o.oracle_apgr),
                  _num(o.oracle_cpt50), _num(o.oracle_cpt80), "n/a", "n/a"])
     out += ["## Overall", "", _table(rows)]
+    if ev.policies:
+        out += ["## Policies", "",
+                "Each policy the router can run, on these runs: its curve's APGR and CPT, what its threshold "
+                "does here, and the mean latency per question from the recorded latencies (a question decided "
+                "before the student answers pays only the teacher when escalated, the student's first sample "
+                "when kept).", "",
+                "| policy | APGR | CPT(50%) | CPT(80%) | teacher share at threshold | accuracy at threshold "
+                "| mean latency at threshold s | mean latency at CPT(50%) s |", "|---|---|---|---|---|---|---|---|"]
+        for name, p in ev.policies.items():
+            at = p["at_threshold"]
+            out.append(f"| {name} | {_num(p['apgr'])} | {_num(p['cpt50'])} | {_num(p['cpt80'])} | "
+                       f"{_num(at['teacher_share'])} | {_num(at['accuracy'])} | {_num(at['latency_mean_s'])} | "
+                       f"{_num(p['latency_mean_at_cpt50_s'])} |")
+        first = next(iter(ev.policies.values()))
+        out += ["", f"Teacher alone: mean latency {_num(first['teacher_only_latency_s'])} s; student alone (one "
+                f"sample): {_num(first['student_only_latency_s'])} s.", ""]
     prim = ev.reports[ev.primary]
     out += [f"## Per question type ({ev.primary})", "",
             _table([_row(t, m) for t, m in prim.by_type.items()], "type")]
@@ -171,9 +230,9 @@ def render_plot(ev: RouteEval) -> bytes:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(5.5, 4.0), layout="constrained")
+    fig = Figure(figsize=(10.0, 4.0) if ev.policies else (5.5, 4.0), layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    ax = fig.add_subplot(1, 2, 1) if ev.policies else fig.add_subplot()
     styles = {"random": dict(color="#999999", linestyle="--"), "oracle": dict(color="#54a24b", linestyle=":")}
     for name, curve in ev.curves.items():
         xs, ys = [p.teacher_share for p in curve], [p.accuracy for p in curve]
@@ -186,6 +245,16 @@ def render_plot(ev: RouteEval) -> bytes:
     ax.set_ylabel("cascade accuracy")
     ax.set_title(f"Routing curve ({ev.n} questions)")
     ax.legend(loc="lower right")
+    if ev.policies:
+        lx = fig.add_subplot(1, 2, 2)
+        for name, p in ev.policies.items():
+            pts = p["curve"]
+            lx.plot([q[0] for q in pts], [q[2] for q in pts], label=name)
+        lx.set_xlim(0, 1)
+        lx.set_xlabel("teacher-call share")
+        lx.set_ylabel("mean latency per question (s)")
+        lx.set_title("Latency by policy (recorded latencies)")
+        lx.legend(loc="upper left")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
     return buf.getvalue()

@@ -30,6 +30,7 @@ from tourney.harness.rundir import RunDir
 from tourney.harness.types import DataError, SampleResult
 from tourney.routers.bundle import needs_samples
 from tourney.routers.calibrate import CalibratedRouter
+from tourney.routers.policy import TWO_STAGE, PolicyView, policy_view
 from tourney.routers.signals import FEATURE_NAMES, compute_signals, oriented
 
 MULTI_SAMPLE = ("sum", "max")
@@ -81,13 +82,27 @@ class RoutingData:
         out = [oriented(name, f[name]) for f in self.features]
         return np.array([-math.inf if v is None or not math.isfinite(v) else v for v in out], dtype=float)
 
+    @property
+    def texts(self) -> list[str]:
+        """Each question's text, as the student run recorded it."""
+        return [rows[0].question for rows in self.student_rows]
+
     def router_confidence(self, router: CalibratedRouter) -> np.ndarray:
-        """A calibrated router's confidence per question; -inf where it has none."""
-        out = []
-        for rows in self.student_rows:
-            c = router.confidence(rows)
-            out.append(-math.inf if c is None or not math.isfinite(c) else float(c))
-        return np.array(out, dtype=float)
+        """A calibrated router's score per question (what its threshold applies to: per-type
+        maps and tie jitter included); -inf where it has none."""
+        out = router.finish(router.raw_scores(self.features, self.texts), self.types, self.texts)
+        return np.where(np.isfinite(out), out, -math.inf)
+
+    def policy_view(self, router: CalibratedRouter) -> PolicyView:
+        """The router's policy on these questions: routes, scores and recorded latencies."""
+        lat = dict(student_first=self.student_latency_first, student_used=self.student_latency(router.signals),
+                   teacher=self.teacher_latency)
+        score = self.router_confidence(router)
+        if router.pre is None:
+            return policy_view(router.policy, score, **lat)
+        pre = router.pre.scores(self.texts)
+        return policy_view(TWO_STAGE, score, pre_score=np.where(np.isnan(pre), -math.inf, pre),
+                           teacher_below=router.pre.teacher_below, student_from=router.pre.student_from, **lat)
 
     def subset(self, index: Sequence[int]) -> "RoutingData":
         idx = list(index)

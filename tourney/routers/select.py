@@ -1,65 +1,90 @@
-"""`--signals auto`: choose the router's signals on the dev set by cross-validated APGR.
+"""`--signals auto`: choose the router's score on the dev set by cross-validated APGR.
 
-A logistic regression over every available signal predicts "the student is right" best in log
-loss, but that is not what routing needs: question features that flag hard questions flag them for
-the teacher too, and one noisy feature can reorder the confident end of the ranking. So the set of
-signals is itself chosen on dev, the way a user would choose it, but without looking at held-out
-data: every single available signal, and combined routers over natural groups of them, are scored
-by the APGR of their out-of-fold confidences (K folds, seeded, averaged over a few fold
-assignments; a single signal needs no fitting, so its dev confidence is already out-of-fold).
-A discrete signal (self-consistency over five samples takes six values) is also tried with its
-ties broken by a regression over the others (CombinedRouter's `primary`). The best candidate
-wins; on a tie, the one with fewer signals. A discrete signal alone is scored for reference but
-never chosen: a teacher-share target that falls inside one of its ties cannot be met (its
-tie-broken version keeps its order and can).
-The table of every candidate's score is kept in ROUTER.json.
+The candidates, all scored the same way:
+- every single available signal (no fitting: its dev value is already out-of-fold);
+- confidence routers (routers.combined: P(the student is right)) over natural groups of signals,
+  and each discrete signal with its ties broken by a regression over the others;
+- gain routers (routers.gain: P(teacher right) - P(student right)) over the same groups, and the
+  discrete signals with their ties broken by the gain;
+- question routers: the gain from question features and hashed question words alone, known
+  before the student answers (pre-routing, and the first stage of a two-stage policy).
+
+Each fitted candidate is scored by the APGR of its out-of-fold scores (scikit-learn's repeated
+stratified K-fold, stratified by the pair of outcomes; the mean over the repeats: one split
+alone is a noisy judge). The best eligible candidate wins; on a tie, the one with fewer signals.
+A discrete signal alone is scored for reference but never chosen: a teacher-share target inside
+one of its ties cannot be met (its tie-broken version keeps its order and can). A question router
+is eligible only when it is better than random on this dev set: in at least 95% of bootstrap
+resamples of its out-of-fold scores its APGR is above 0.5 (`random_share` records the share at
+or below). Every candidate's scores are kept in ROUTER.json.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from tourney.errors import DataError
 from tourney.harness.jsonl import json_safe
 from tourney.routers.combined import CannotFit, CombinedRouter
+from tourney.routers.gain import GainRouter
 from tourney.routers.metrics import apgr, auroc, routing_curve
 from tourney.routers.rundata import RoutingData
+from tourney.routers.scores import step_between
 from tourney.routers.signals import QUESTION_FEATURES
+from tourney.routers.solution_features import SOLUTION_SIGNALS
 
 # Natural groups; a combined candidate is made of the available members of each (if 2 or more).
 SAMPLE_GROUP = ("answer_agreement", "self_consistency", "answer_agreement_entropy")
 LOGPROB_GROUP = ("mean_logprob", "min_logprob", "answer_logprob_mean", "answer_logprob_min", "entropy_proxy")
 CHOICE_GROUP = ("mc_probability", "mc_margin")
 LENGTH_GROUP = ("length", "mean_length")
+SOLUTION_GROUP = tuple(SOLUTION_SIGNALS)
 MAX_DISCRETE = 50  # a signal with at most this many distinct dev values is tried tie-broken
+CONFIDENCE, GAIN, SIGNAL = "confidence", "gain", "signal"
+BOOTSTRAP = 200  # resamples for "better than random"
+RANDOM_LEVEL = 0.05  # at most this share of resamples may score at or below random
 
 
 @dataclass(frozen=True)
 class Candidate:
     signals: tuple[str, ...]
-    primary: str | None = None  # a tie-broken signal: the regression over `signals` orders its ties
-    apgr: float = math.nan  # of the out-of-fold confidences on dev (NaN when dev has no accuracy gap)
-    auroc: float = math.nan  # same confidences, for student correctness
-    eligible: bool = True  # False for a discrete signal alone (reference only; see module doc)
+    primary: str | None = None  # a tie-broken signal: the model over `signals` orders its ties
+    kind: str = CONFIDENCE  # "confidence" (one signal alone, or P(student right)) | "gain"
+    text: bool = False  # also reads the question's words (a question router)
+    apgr: float = math.nan  # of the out-of-fold scores on dev (NaN when dev has no accuracy gap)
+    auroc: float = math.nan  # same scores, for student correctness
+    eligible: bool = True  # False for a discrete signal alone, or a question router no better than random
+    random_share: float | None = None  # question routers: bootstrap share at or below random
+
+    @property
+    def question_only(self) -> bool:
+        return all(s in QUESTION_FEATURES for s in self.signals)
 
     @property
     def name(self) -> str:
+        what = {CONFIDENCE: "", GAIN: "gain: "}[self.kind] + ("question words+" if self.text else "")
         if self.primary is not None:
-            return f"{self.primary} (ties: {'+'.join(s for s in self.signals if s != self.primary)})"
-        return "+".join(self.signals)
+            rest = "+".join(s for s in self.signals if s != self.primary)
+            return f"{self.primary} (ties: {what}{rest})"
+        return what + "+".join(self.signals)
 
     def to_dict(self) -> dict:
-        return json_safe({"signals": list(self.signals), "primary": self.primary, "cv_apgr": self.apgr,
-                          "cv_auroc": self.auroc, "eligible": self.eligible})
+        return json_safe({"name": self.name, "kind": self.kind, "signals": list(self.signals), "primary": self.primary,
+                          "text": self.text, "cv_apgr": self.apgr, "cv_auroc": self.auroc, "eligible": self.eligible,
+                          "random_share": self.random_share})
+
+    def fit(self, dev: RoutingData, l2: float = 1.0) -> CombinedRouter | GainRouter | str:
+        """This candidate's router fitted on all of `dev` (a signal's name when nothing is fitted)."""
+        return fit_candidate(self, dev, np.arange(dev.n), l2)
 
 
 def candidates(dev: RoutingData) -> list[Candidate]:
-    """Every single signal; each discrete one with its ties broken by all the others; then
-    combined sets: each group, the agreement group with length and with logprobs, the model's
-    own signals (no question features), and everything. Duplicates removed, order kept."""
+    """Every single signal; each discrete one tie-broken by all the others (by confidence and by
+    gain); confidence and gain routers over each group, the model's own signals and everything;
+    the question router. Duplicates removed, order kept."""
     avail = dev.available_signals()
     pick = lambda names: tuple(n for n in avail if n in names)  # noqa: E731
     own = tuple(n for n in avail if n not in QUESTION_FEATURES)
@@ -70,40 +95,119 @@ def candidates(dev: RoutingData) -> list[Candidate]:
         out.append(Candidate((n,), eligible=not discrete or len(avail) == 1))
         if discrete and len(avail) >= 2:
             out.append(Candidate(tuple(avail), primary=n))
-    for group in (pick(SAMPLE_GROUP), pick(LOGPROB_GROUP), pick(CHOICE_GROUP),
-                  pick(SAMPLE_GROUP + LENGTH_GROUP), pick(SAMPLE_GROUP + LOGPROB_GROUP), own, tuple(avail)):
+            if n in SAMPLE_GROUP:
+                out.append(Candidate(tuple(avail), primary=n, kind=GAIN))
+    groups = [pick(SAMPLE_GROUP), pick(LOGPROB_GROUP), pick(CHOICE_GROUP), pick(SAMPLE_GROUP + LENGTH_GROUP),
+              pick(SAMPLE_GROUP + LOGPROB_GROUP), own, tuple(avail)]
+    for group in groups:
         if len(group) >= 2:
             out.append(Candidate(group))
+    for group in [pick(SAMPLE_GROUP + LENGTH_GROUP + SOLUTION_GROUP), *groups[1:]]:
+        if len(group) >= 2 or (group and group[0] not in QUESTION_FEATURES):
+            out.append(Candidate(group, kind=GAIN))
+    out.append(Candidate(pick(QUESTION_FEATURES), kind=GAIN, text=True))
     seen: set = set()
-    return [c for c in out if not ((c.signals, c.primary) in seen or seen.add((c.signals, c.primary)))]
+    return [c for c in out if not ((c.kind, c.signals, c.primary, c.text) in seen
+                                   or seen.add((c.kind, c.signals, c.primary, c.text)))]
 
 
-def out_of_fold(dev: RoutingData, names: Sequence[str], *, folds: int, seed: int, l2: float,
-                primary: str | None = None) -> np.ndarray:
-    """Confidence of each dev question from a router that did not see it (folds by `seed`)."""
-    if len(names) == 1:
-        return dev.signal_confidence(names[0])
-    y = dev.student_correct.astype(bool)
-    fold = np.empty(dev.n, dtype=int)
-    fold[np.random.default_rng(seed).permutation(dev.n)] = np.arange(dev.n) % folds
-    conf = np.empty(dev.n)
-    for k in range(folds):
-        train, test = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        model = CombinedRouter.fit([dev.features[i] for i in train], y[train], names, l2=l2, primary=primary)
-        conf[test] = model.predict([dev.features[i] for i in test])
-    return conf
+def fold_splits(dev: RoutingData, folds: int, repeats: int, seed: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(repeat, train, test) index arrays: repeated K-fold, stratified by the pair of outcomes
+    when every pair has at least `folds` questions (else plain shuffled K-fold)."""
+    from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
+
+    pair = (2 * dev.student_correct + dev.teacher_correct).astype(int)
+    counts = np.bincount(pair, minlength=4)
+    stratify = counts[counts > 0].min() >= folds
+    split = (RepeatedStratifiedKFold if stratify else RepeatedKFold)(n_splits=folds, n_repeats=repeats,
+                                                                       random_state=seed)
+    for i, (train, test) in enumerate(split.split(np.zeros(dev.n), pair)):
+        yield i // folds, train, test
+
+
+_FITTED: dict[tuple, CombinedRouter | GainRouter] = {}  # see fit_candidate
+
+
+def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) -> CombinedRouter | GainRouter | str:
+    """The candidate's router fitted on dev questions `idx` (a signal's name when nothing is
+    fitted). Candidates that differ only in their primary share one regression: it is fitted
+    once per training set and wrapped with each primary."""
+    if len(c.signals) == 1 and c.kind == CONFIDENCE and not c.text:
+        return c.signals[0]
+    rows = [dev.features[i] for i in idx]
+    key = (id(dev), c.kind, c.signals, c.text, l2, hash(idx.tobytes()), idx.size)
+    base = _FITTED.get(key)
+    if base is None:
+        if len(_FITTED) > 512:
+            _FITTED.clear()
+        if c.kind == GAIN:
+            texts = [dev.texts[i] for i in idx] if c.text else None
+            base = GainRouter.fit(rows, dev.student_correct[idx], dev.teacher_correct[idx], c.signals, l2=l2,
+                                  texts=texts)
+        else:
+            base = CombinedRouter.fit(rows, dev.student_correct[idx].astype(bool), c.signals, l2=l2)
+        _FITTED[key] = base
+    if c.primary is None:
+        return base
+    if c.primary not in base.features:
+        raise ValueError(f"primary signal {c.primary!r} is not among the available features {base.features}")
+    step = step_between(rows, c.primary)
+    if isinstance(base, GainRouter):
+        return GainRouter(base.student, base.teacher, primary=c.primary, primary_step=step)
+    return CombinedRouter(base.linear, primary=c.primary, primary_step=step)
+
+
+def candidate_scores(c: Candidate, dev: RoutingData, idx: np.ndarray, model) -> np.ndarray:
+    if isinstance(model, str):
+        return dev.signal_confidence(model)[idx]
+    out = model.predict([dev.features[i] for i in idx], [dev.texts[i] for i in idx])
+    return np.where(np.isnan(out), -np.inf, out)
+
+
+def out_of_fold(dev: RoutingData, c: Candidate, *, folds: int = 5, repeats: int = 3, seed: int = 0,
+                l2: float = 1.0) -> list[np.ndarray]:
+    """Per repeat, each dev question's score from a model that did not see it."""
+    if len(c.signals) == 1 and c.kind == CONFIDENCE and not c.text:
+        return [dev.signal_confidence(c.signals[0])]
+    out = [np.empty(dev.n) for _ in range(repeats)]
+    for r, train, test in fold_splits(dev, folds, repeats, seed):
+        out[r][test] = candidate_scores(c, dev, test, fit_candidate(c, dev, train, l2))
+    return out
 
 
 def routing_scores(dev: RoutingData, conf: np.ndarray) -> tuple[float, float]:
     s, t = dev.student_correct, dev.teacher_correct
-    curve = routing_curve(conf, s, t)
-    return apgr(curve, float(s.mean()), float(t.mean())), auroc(conf, s)
+    return apgr(routing_curve(conf, s, t), float(s.mean()), float(t.mean())), auroc(conf, s)
 
 
-def select_signals(dev: RoutingData, *, folds: int = 5, repeats: int = 3, seed: int = 0,
-                   l2: float = 1.0) -> list[Candidate]:
-    """Every candidate with its cross-validated scores, best first; the first eligible one is
-    the choice (`chosen`)."""
+def share_at_or_below_random(dev: RoutingData, conf: np.ndarray, seed: int = 0) -> float:
+    """The share of bootstrap resamples (questions drawn with replacement) in which these scores'
+    APGR is at or below a random router's 0.5; NaN-scored resamples (no gap) count as below."""
+    rng = np.random.default_rng(seed)
+    s, t = dev.student_correct, dev.teacher_correct
+    below = 0
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, dev.n, dev.n)
+        a = apgr(routing_curve(conf[i], s[i], t[i]), float(s[i].mean()), float(t[i].mean()))
+        below += not (a > 0.5)
+    return below / BOOTSTRAP
+
+
+def score_candidate(dev: RoutingData, c: Candidate, *, folds: int, repeats: int, seed: int, l2: float) -> Candidate:
+    runs = [routing_scores(dev, conf) for conf in out_of_fold(dev, c, folds=folds, repeats=repeats, seed=seed, l2=l2)]
+    a, u = float(np.mean([x for x, _ in runs])), float(np.mean([y for _, y in runs]))
+    eligible, rnd = c.eligible, None
+    if c.question_only:
+        first = out_of_fold(dev, c, folds=folds, repeats=1, seed=seed, l2=l2)[0]
+        rnd = share_at_or_below_random(dev, first, seed)
+        eligible = eligible and rnd <= RANDOM_LEVEL
+    return Candidate(c.signals, c.primary, c.kind, c.text, a, u, eligible, rnd)
+
+
+def select_signals(dev: RoutingData, *, folds: int = 5, repeats: int = 3, seed: int = 0, l2: float = 1.0,
+                   allowed: Sequence[str] = (CONFIDENCE, GAIN), only_question: bool = False) -> list[Candidate]:
+    """Every candidate of the `allowed` kinds (question routers only, with `only_question`) with
+    its cross-validated scores, best first; the first eligible one is the choice (`chosen`)."""
     if not dev.available_signals():
         raise DataError(f"no signal has a value on the dev run {dev.student_run}")
     y = dev.student_correct
@@ -112,25 +216,28 @@ def select_signals(dev: RoutingData, *, folds: int = 5, repeats: int = 3, seed: 
                          "questions, some answered right by the student and some wrong; pass --signals")
     scored = []
     for c in candidates(dev):
-        try:  # the mean over `repeats` fold assignments: one split alone is a noisy judge
-            runs = [routing_scores(dev, out_of_fold(dev, c.signals, folds=folds, seed=seed + r, l2=l2, primary=c.primary))
-                    for r in range(repeats if len(c.signals) > 1 else 1)]
-        except CannotFit:  # a training fold with one class only: this set cannot be fitted
+        if c.kind not in allowed or (only_question and not c.question_only):
             continue
-        scored.append(Candidate(c.signals, c.primary, float(np.mean([a for a, _ in runs])),
-                                float(np.mean([u for _, u in runs])), eligible=c.eligible))
+        try:
+            scored.append(score_candidate(dev, c, folds=folds, repeats=repeats, seed=seed, l2=l2))
+        except CannotFit:  # a training fold with one outcome only: this candidate cannot be fitted
+            continue
 
     def key(c: Candidate):
         # APGR first; AUROC where dev has no gap (APGR NaN); fewer signals on a tie.
         main = c.apgr if math.isfinite(c.apgr) else -math.inf
         second = c.auroc if math.isfinite(c.auroc) else -math.inf
-        return (-round(main, 9), -round(second, 9), len(c.signals))
+        return (-round(main, 9), -round(second, 9), len(c.signals) + c.text)
 
     scored.sort(key=key)
     return scored
 
 
-def chosen(table: Sequence[Candidate]) -> Candidate:
-    """The best eligible candidate; the best of all when no combined set could be fitted (every
-    fold held one class only), so a discrete signal alone is still better than nothing."""
-    return next((c for c in table if c.eligible), table[0])
+def chosen(table: Sequence[Candidate], *, question_only: bool | None = None) -> Candidate:
+    """The best eligible candidate (of those question-only or not, when asked); the best of all
+    when none is eligible (every fold held one class only), so a discrete signal alone is still
+    better than nothing."""
+    pool = [c for c in table if question_only is None or c.question_only == question_only]
+    if not pool:
+        raise ValueError("no candidate router of the kind asked for could be fitted on this dev set")
+    return next((c for c in pool if c.eligible), pool[0])

@@ -19,6 +19,7 @@ from typing import Callable, Mapping, Sequence
 from tourney.harness.types import SampleResult
 from tourney.harness.votes import answer_counts, majority_vote
 from tourney.harness.votes import mean_logprob as mean_of
+from tourney.routers.solution_features import SOLUTION_ORIENTATION, SOLUTION_SIGNALS
 
 ChoiceLogliks = Sequence[float] | None
 Signal = Callable[[Sequence[SampleResult], ChoiceLogliks], float | None]
@@ -238,6 +239,7 @@ SIGNALS: dict[str, Signal] = {
     "mean_length": mean_length,
     "mc_probability": mc_probability,
     "mc_margin": mc_margin,
+    **SOLUTION_SIGNALS,
 }
 # +1: larger means the student is more likely right; -1: larger means less likely.
 ORIENTATION: dict[str, int] = {
@@ -246,8 +248,16 @@ ORIENTATION: dict[str, int] = {
     "length": -1, "mean_length": -1,
     "mc_probability": 1, "mc_margin": 1,
     "question_numbers": -1, "question_words": -1, "question_op_words": -1,
+    **SOLUTION_ORIENTATION,
 }
 FEATURE_NAMES = (*SIGNALS, *QUESTION_FEATURES)
+# What a signal needs from the student's call: token logprobs of the first sample, several
+# samples, or option scores. The cascade draws exactly what the router reads.
+LOGPROB_SIGNALS = frozenset({"mean_logprob", "min_logprob", "answer_logprob_mean",
+                             "answer_logprob_min", "entropy_proxy"})
+SAMPLE_SIGNALS = frozenset({"self_consistency", "answer_agreement", "answer_agreement_entropy", "mean_length",
+                            "mean_question_number_coverage"})
+CHOICE_SIGNALS = frozenset({"mc_probability", "mc_margin"})
 
 
 def check_names(names: Sequence[str]) -> None:

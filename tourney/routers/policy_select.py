@@ -1,0 +1,207 @@
+"""Choose, on dev and by cross-validation, everything `route calibrate` leaves to `auto`:
+
+1. the score (routers.select: signals, confidence or gain, question routers);
+2. the policy: a cascade on that score, pre-routing (a question-only score that won and is better
+   than random), or two-stage: a question router sends the lowest `teacher_share` of the
+   questions straight to the teacher and keeps the highest `student_share` with the student's
+   first sample, the cascade decides the rest. The shares come from TWO_STAGE_GRID. A policy is
+   judged by the APGR and the mean latency (averaged over the whole teacher-share curve, from the
+   runs' recorded latencies) of its out-of-fold scores; among those within TOLERANCE of the
+   best APGR the fastest wins, the plain cascade on a tie (so without recorded latencies, or
+   with a question router no better than random, there is no pre-routing);
+3. per-type thresholds (routers.pertype): none, or per-type maps for types with at least
+   200 / 100 / 50 dev questions, whichever scores the best cross-validated APGR (maps fitted on
+   the other folds' out-of-fold scores); none on a tie.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from tourney.harness.jsonl import json_safe
+from tourney.routers.metrics import apgr, mean_curve, routing_curve, threshold_candidates
+from tourney.routers.pertype import MIN_QUESTIONS, TypeCalibration
+from tourney.routers.policy import CASCADE, POLICIES, PRE, TWO_STAGE, policy_view, thresholds_for_shares
+from tourney.routers.rundata import RoutingData
+from tourney.routers.select import (
+    CONFIDENCE, GAIN, Candidate, candidate_scores, chosen, fold_splits, out_of_fold, select_signals,
+)
+
+TOLERANCE = 0.01  # APGR a policy may give up for time saved (about one split's noise on 500 questions)
+TWO_STAGE_GRID = ((0.0, 0.0), (0.1, 0.0), (0.0, 0.1), (0.1, 0.1), (0.2, 0.0), (0.0, 0.2), (0.2, 0.2),
+                  (0.3, 0.0), (0.0, 0.3), (0.3, 0.3))  # (teacher_share, student_share) pre-routed
+FOLDS, REPEATS = 5, 3
+
+
+@dataclass(frozen=True)
+class PolicyScore:
+    policy: str
+    teacher_share: float = 0.0  # pre-routed to the teacher (two-stage)
+    student_share: float = 0.0  # pre-routed to the student
+    apgr: float = math.nan
+    latency_s: float = math.nan  # mean latency per question averaged over teacher shares 0..1
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({"policy": self.policy, "teacher_share": self.teacher_share,
+                          "student_share": self.student_share, "cv_apgr": self.apgr, "cv_latency_s": self.latency_s})
+
+
+@dataclass
+class Choice:
+    """What calibration fits: the score, the question router of a two-stage policy, the policy's
+    pre-routed shares and the per-type setting, with every table that decided them."""
+
+    score: Candidate
+    policy: str
+    question: Candidate | None = None  # the first stage of a two-stage policy
+    teacher_share: float = 0.0
+    student_share: float = 0.0
+    per_type: int | None = None  # min_questions of the per-type maps; None: one threshold
+    score_oof: np.ndarray | None = None  # the score's out-of-fold dev values (repeat 0)
+    question_oof: np.ndarray | None = None  # the same of the question router
+    candidates: list[Candidate] = field(default_factory=list)
+    policies: list[PolicyScore] = field(default_factory=list)
+    per_type_table: list[tuple[int | None, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be done on this dev set, and why
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({
+            "method": f"{FOLDS}-fold cross-validated APGR on dev, mean of {REPEATS} repeated stratified fold assignments",
+            "chosen": self.score.name, "policy": self.policy,
+            "question_router": None if self.question is None else self.question.name,
+            "pre_routed": {"teacher_share": self.teacher_share, "student_share": self.student_share},
+            "per_type_min_questions": self.per_type,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "policies": [p.to_dict() for p in self.policies],
+            "per_type": [{"min_questions": m, "cv_apgr": a} for m, a in self.per_type_table],
+            "notes": self.notes,
+        })
+
+
+def _latency_area(rank: np.ndarray, kept: np.ndarray, up: np.ndarray) -> float:
+    order, counts, _ = threshold_candidates(rank)
+    lat = mean_curve(order, counts, kept, up)
+    x = counts / rank.size
+    return float(np.sum(np.diff(x) * (lat[1:] + lat[:-1]) / 2))
+
+
+def _apgr(dev: RoutingData, conf: np.ndarray) -> float:
+    s, t = dev.student_correct, dev.teacher_correct
+    return apgr(routing_curve(conf, s, t), float(s.mean()), float(t.mean()))
+
+
+def score_policies(dev: RoutingData, score: Candidate, score_oof: Sequence[np.ndarray],
+                   question_oof: Sequence[np.ndarray] | None, grid=TWO_STAGE_GRID) -> list[PolicyScore]:
+    """Cross-validated APGR and mean latency of the cascade (or pre-routing, for a question-only
+    score) and of each two-stage split of the grid."""
+    lat = dict(student_first=dev.student_latency_first, student_used=dev.student_latency(score.signals),
+               teacher=dev.teacher_latency)
+    base = PRE if score.question_only else CASCADE
+    out = []
+    for h, e in grid:
+        if (h or e) and (question_oof is None or base == PRE):
+            continue
+        a, lt = [], []
+        for r, conf in enumerate(score_oof):
+            if h or e:
+                pre = question_oof[r % len(question_oof)]
+                below, start = thresholds_for_shares(pre, h, e)
+                view = policy_view(TWO_STAGE, conf, pre_score=pre, teacher_below=below, student_from=start, **lat)
+            else:
+                view = policy_view(base, conf, **lat)
+            a.append(_apgr(dev, view.rank))
+            lt.append(_latency_area(view.rank, view.kept, view.up))
+        out.append(PolicyScore(TWO_STAGE if h or e else base, h, e, float(np.mean(a)), float(np.mean(lt))))
+    return out
+
+
+def best_policy(table: Sequence[PolicyScore], want: str | None = None) -> PolicyScore:
+    """Among policies within TOLERANCE of the best APGR, the fastest; the first (plain) on a tie.
+    `want` restricts the choice to one policy."""
+    pool = [p for p in table if want is None or p.policy == want]
+    if not pool:
+        raise ValueError(f"policy {want!r} cannot be built on this dev set")
+    top = max(p.apgr if math.isfinite(p.apgr) else -math.inf for p in pool)
+    near = [p for p in pool if (p.apgr if math.isfinite(p.apgr) else -math.inf) >= top - TOLERANCE]
+    fastest = min(round(p.latency_s, 9) for p in near)
+    return next(p for p in near if round(p.latency_s, 9) == fastest)
+
+
+def score_per_type(dev: RoutingData, score_oof: Sequence[np.ndarray], seed: int) -> list[tuple[int | None, float]]:
+    """(min_questions, cross-validated APGR): None is the plain score."""
+    out: list[tuple[int | None, float]] = [(None, float(np.mean([_apgr(dev, c) for c in score_oof])))]
+    counts = {t: dev.types.count(t) for t in set(dev.types)}
+    for m in MIN_QUESTIONS:
+        if not any(c >= m for c in counts.values()):
+            continue
+        runs = []
+        for r, conf in enumerate(score_oof):
+            new = np.empty(dev.n)
+            for _, train, test in fold_splits(dev, FOLDS, 1, seed + 100 + r):
+                cal = TypeCalibration.fit(conf[train], dev.student_correct[train], dev.teacher_correct[train],
+                                          [dev.types[i] for i in train], m)
+                new[test] = cal.transform(conf[test], [dev.types[i] for i in test])
+            runs.append(_apgr(dev, new))
+        out.append((m, float(np.mean(runs))))
+    return out
+
+
+def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per_type: str = "auto",
+           seed: int = 0, l2: float = 1.0, fixed: Candidate | None = None) -> Choice:
+    """Everything `route calibrate` chooses on dev (module doc). `signals`: auto (every kind),
+    confidence, gain; `fixed`: a score given by hand (no selection of it)."""
+    if policy not in ("auto", *POLICIES):
+        raise ValueError(f"policy must be auto or one of {POLICIES}, got {policy!r}")
+    allowed = {"auto": (CONFIDENCE, GAIN), "confidence": (CONFIDENCE,), "gain": (GAIN,)}[signals]
+    table: list[Candidate] = []
+    notes: list[str] = []
+    if fixed is None:
+        table = select_signals(dev, seed=seed, l2=l2, allowed=allowed)
+    elif policy in ("auto", TWO_STAGE):  # the score is given: look for a first stage only
+        try:
+            table = select_signals(dev, seed=seed, l2=l2, allowed=(GAIN,), only_question=True)
+        except ValueError:
+            if policy == TWO_STAGE:
+                raise
+            notes.append("no question router: dev is too small to cross-validate one")
+    if fixed is not None:
+        score = fixed
+    elif policy == PRE:
+        score = chosen(table, question_only=True)
+    elif policy in (CASCADE, TWO_STAGE) or signals != "auto":
+        score = chosen(table, question_only=False)
+    else:
+        score = chosen(table)
+    try:
+        score_oof = out_of_fold(dev, score, folds=FOLDS, repeats=REPEATS, seed=seed, l2=l2)
+    except ValueError:  # a fold with one outcome only: too few dev questions to hold any out
+        score_oof = [candidate_scores(score, dev, np.arange(dev.n), score.fit(dev, l2))]
+        notes.append("thresholds on in-sample scores: dev is too small for out-of-fold ones")
+    question, question_oof = None, None
+    if policy in ("auto", TWO_STAGE) and not score.question_only:
+        pool = [c for c in table if c.question_only and c.kind == GAIN and (c.eligible or policy == TWO_STAGE)]
+        if pool:
+            question = pool[0]
+            question_oof = out_of_fold(dev, question, folds=FOLDS, repeats=REPEATS, seed=seed, l2=l2)
+    policies = score_policies(dev, score, score_oof, question_oof)
+    best = best_policy(policies, None if policy == "auto" else policy)
+    choice = Choice(score=score, policy=best.policy, question=question if best.policy == TWO_STAGE else None,
+                    teacher_share=best.teacher_share, student_share=best.student_share, score_oof=score_oof[0],
+                    question_oof=None if question_oof is None else question_oof[0],
+                    candidates=table, policies=policies, notes=notes)
+    if per_type == "auto" and not (isinstance(score, Candidate) and score.question_only):
+        try:
+            choice.per_type_table = score_per_type(dev, score_oof, seed)
+        except ValueError:  # a fold with one outcome only
+            choice.per_type_table = []
+            notes.append("no per-type thresholds: dev is too small to cross-validate them")
+        finite = [(m, a) for m, a in choice.per_type_table if math.isfinite(a)]
+        if finite:
+            top = max(a for _, a in finite)
+            choice.per_type = next(m for m, a in finite if round(a, 9) >= round(top, 9))
+    elif per_type not in ("auto", "off"):
+        raise ValueError(f"per_type must be auto or off, got {per_type!r}")
+    return choice
