@@ -174,6 +174,6 @@ def test_cli_calibrate_accuracy_relative_and_errors(tmp_path):
     assert raw["dev"]["accuracy"] >= 0.95 * raw["data"]["dev_teacher_accuracy"] - 1e-9
     for bad, words in ((["--target", "speed=3"], "expected share=F"),
                        (["--target", "share=0.3", "--signals", "nonsense"], "unknown signal"),
-                       (["--target", "share=0.3", "--split", "1.5"], "--split")):
+                       (["--target", "share=0.3", "--split", "1.5"], "field 'split': Input should be less than 1")):
         res = run("route", "calibrate", "--student", s, "--teacher", t, *bad, "--out", out)
         assert res.exit_code == 2 and words in res.output.strip().splitlines()[-1], res.output

@@ -95,10 +95,11 @@ def test_student_slower_than_the_deadline_leaves_the_fallback(tmp_path):
 
 
 def test_spent_budget_leaves_student_only_answers(tmp_path):
-    student, teacher = models(student_sleep=0.05)
-    # the first student call alone outlasts the budget: no teacher call is ever made
+    student, teacher = models(student_sleep=0.5)
+    # the first student call alone outlasts the budget: no teacher call is ever made (the budget
+    # leaves a loaded machine time to start the first question within it)
     summary, out = submit(tmp_path, Cascade(student, teacher, router(), "balanced"), deadline_ms=5000,
-                          budget_s=0.01, concurrency=1)
+                          budget_s=0.25, concurrency=1)
     assert teacher.calls == []
     rows = log_rows(out)
     assert all(r["routed_to"] == "student" for r in rows)
@@ -220,3 +221,30 @@ def test_a_bad_log_row_names_its_line_and_field(tmp_path):
     (out / "log.jsonl").write_text("\n".join([lines[0], json.dumps(bad), *lines[2:]]) + "\n")
     with pytest.raises(DataError, match=r"log.jsonl:2: field 'escalated'"):
         submit(tmp_path, Cascade(*models(), router(), "balanced"), deadline_ms=5000)
+
+
+class FirstStage:
+    """A stand-in first stage (routers.policy.PreRouting's interface): q2 and q4 are clearly hard,
+    q1 clearly easy, the rest go through the cascade."""
+
+    def decide(self, text):
+        return {"q2": "teacher", "q4": "teacher", "q1": "student"}.get(text.split()[0])
+
+
+@pytest.mark.parametrize("batch_size", [1, 6])
+def test_two_stage_sends_clear_cases_before_the_student_answers(tmp_path, batch_size):
+    student, teacher = models()
+    teacher.fail = {"q4"}  # a pre-routed question the teacher cannot answer: the student still does
+    r = router()
+    r.pre = FirstStage()
+    summary, out = submit(tmp_path, Cascade(student, teacher, r, "balanced"), deadline_ms=5000,
+                          batch_size=batch_size)
+    assert "q2" not in student.asked() and student.asked().count("q4") == 1
+    rows = {row["id"]: row for row in log_rows(out)}
+    assert rows["q2"]["routed_to"] == "teacher" and rows["q2"]["student_latency_s"] == 0.0
+    assert rows["q4"]["routed_to"] == "student" and rows["q4"]["answer"] == "4" and rows["q4"]["escalated"]
+    assert rows["q1"]["routed_to"] == "student" and not rows["q1"]["escalated"]
+    assert rows["q6"]["escalated"] and not rows["q5"]["escalated"]  # the cascade decides the rest
+    one_sample = [cfg.n for keys, cfg in student.calls if keys == ["q1"]]
+    assert batch_size > 1 or one_sample == [1]
+    assert sorted(teacher.asked()) == ["q2", "q4", "q6"]

@@ -39,10 +39,10 @@ def route_calibrate(student, teacher, target, absolute, signals, policy, per_typ
     from tourney.routers.fit import CalibrateConfig, calibrate_runs, describe
 
     names = tuple(s.strip() for s in signals.split(",") if s.strip()) if signals else None
-    cfg = parse_option(CalibrateConfig, dict(student=student, teacher=teacher, target=target, out=out, absolute=absolute,
-                                             signals=names, policy=policy, per_type=per_type,
-                                             heldout_student=heldout_student, heldout_teacher=heldout_teacher,
-                                             split=split, seed=seed, split_ties=split_ties), "route calibrate")
+    cfg = parse_option(CalibrateConfig, dict(
+        student=student, teacher=teacher, target=target, out=out, absolute=absolute, signals=names, policy=policy,
+        per_type=per_type, heldout_student=heldout_student, heldout_teacher=heldout_teacher, split=split, seed=seed,
+        split_ties=split_ties), "route calibrate")
     click.echo(describe(calibrate_runs(cfg)))
     click.echo(f"wrote {out}")
 

@@ -147,11 +147,34 @@ class Cascade:
         gen = settings.gen_config(tuple(stop) if stop is not None else template_stop, **cfg)
         return generate(backend, questions, rendered, gen)
 
+    def first_decisions(self, questions: Sequence[Question]) -> list[str | None]:
+        """Balanced mode with a pre-routing or two-stage router (routers.policy): per question,
+        "teacher" or "student" when the router decides before the student answers, else None."""
+        if self.mode != "balanced" or self.router is None or self.router.policy == "cascade":
+            return [None] * len(questions)
+        return [self.router.decide_first(q.question, q.type) for q in questions]
+
     def run_student(self, questions: Sequence[Question], *, full: bool | None = None,
                     prompts: Sequence[Prompt] | None = None, stop: Sequence[str] | None = None,
-                    max_tokens: int | None = None) -> list[StudentOutcome]:
+                    max_tokens: int | None = None, kept: Sequence[bool] | None = None) -> list[StudentOutcome]:
         """The student's answers. full=True (the default in balanced mode) draws the samples and
-        logprobs the router needs and computes the confidence; full=False draws one sample."""
+        logprobs the router needs and computes the confidence; full=False draws one sample.
+        `kept` marks questions the router already kept with the student (first_decisions): one
+        sample each, never escalated unless the request fails."""
+        if kept is not None and any(kept):
+            light = [i for i, k in enumerate(kept) if k]
+            heavy = [i for i, k in enumerate(kept) if not k]
+            out: dict[int, StudentOutcome] = {}
+            for idx, is_full in ((heavy, full), (light, False)):
+                if not idx:
+                    continue
+                sub = self.run_student([questions[i] for i in idx], full=is_full, stop=stop, max_tokens=max_tokens,
+                                       prompts=None if prompts is None else [prompts[i] for i in idx])
+                out.update(zip(idx, sub))
+            for i in light:
+                o = out[i]
+                o.escalate = self.mode == "balanced" and (not o.rows or o.rows[0].error is not None)
+            return [out[i] for i in range(len(questions))]
         full = self.mode == "balanced" if full is None else full
         s = self.student_settings
         if full:
@@ -192,8 +215,15 @@ class Cascade:
             gens = self.run_teacher(questions, prompts=prompts, **kw)
             return [compose(q, None, g, escalated=True, student_latency_s=0.0, teacher_latency_s=g.latency_s,
                             total_latency_s=g.latency_s) for q, g in zip(questions, gens)]
-        outcomes = self.run_student(questions, prompts=prompts, **kw)
-        up = [i for i, o in enumerate(outcomes) if o.escalate]
+        first = self.first_decisions(questions)
+        rest = [i for i, d in enumerate(first) if d != TEACHER]  # the others go to the teacher directly
+        outcomes: list[StudentOutcome | None] = [None] * len(questions)
+        if rest:
+            sub = self.run_student([questions[i] for i in rest], kept=[first[i] == STUDENT for i in rest],
+                                   prompts=None if prompts is None else [prompts[i] for i in rest], **kw)
+            for i, o in zip(rest, sub):
+                outcomes[i] = o
+        up = [i for i, o in enumerate(outcomes) if o is None or o.escalate]
         teacher: dict[int, Generation] = {}
         if up:
             sub_prompts = None if prompts is None else [prompts[i] for i in up]
@@ -203,8 +233,9 @@ class Cascade:
         for i, (q, o) in enumerate(zip(questions, outcomes)):
             t = teacher.get(i)
             t_lat = t.latency_s if t is not None else 0.0
-            records.append(compose(q, o, t, escalated=t is not None, student_latency_s=o.latency_s,
-                                   teacher_latency_s=t_lat, total_latency_s=o.latency_s + t_lat))
+            s_lat = 0.0 if o is None else o.latency_s
+            records.append(compose(q, o, t, escalated=t is not None, student_latency_s=s_lat,
+                                   teacher_latency_s=t_lat, total_latency_s=s_lat + t_lat))
         return records
 
 

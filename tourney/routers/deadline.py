@@ -146,13 +146,23 @@ def _answer(cascade: Cascade, qs: list[Question], t0: float, deadline: float,
         ask_teacher(list(range(n)))
     elif cascade.student is not None:
         full = cascade.mode == "balanced" and not exhausted[0]
-        call = call_with_timeout(lambda: cascade.run_student(qs, full=full), deadline - time.monotonic())
+        # A pre-routing / two-stage router decides some questions before the student answers:
+        # those sent to the teacher go first and skip the student (routers.policy).
+        first = cascade.first_decisions(qs) if full else [None] * n
+        direct = [i for i in range(n) if first[i] == "teacher"]
+        if direct:
+            ask_teacher(direct)
+        # the student still answers a pre-routed question the teacher did not, if time is left
+        rest = [i for i in range(n) if first[i] != "teacher" or teachers[i] is None or teachers[i].error]
+        call = call_with_timeout(lambda: cascade.run_student([qs[i] for i in rest], full=full,
+                                                             kept=[first[i] is not None for i in rest]),
+                                 deadline - time.monotonic())
         now = time.monotonic()
         failed = call.done and call.error is not None
-        for i in range(n):
+        for k, i in enumerate(rest):
             s_lat[i], decided[i] = call.elapsed_s, now
             if call.done and call.error is None:
-                students[i] = call.value[i]
+                students[i] = call.value[k]
                 if students[i].error:
                     s_fail[i], missed[i] = _failed_or_late(now, deadline, missed[i])
             elif call.done:
@@ -161,7 +171,8 @@ def _answer(cascade: Cascade, qs: list[Question], t0: float, deadline: float,
             else:
                 missed[i] = True
                 errors[i].append(f"student: no answer within the deadline (abandoned after {call.elapsed_s:.3f} s)")
-        up = [i for i in range(n) if full and (failed or (students[i] is not None and students[i].escalate))]
+        up = [i for i in rest if full and first[i] is None
+              and (failed or (students[i] is not None and students[i].escalate))]
         if up:
             ask_teacher(up)
     else:

@@ -22,16 +22,17 @@ calibrates on the rest. Without either, `heldout` is null: the dev figures are i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tourney.errors import ConfigError
 from tourney.routers.bundle import ModelSettings, RouterBundle
 from tourney.routers.calibrate import CalibratedRouter, calibrate
 from tourney.routers.pertype import TypeCalibration
 from tourney.routers.policy import (
-    CASCADE, POLICIES, PRE, TWO_STAGE, PreRouting, policy_view, routes_of, thresholds_for_shares,
+    CASCADE, PRE, TWO_STAGE, PreRouting, policy_view, routes_of, thresholds_for_shares,
 )
 from tourney.routers.policy_select import Choice, choose
 from tourney.routers.rundata import RoutingData, routing_data
@@ -71,48 +72,54 @@ class Target:
                    stat="p95" if name == "latency_p95" else "mean")
 
 
-@dataclass(frozen=True)
-class CalibrateConfig:
-    """Everything one `tourney route calibrate` depends on."""
+class CalibrateConfig(BaseModel):
+    """Everything one `tourney route calibrate` depends on (validated: every field's range, and
+    the rules between options, each error naming the option)."""
 
-    student: str  # dev student run directory
-    teacher: str  # dev teacher run directory, same questions
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    student: str = Field(min_length=1)  # dev student run directory
+    teacher: str = Field(min_length=1)  # dev teacher run directory, same questions
     target: str  # e.g. "share=0.3" (see module doc)
-    out: str  # ROUTER.json to write
+    out: str = Field(min_length=1)  # ROUTER.json to write
     absolute: bool = False  # accuracy target is absolute, not relative to the teacher
     signals: tuple[str, ...] | None = None  # None or one of SIGNAL_MODES, or signal names
-    policy: str = "auto"  # auto | cascade | pre-routing | two-stage
-    per_type: str = "auto"  # auto | off
+    policy: Literal["auto", "cascade", "pre-routing", "two-stage"] = "auto"
+    per_type: Literal["auto", "off"] = "auto"
     heldout_student: str | None = None
     heldout_teacher: str | None = None
-    split: float | None = None  # fraction of the dev questions held out
-    seed: int = 0  # for the split's permutation and the cross-validation folds
-    l2: float = 1.0  # the logistic regressions' penalty (scikit-learn's C = 1 / l2)
+    split: float | None = Field(default=None, gt=0.0, lt=1.0)  # fraction of the dev questions held out
+    seed: int = Field(default=0, ge=0, le=2 ** 32 - 1)  # the split's permutation and the CV folds
+    l2: float = Field(default=1.0, gt=0.0)  # the logistic regressions' penalty (scikit-learn's C = 1 / l2)
     split_ties: bool = True  # order tied scores by a hash of the question (routers.thresholds)
-    multi_sample: str = "max"  # student latency over K samples: "max" (drawn together) or "sum" (see rundata)
+    multi_sample: Literal["max", "sum"] = "max"  # student latency over K samples (see rundata)
 
-    def __post_init__(self) -> None:
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        Target.parse(v)
+        return v
+
+    @field_validator("signals")
+    @classmethod
+    def _signals(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is None:
+            return v
+        bad = [s for s in v if s not in SIGNAL_MODES and s not in FEATURE_NAMES]
+        if bad or not v:
+            raise ValueError(f"unknown signal(s) {bad}; known: {', '.join(SIGNAL_MODES)}, {', '.join(FEATURE_NAMES)}")
+        modes = [s for s in v if s in SIGNAL_MODES and s != "combined"]
+        if modes and len(v) > 1:
+            raise ValueError(f"--signals {modes[0]} chooses the signals itself; give it alone")
+        return v
+
+    @model_validator(mode="after")
+    def _together(self):
         if (self.heldout_student is None) != (self.heldout_teacher is None):
-            raise ConfigError("give both --heldout-student and --heldout-teacher, or neither")
-        if self.split is not None:
-            if self.heldout_student is not None:
-                raise ConfigError("--split and --heldout-student/--heldout-teacher exclude each other")
-            if not 0 < self.split < 1:
-                raise ConfigError(f"--split must be in (0, 1), got {self.split}")
-        if self.signals is not None:
-            bad = [s for s in self.signals if s not in SIGNAL_MODES and s not in FEATURE_NAMES]
-            if bad or not self.signals:
-                raise ConfigError(f"unknown signal(s) {bad}; known: {', '.join(SIGNAL_MODES)}, {', '.join(FEATURE_NAMES)}")
-            modes = [s for s in self.signals if s in SIGNAL_MODES and s != "combined"]
-            if modes and len(self.signals) > 1:
-                raise ConfigError(f"--signals {modes[0]} chooses the signals itself; give it alone")
-        if self.policy not in ("auto", *POLICIES):
-            raise ConfigError(f"--policy must be auto, {', '.join(POLICIES)}; got {self.policy!r}")
-        if self.per_type not in ("auto", "off"):
-            raise ConfigError(f"--per-type must be auto or off, got {self.per_type!r}")
-        if not self.l2 > 0:
-            raise ConfigError(f"l2 must be > 0, got {self.l2}")
-        Target.parse(self.target, self.absolute)
+            raise ValueError("give both --heldout-student and --heldout-teacher, or neither")
+        if self.split is not None and self.heldout_student is not None:
+            raise ValueError("--split and --heldout-student/--heldout-teacher exclude each other")
+        return self
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
