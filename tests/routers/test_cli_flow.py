@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
+
 from click.testing import CliRunner
 
 from tourney.cli.main import main
@@ -101,3 +103,49 @@ def test_recorded_samples_without_logprobs_route_by_default(tmp_path):
     reports = json.loads((tmp_path / "e" / "route_eval.json").read_text())["reports"]
     assert reports["answer_agreement"]["overall"]["auroc"] == 1.0 == reports["router"]["overall"]["auroc"]
     assert reports["self_consistency"]["overall"]["auroc"] < 1.0
+
+
+def test_two_stage_policy_through_the_command_line(tmp_path):
+    """Questions whose words give them away: `--policy two-stage` sends the clearly hard ones to
+    the teacher before the student answers; route eval shows each policy's latency from the
+    recorded ones, and submit runs the policy."""
+    data, s_replay, t_replay = tmp_path / "q.jsonl", tmp_path / "student.jsonl", tmp_path / "teacher.jsonl"
+    with data.open("w") as q, s_replay.open("w") as s, t_replay.open("w") as t:
+        for n in range(60):
+            gold, hard = n + 10, n % 4 == 0
+            text = f"A {'tricky multi step puzzle' if hard else 'plain sum'}: Ann has {n} pens and gets 10. How many?"
+            q.write(json.dumps({"id": f"q{n}", "question": text, "answer": gold}) + "\n")
+            first = gold + 1 if hard or n % 7 == 0 else gold
+            second = gold + 2 if hard else gold
+            s.write(json.dumps({"id": f"q{n}", "outputs": [f"#### {first}", f"#### {second}"], "latency_s": 1.0}) + "\n")
+            t.write(json.dumps({"id": f"q{n}", "output": f"#### {gold}", "latency_s": 3.0}) + "\n")
+    for who, replay, k in (("s", s_replay, 2), ("t", t_replay, 1)):
+        res = run("eval", "--model", f"replay:{replay}", "--data", data, "--out", tmp_path / who, "--samples", k)
+        assert res.exit_code == 0, res.output
+    router = tmp_path / "router.json"
+    res = run("route", "calibrate", "--student", tmp_path / "s", "--teacher", tmp_path / "t", "--target",
+              "share=0.3", "--signals", "answer_agreement", "--policy", "two-stage", "--per-type", "off", "--out", router)
+    assert res.exit_code == 0, res.output
+    assert "policy two-stage" in res.output
+    raw = json.loads(router.read_text())
+    assert raw["format"] == "tourney-router/2" and raw["pre"]["model"]["kind"] == "expected_gain"
+    assert raw["pre"]["model"]["student"]["text"]["buckets"]  # hashed words, stored as numbers
+    res = run("route", "eval", "--student", tmp_path / "s", "--teacher", tmp_path / "t", "--router", router,
+              "--out", tmp_path / "e")
+    assert res.exit_code == 0, res.output
+    ev = json.loads((tmp_path / "e" / "route_eval.json").read_text())
+    pol = ev["policies"]
+    assert set(pol) == {"two-stage", "cascade", "pre-routing"}
+    # a question sent to the teacher up front costs 3 s, through the cascade 1 + 3 s
+    at = {k: np.interp(0.3, [p[0] for p in v["curve"]], [p[2] for p in v["curve"]]) for k, v in pol.items()}
+    assert at["two-stage"] < at["cascade"]  # at the same teacher share: no student time on those sent up front
+    assert abs(pol["two-stage"]["at_threshold"]["teacher_share"] - 0.3) < 0.05
+    assert pol["pre-routing"]["curve"][-1][2] == 3.0 and pol["cascade"]["curve"][-1][2] == 4.0
+    assert "## Policies" in (tmp_path / "e" / "route_eval.md").read_text()
+    out = tmp_path / "sub"
+    res = run("submit", "--questions", data, "--router", router, "--mode", "balanced", "--deadline-ms", 5000,
+              "--batch-size", 8, "--out", out)
+    assert res.exit_code == 0, res.output
+    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    direct = [r for r in log if r["escalated"] and r["student_latency_s"] == 0.0]
+    assert direct and all(r["routed_to"] == "teacher" for r in direct)

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from tourney.errors import ConfigError
 from tourney.harness.jsonl import json_safe
 from tourney.routers.metrics import apgr, mean_curve, routing_curve, threshold_candidates
 from tourney.routers.pertype import MIN_QUESTIONS, TypeCalibration
@@ -123,7 +124,7 @@ def best_policy(table: Sequence[PolicyScore], want: str | None = None) -> Policy
     `want` restricts the choice to one policy."""
     pool = [p for p in table if want is None or p.policy == want]
     if not pool:
-        raise ValueError(f"policy {want!r} cannot be built on this dev set")
+        raise ConfigError(f"policy {want!r} cannot be built on this dev set")
     top = max(p.apgr if math.isfinite(p.apgr) else -math.inf for p in pool)
     near = [p for p in pool if (p.apgr if math.isfinite(p.apgr) else -math.inf) >= top - TOLERANCE]
     fastest = min(round(p.latency_s, 9) for p in near)
@@ -154,7 +155,7 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
     """Everything `route calibrate` chooses on dev (module doc). `signals`: auto (every kind),
     confidence, gain; `fixed`: a score given by hand (no selection of it)."""
     if policy not in ("auto", *POLICIES):
-        raise ValueError(f"policy must be auto or one of {POLICIES}, got {policy!r}")
+        raise ConfigError(f"policy must be auto or one of {POLICIES}, got {policy!r}")
     allowed = {"auto": (CONFIDENCE, GAIN), "confidence": (CONFIDENCE,), "gain": (GAIN,)}[signals]
     table: list[Candidate] = []
     notes: list[str] = []
@@ -203,5 +204,5 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
             top = max(a for _, a in finite)
             choice.per_type = next(m for m, a in finite if round(a, 9) >= round(top, 9))
     elif per_type not in ("auto", "off"):
-        raise ValueError(f"per_type must be auto or off, got {per_type!r}")
+        raise ConfigError(f"per_type must be auto or off, got {per_type!r}")
     return choice

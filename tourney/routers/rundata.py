@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tourney.errors import ConfigError
 from tourney.harness.rundir import RunDir
 from tourney.harness.types import DataError, SampleResult
 from tourney.routers.bundle import needs_samples
@@ -126,7 +127,7 @@ def routing_data(student_run: str | Path, teacher_run: str | Path, *, multi_samp
     """Read both runs and align them by question id. Both must hold the same questions: a
     question only one of them answered is an error (never silently dropped)."""
     if multi_sample not in MULTI_SAMPLE:
-        raise ValueError(f"multi_sample must be one of {MULTI_SAMPLE}, got {multi_sample!r}")
+        raise ConfigError(f"multi_sample must be one of {MULTI_SAMPLE}, got {multi_sample!r}")
     student = read_run_rows(student_run)
     teacher = read_run_rows(teacher_run)
     only_s = [i for i in student if i not in teacher]

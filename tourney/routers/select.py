@@ -26,7 +26,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from tourney.errors import DataError
+from tourney.errors import ConfigError, DataError
 from tourney.harness.jsonl import json_safe
 from tourney.routers.combined import CannotFit, CombinedRouter
 from tourney.routers.gain import GainRouter
@@ -239,5 +239,5 @@ def chosen(table: Sequence[Candidate], *, question_only: bool | None = None) -> 
     better than nothing."""
     pool = [c for c in table if question_only is None or c.question_only == question_only]
     if not pool:
-        raise ValueError("no candidate router of the kind asked for could be fitted on this dev set")
+        raise ConfigError("no candidate router of the kind asked for could be fitted on this dev set")
     return next((c for c in pool if c.eligible), pool[0])
