@@ -19,10 +19,10 @@ import argparse
 
 import numpy as np
 
-from tourney.routers.combined import CombinedRouter
-from tourney.routers.fit import Target, fit_router
+from tourney.routers.fit import Target, fit_choice
+from tourney.routers.policy_select import choose
 from tourney.routers.rundata import RoutingData, routing_data
-from tourney.routers.select import chosen, routing_scores, select_signals
+from tourney.routers.select import candidate_scores, chosen, routing_scores, select_signals
 
 BASELINE = "self_consistency"
 
@@ -38,12 +38,9 @@ def pooled(a: RoutingData, b: RoutingData) -> RoutingData:
 
 
 def auto_confidence(train: RoutingData, test: RoutingData) -> np.ndarray:
-    """The auto procedure fitted on `train`, applied to `test` (no tie jitter: ranking only)."""
+    """The auto choice of score fitted on `train`, applied to `test` (no tie jitter: ranking only)."""
     best = chosen(select_signals(train))
-    if len(best.signals) == 1:
-        return test.signal_confidence(best.signals[0])
-    model = CombinedRouter.fit(train.features, train.student_correct.astype(bool), best.signals, primary=best.primary)
-    return model.predict(test.features)
+    return candidate_scores(best, test, np.arange(test.n), best.fit(train))
 
 
 def nested_cv(data: RoutingData, folds: int, repeats: int) -> list[tuple[float, float]]:
@@ -69,10 +66,10 @@ def main() -> None:
     dev = routing_data(args.dev_student, args.dev_teacher)
     test = routing_data(args.test_student, args.test_teacher)
 
-    best = chosen(select_signals(dev))
-    router = fit_router(dev, Target.parse("share=0.3"), best.signals, primary=best.primary)
+    choice = choose(dev, policy="cascade", per_type="off")
+    router = fit_choice(dev, Target.parse("share=0.3"), choice)
     held = test.router_confidence(router)
-    print(f"dev -> held-out ({test.n} questions); auto chose: {router.model if isinstance(router.model, str) else router.model.get('primary') or 'combined'} over {', '.join(router.signals)}")
+    print(f"dev -> held-out ({test.n} questions); auto chose: {router.describe_model()}")
     print("| router | APGR | AUROC |\n|---|---|---|")
     for name, conf in (("auto", held), (BASELINE, test.signal_confidence(BASELINE)),
                        ("answer_agreement", test.signal_confidence("answer_agreement"))):

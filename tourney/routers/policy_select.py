@@ -9,9 +9,11 @@
    runs' recorded latencies) of its out-of-fold scores; among those within TOLERANCE of the
    best APGR the fastest wins, the plain cascade on a tie (so without recorded latencies, or
    with a question router no better than random, there is no pre-routing);
-3. per-type thresholds (routers.pertype): none, or per-type maps for types with at least
-   200 / 100 / 50 dev questions, whichever scores the best cross-validated APGR (maps fitted on
-   the other folds' out-of-fold scores); none on a tie.
+3. per-type thresholds (routers.pertype): per-type maps for types with at least 200 / 100 / 50
+   dev questions (maps fitted on the other folds' out-of-fold scores), the size with the best
+   cross-validated APGR among those that beat the plain score by more than PER_TYPE_SE paired
+   bootstrap standard errors; else one threshold. The extra layer must clearly earn its keep:
+   with a few dozen student errors, cross-validated APGRs differ by a few hundredths by chance.
 """
 from __future__ import annotations
 
@@ -32,6 +34,8 @@ from tourney.routers.select import (
 )
 
 TOLERANCE = 0.01  # APGR a policy may give up for time saved (about one split's noise on 500 questions)
+PER_TYPE_SE = 2.0  # per-type maps must beat the plain score by this many standard errors
+BOOTSTRAP = 200
 TWO_STAGE_GRID = ((0.0, 0.0), (0.1, 0.0), (0.0, 0.1), (0.1, 0.1), (0.2, 0.0), (0.0, 0.2), (0.2, 0.2),
                   (0.3, 0.0), (0.0, 0.3), (0.3, 0.3))  # (teacher_share, student_share) pre-routed
 FOLDS, REPEATS = 5, 3
@@ -50,6 +54,18 @@ class PolicyScore:
                           "student_share": self.student_share, "cv_apgr": self.apgr, "cv_latency_s": self.latency_s})
 
 
+@dataclass(frozen=True)
+class PerTypeScore:
+    min_questions: int | None  # None: the plain score, one threshold
+    apgr: float  # cross-validated
+    gain: float  # over the plain score
+    se: float  # paired bootstrap standard error of the gain
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({"min_questions": self.min_questions, "cv_apgr": self.apgr, "gain": self.gain,
+                          "se": self.se})
+
+
 @dataclass
 class Choice:
     """What calibration fits: the score, the question router of a two-stage policy, the policy's
@@ -65,7 +81,7 @@ class Choice:
     question_oof: np.ndarray | None = None  # the same of the question router
     candidates: list[Candidate] = field(default_factory=list)
     policies: list[PolicyScore] = field(default_factory=list)
-    per_type_table: list[tuple[int | None, float]] = field(default_factory=list)
+    per_type_table: list["PerTypeScore"] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be done on this dev set, and why
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,7 +93,7 @@ class Choice:
             "per_type_min_questions": self.per_type,
             "candidates": [c.to_dict() for c in self.candidates],
             "policies": [p.to_dict() for p in self.policies],
-            "per_type": [{"min_questions": m, "cv_apgr": a} for m, a in self.per_type_table],
+            "per_type": [p.to_dict() for p in self.per_type_table],
             "notes": self.notes,
         })
 
@@ -131,14 +147,29 @@ def best_policy(table: Sequence[PolicyScore], want: str | None = None) -> Policy
     return next(p for p in near if round(p.latency_s, 9) == fastest)
 
 
-def score_per_type(dev: RoutingData, score_oof: Sequence[np.ndarray], seed: int) -> list[tuple[int | None, float]]:
-    """(min_questions, cross-validated APGR): None is the plain score."""
-    out: list[tuple[int | None, float]] = [(None, float(np.mean([_apgr(dev, c) for c in score_oof])))]
+def paired_se(dev: RoutingData, a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
+    """Bootstrap standard error of APGR(a) - APGR(b) on the same questions (resampled together)."""
+    rng = np.random.default_rng(seed)
+    s, t = dev.student_correct, dev.teacher_correct
+    diffs = []
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, dev.n, dev.n)
+        sa, ta = float(s[i].mean()), float(t[i].mean())
+        diffs.append(apgr(routing_curve(a[i], s[i], t[i]), sa, ta) - apgr(routing_curve(b[i], s[i], t[i]), sa, ta))
+    d = np.array(diffs, dtype=float)
+    return float(np.nanstd(d)) if np.isfinite(d).any() else math.inf
+
+
+def score_per_type(dev: RoutingData, score_oof: Sequence[np.ndarray], seed: int) -> list[PerTypeScore]:
+    """Per candidate size: cross-validated APGR, its gain over the plain score, and the paired
+    bootstrap standard error of that gain (the first row is the plain score itself)."""
+    plain = float(np.mean([_apgr(dev, c) for c in score_oof]))
+    out = [PerTypeScore(None, plain, 0.0, 0.0)]
     counts = {t: dev.types.count(t) for t in set(dev.types)}
     for m in MIN_QUESTIONS:
         if not any(c >= m for c in counts.values()):
             continue
-        runs = []
+        runs, first = [], None
         for r, conf in enumerate(score_oof):
             new = np.empty(dev.n)
             for _, train, test in fold_splits(dev, FOLDS, 1, seed + 100 + r):
@@ -146,8 +177,18 @@ def score_per_type(dev: RoutingData, score_oof: Sequence[np.ndarray], seed: int)
                                           [dev.types[i] for i in train], m)
                 new[test] = cal.transform(conf[test], [dev.types[i] for i in test])
             runs.append(_apgr(dev, new))
-        out.append((m, float(np.mean(runs))))
+            first = new if first is None else first
+        gain = float(np.mean(runs)) - plain
+        out.append(PerTypeScore(m, float(np.mean(runs)), gain, paired_se(dev, first, score_oof[0], seed)))
     return out
+
+
+def pick_per_type(table: Sequence[PerTypeScore]) -> int | None:
+    """The size with the largest gain among those clearly better than the plain score (gain above
+    PER_TYPE_SE standard errors); None (one threshold) when none is."""
+    clear = [p for p in table if p.min_questions is not None and math.isfinite(p.gain)
+             and p.gain > PER_TYPE_SE * p.se]
+    return max(clear, key=lambda p: p.gain).min_questions if clear else None
 
 
 def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per_type: str = "auto",
@@ -197,12 +238,8 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
         try:
             choice.per_type_table = score_per_type(dev, score_oof, seed)
         except ValueError:  # a fold with one outcome only
-            choice.per_type_table = []
             notes.append("no per-type thresholds: dev is too small to cross-validate them")
-        finite = [(m, a) for m, a in choice.per_type_table if math.isfinite(a)]
-        if finite:
-            top = max(a for _, a in finite)
-            choice.per_type = next(m for m, a in finite if round(a, 9) >= round(top, 9))
+        choice.per_type = pick_per_type(choice.per_type_table)
     elif per_type not in ("auto", "off"):
         raise ConfigError(f"per_type must be auto or off, got {per_type!r}")
     return choice
