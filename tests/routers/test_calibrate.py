@@ -114,7 +114,7 @@ def test_single_signal_router_and_infinite_threshold(tmp_path):
 def test_load_errors_name_the_file_and_field(tmp_path):
     path = tmp_path / "router.json"
     path.write_text("{not json")
-    with pytest.raises(DataError, match=r"router.json:1: not valid JSON"):
+    with pytest.raises(DataError, match=r"router.json: not valid JSON \(Expecting property name"):
         CalibratedRouter.load(path)
     router = calibrate(CONF, S, T, kind="teacher_share", value=0.5, model="mean_logprob")
     good = router.to_dict()

@@ -1,8 +1,9 @@
 """ROUTER.json as a schema: what a router file may hold, checked before anything is built from it.
 
 A router file is an artefact people share, so it is read as untrusted data:
-- bytes first: at most MAX_BYTES, valid UTF-8, JSON nested at most MAX_DEPTH levels (checked by a
-  linear scan before the parser recurses), valid JSON; each failure one line naming the file;
+- bytes first: at most MAX_BYTES, valid UTF-8, then harness.jsonl.loads (the project's decoder
+  for untrusted JSON: nesting depth and integer length bounded, syntax); each failure one line
+  naming the file;
 - then the schema (pydantic, tourney.schema.Strict): a supported `format`, known fields only,
   every number finite and in range (thresholds finite or the strings "inf"/"-inf",
   probabilities in [0, 1], token budgets and sample counts bounded), lists of bounded length;
@@ -16,16 +17,14 @@ model is numbers, names and hash buckets (routers.linear).
 """
 from __future__ import annotations
 
-import json
 import math
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import numpy as np
 from pydantic import Discriminator, Field, JsonValue, PlainValidator, Tag, field_validator, model_validator
 
 from tourney.errors import DataError
+from tourney.harness.jsonl import MAX_DEPTH, loads  # noqa: F401 -- MAX_DEPTH re-exported
 from tourney.routers.signals import FEATURE_NAMES
 from tourney.routers.trust import check_model_args
 from tourney.schema import Strict, parse
@@ -33,7 +32,6 @@ from tourney.schema import Strict, parse
 FORMAT_V1, FORMAT = "tourney-router/1", "tourney-router/2"
 FORMATS = (FORMAT_V1, FORMAT)
 MAX_BYTES = 64 * 2 ** 20  # a router with text weights is a few MB; far more is not a router
-MAX_DEPTH = 32  # the deepest router nests 6 levels; provenance in `data` gets room to spare
 MAX_LIST = 2 ** 20  # hash-bucket weights of one model, at most
 MAX_FEATURES = 256
 
@@ -232,26 +230,9 @@ class RouterFileSchema(Strict):
 
 # -- bytes to JSON -------------------------------------------------------------------------------
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
-
-
-def _too_deep(raw: bytes, limit: int) -> int | None:
-    """The line where brackets first nest deeper than `limit` (outside strings), or None. A
-    linear scan: the JSON parser recurses per level, and 200,000 levels exhaust its stack."""
-    bare = _STRING.sub(b'""', raw)
-    codes = np.frombuffer(bare, dtype=np.uint8)
-    step = np.zeros(codes.size, dtype=np.int64)
-    step[(codes == ord("[")) | (codes == ord("{"))] = 1
-    step[(codes == ord("]")) | (codes == ord("}"))] = -1
-    depth = np.cumsum(step)
-    over = np.flatnonzero(depth > limit)
-    if over.size == 0:
-        return None
-    return bare[: int(over[0])].count(b"\n") + 1
-
-
 def read_json(path: str | Path, what: str = "router file") -> Any:
-    """The JSON value of a file given by someone else; one-line DataError naming it otherwise."""
+    """The JSON value of a file given by someone else; one-line DataError naming it otherwise:
+    size and UTF-8 here, nesting depth, integer length and syntax by harness.jsonl.loads."""
     path = Path(path)
     try:
         with path.open("rb") as f:
@@ -267,15 +248,7 @@ def read_json(path: str | Path, what: str = "router file") -> Any:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
-    line = _too_deep(raw, MAX_DEPTH)
-    if line is not None:
-        raise DataError(f"{path}:{line}: JSON nested deeper than {MAX_DEPTH} levels; not a {what}")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-    except RecursionError:  # cannot happen below MAX_DEPTH; kept so no input ever gives a traceback
-        raise DataError(f"{path}: JSON nested too deeply") from None
+    return loads(text, str(path), f"a {what}")
 
 
 def parse_router(raw: Any, where: str) -> RouterFileSchema:
