@@ -21,7 +21,6 @@ calibrates on the rest. Without either, `heldout` is null: the dev figures are i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -38,38 +37,9 @@ from tourney.routers.policy_select import Choice, choose
 from tourney.routers.rundata import RoutingData, routing_data
 from tourney.routers.select import Candidate, out_of_fold
 from tourney.routers.signals import FEATURE_NAMES
+from tourney.routers.target import Target  # noqa: F401 -- re-exported
 
-TARGET_NAMES = {"share": "teacher_share", "teacher_share": "teacher_share", "accuracy": "accuracy",
-                "latency_mean": "latency", "latency_p95": "latency"}
 SIGNAL_MODES = ("auto", "confidence", "gain", "combined")
-
-
-@dataclass(frozen=True)
-class Target:
-    kind: str  # "teacher_share" | "accuracy" | "latency"
-    value: float
-    relative: bool = False  # accuracy as a fraction of the teacher's
-    stat: str = "mean"  # latency statistic
-
-    @classmethod
-    def parse(cls, text: str, absolute: bool = False) -> "Target":
-        name, sep, value = text.partition("=")
-        name = name.strip()
-        if not sep or name not in TARGET_NAMES:
-            raise ConfigError(f"--target {text!r}: expected share=F, accuracy=F, latency_mean=S or latency_p95=S")
-        try:
-            v = float(value)
-        except ValueError:
-            raise ConfigError(f"--target {text!r}: {value!r} is not a number") from None
-        if not np.isfinite(v):
-            raise ConfigError(f"--target {text!r}: the value must be finite")
-        kind = TARGET_NAMES[name]
-        if kind == "latency" and v <= 0:
-            raise ConfigError(f"--target {text!r}: a latency budget must be > 0 seconds")
-        if kind == "teacher_share" and not 0 <= v <= 1:
-            raise ConfigError(f"--target {text!r}: a teacher share must be in [0, 1]")
-        return cls(kind=kind, value=v, relative=kind == "accuracy" and not absolute,
-                   stat="p95" if name == "latency_p95" else "mean")
 
 
 class CalibrateConfig(BaseModel):
@@ -213,7 +183,7 @@ def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
     mode = cfg.signals[0] if cfg.signals and cfg.signals[0] in ("auto", "confidence", "gain") else None
     fixed = None if cfg.signals is None or mode is not None else fixed_candidate(dev, cfg.signals)
     choice = choose(dev, signals=mode or "auto", policy=cfg.policy, per_type=cfg.per_type, seed=cfg.seed,
-                    l2=cfg.l2, fixed=fixed)
+                    l2=cfg.l2, fixed=fixed, target=target)
     info["selection"] = choice.to_dict()
     router = fit_choice(dev, target, choice, l2=cfg.l2, split_ties=cfg.split_ties)
     info.update(n_dev=dev.n, n_heldout=None if heldout is None else heldout.n,

@@ -5,10 +5,12 @@
    than random), or two-stage: a question router sends the lowest `teacher_share` of the
    questions straight to the teacher and keeps the highest `student_share` with the student's
    first sample, the cascade decides the rest. The shares come from TWO_STAGE_GRID. A policy is
-   judged by the APGR and the mean latency (averaged over the whole teacher-share curve, from the
-   runs' recorded latencies) of its out-of-fold scores; among those within TOLERANCE of the
-   best APGR the fastest wins, the plain cascade on a tie (so without recorded latencies, or
-   with a question router no better than random, there is no pre-routing);
+   judged by what the target asks, read off its out-of-fold curve with the runs' recorded
+   latencies (operating_point): the accuracy at a share target, the mean latency at which an
+   accuracy target is first reached, the best accuracy within a latency budget. A two-stage split
+   replaces the plain policy only when it is better in every one of the repeated fold
+   assignments (so without recorded latencies, or with a question router no better than
+   random, there is no pre-routing); APGR and the curve's mean latency are recorded beside;
 3. per-type thresholds (routers.pertype): per-type maps for types with at least 200 / 100 / 50
    dev questions (maps fitted on the other folds' out-of-fold scores), the size with the best
    cross-validated APGR among those that beat the plain score by more than PER_TYPE_SE paired
@@ -25,15 +27,15 @@ import numpy as np
 
 from tourney.errors import ConfigError
 from tourney.harness.jsonl import json_safe
-from tourney.routers.metrics import apgr, mean_curve, routing_curve, threshold_candidates
+from tourney.routers.metrics import EPS, apgr, mean_curve, routing_curve, threshold_candidates
 from tourney.routers.pertype import MIN_QUESTIONS, TypeCalibration
 from tourney.routers.policy import CASCADE, POLICIES, PRE, TWO_STAGE, policy_view, thresholds_for_shares
 from tourney.routers.rundata import RoutingData
+from tourney.routers.target import Target
 from tourney.routers.select import (
     CONFIDENCE, GAIN, Candidate, candidate_scores, chosen, fold_splits, out_of_fold, select_signals,
 )
 
-TOLERANCE = 0.01  # APGR a policy may give up for time saved (about one split's noise on 500 questions)
 PER_TYPE_SE = 2.0  # per-type maps must beat the plain score by this many standard errors
 BOOTSTRAP = 200
 TWO_STAGE_GRID = ((0.0, 0.0), (0.1, 0.0), (0.0, 0.1), (0.1, 0.1), (0.2, 0.0), (0.0, 0.2), (0.2, 0.2),
@@ -48,10 +50,12 @@ class PolicyScore:
     student_share: float = 0.0  # pre-routed to the student
     apgr: float = math.nan
     latency_s: float = math.nan  # mean latency per question averaged over teacher shares 0..1
+    objective: tuple[float, ...] = ()  # per repeat: the target's objective (operating_point)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({"policy": self.policy, "teacher_share": self.teacher_share,
-                          "student_share": self.student_share, "cv_apgr": self.apgr, "cv_latency_s": self.latency_s})
+                          "student_share": self.student_share, "cv_apgr": self.apgr, "cv_latency_s": self.latency_s,
+                          "cv_objective": float(np.mean(self.objective)) if self.objective else None})
 
 
 @dataclass(frozen=True)
@@ -110,10 +114,41 @@ def _apgr(dev: RoutingData, conf: np.ndarray) -> float:
     return apgr(routing_curve(conf, s, t), float(s.mean()), float(t.mean()))
 
 
+def operating_point(dev: RoutingData, view, target: Target | None) -> tuple[float, float, float]:
+    """(objective, accuracy, mean latency) of a policy's out-of-fold curve at the target: for a
+    share, the accuracy there; for an accuracy, minus the latency of the first share reaching
+    it; for a latency budget, the best accuracy within it. -inf when the target is out of reach.
+    Without a target: APGR."""
+    s, t = dev.student_correct, dev.teacher_correct
+    order, counts, _ = threshold_candidates(view.rank)
+    share = counts / dev.n
+    acc, lat = mean_curve(order, counts, s, t), mean_curve(order, counts, view.kept, view.up)
+    if target is None:
+        return _apgr(dev, view.rank), math.nan, _latency_area(view.rank, view.kept, view.up)
+    if target.kind == "teacher_share":
+        a, m = float(np.interp(target.value, share, acc)), float(np.interp(target.value, share, lat))
+        return a, a, m
+    if target.kind == "accuracy":
+        goal = target.value * float(t.mean()) if target.relative else target.value
+        ok = np.flatnonzero(acc >= goal - EPS)
+        return (-math.inf, float(acc.max()), math.nan) if ok.size == 0 else (-float(lat[ok[0]]), float(acc[ok[0]]),
+                                                                              float(lat[ok[0]]))
+    budget = lat
+    if target.stat == "p95":
+        budget = np.array([np.percentile(np.where(np.isin(np.arange(dev.n), order[:k]), view.up, view.kept), 95)
+                           for k in counts])
+    ok = np.flatnonzero(budget <= target.value + EPS)
+    if ok.size == 0:
+        return -math.inf, math.nan, float(budget.min())
+    best = ok[int(np.argmax(acc[ok]))]
+    return float(acc[best]), float(acc[best]), float(lat[best])
+
+
 def score_policies(dev: RoutingData, score: Candidate, score_oof: Sequence[np.ndarray],
-                   question_oof: Sequence[np.ndarray] | None, grid=TWO_STAGE_GRID) -> list[PolicyScore]:
-    """Cross-validated APGR and mean latency of the cascade (or pre-routing, for a question-only
-    score) and of each two-stage split of the grid."""
+                   question_oof: Sequence[np.ndarray] | None, target: Target | None = None,
+                   grid=TWO_STAGE_GRID) -> list[PolicyScore]:
+    """Cross-validated APGR, mean latency and target objective of the cascade (or pre-routing,
+    for a question-only score) and of each two-stage split of the grid."""
     lat = dict(student_first=dev.student_latency_first, student_used=dev.student_latency(score.signals),
                teacher=dev.teacher_latency)
     base = PRE if score.question_only else CASCADE
@@ -121,7 +156,7 @@ def score_policies(dev: RoutingData, score: Candidate, score_oof: Sequence[np.nd
     for h, e in grid:
         if (h or e) and (question_oof is None or base == PRE):
             continue
-        a, lt = [], []
+        a, lt, obj = [], [], []
         for r, conf in enumerate(score_oof):
             if h or e:
                 pre = question_oof[r % len(question_oof)]
@@ -131,20 +166,26 @@ def score_policies(dev: RoutingData, score: Candidate, score_oof: Sequence[np.nd
                 view = policy_view(base, conf, **lat)
             a.append(_apgr(dev, view.rank))
             lt.append(_latency_area(view.rank, view.kept, view.up))
-        out.append(PolicyScore(TWO_STAGE if h or e else base, h, e, float(np.mean(a)), float(np.mean(lt))))
+            obj.append(operating_point(dev, view, target)[0])
+        out.append(PolicyScore(TWO_STAGE if h or e else base, h, e, float(np.mean(a)), float(np.mean(lt)),
+                               tuple(obj)))
     return out
 
 
 def best_policy(table: Sequence[PolicyScore], want: str | None = None) -> PolicyScore:
-    """Among policies within TOLERANCE of the best APGR, the fastest; the first (plain) on a tie.
-    `want` restricts the choice to one policy."""
+    """The plain policy (the table's first) unless another one's target objective is better in
+    every repeated fold assignment; then the best of those by mean objective. With `want`, the
+    best split of that policy by mean objective (the first on a tie)."""
     pool = [p for p in table if want is None or p.policy == want]
     if not pool:
         raise ConfigError(f"policy {want!r} cannot be built on this dev set")
-    top = max(p.apgr if math.isfinite(p.apgr) else -math.inf for p in pool)
-    near = [p for p in pool if (p.apgr if math.isfinite(p.apgr) else -math.inf) >= top - TOLERANCE]
-    fastest = min(round(p.latency_s, 9) for p in near)
-    return next(p for p in near if round(p.latency_s, 9) == fastest)
+    mean = lambda p: float(np.mean(p.objective)) if p.objective else -math.inf  # noqa: E731
+    if want is not None:
+        top = max(round(mean(p), 9) for p in pool)
+        return next(p for p in pool if round(mean(p), 9) == top)
+    base = pool[0]
+    better = [p for p in pool[1:] if p.objective and all(x > y + EPS for x, y in zip(p.objective, base.objective))]
+    return max(better, key=mean) if better else base
 
 
 def paired_se(dev: RoutingData, a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
@@ -192,7 +233,7 @@ def pick_per_type(table: Sequence[PerTypeScore]) -> int | None:
 
 
 def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per_type: str = "auto",
-           seed: int = 0, l2: float = 1.0, fixed: Candidate | None = None) -> Choice:
+           seed: int = 0, l2: float = 1.0, fixed: Candidate | None = None, target: Target | None = None) -> Choice:
     """Everything `route calibrate` chooses on dev (module doc). `signals`: auto (every kind),
     confidence, gain; `fixed`: a score given by hand (no selection of it)."""
     if policy not in ("auto", *POLICIES):
@@ -228,7 +269,7 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
         if pool:
             question = pool[0]
             question_oof = out_of_fold(dev, question, folds=FOLDS, repeats=REPEATS, seed=seed, l2=l2)
-    policies = score_policies(dev, score, score_oof, question_oof)
+    policies = score_policies(dev, score, score_oof, question_oof, target)
     best = best_policy(policies, None if policy == "auto" else policy)
     choice = Choice(score=score, policy=best.policy, question=question if best.policy == TWO_STAGE else None,
                     teacher_share=best.teacher_share, student_share=best.student_share, score_oof=score_oof[0],
