@@ -54,7 +54,8 @@ def fit_logistic(x: Any, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
     """(weights, bias) minimising sum log-loss + l2/2 |weights|^2 (bias unpenalised), by
     scikit-learn; x may be dense or scipy-sparse. Dense problems (a few dozen features) use
     Newton steps with Cholesky solves, which reach the optimum to float precision in a few
-    steps; sparse text features (thousands of buckets) use L-BFGS. One BLAS thread: the
+    steps; sparse text features (thousands of buckets) use Newton-CG (Hessian-free, a handful of
+    steps). Neither penalises the bias. One BLAS thread: the
     problems are small, and threads only contend on a shared machine."""
     from scipy.sparse import issparse
     from sklearn.linear_model import LogisticRegression
@@ -67,20 +68,20 @@ def fit_logistic(x: Any, y: np.ndarray, l2: float) -> tuple[np.ndarray, float]:
         raise CannotFit("fitting a router needs dev questions of both outcomes (right AND wrong)")
     sparse = issparse(x)
     model = LogisticRegression(C=1.0 / l2, tol=1e-6 if sparse else 1e-10, max_iter=10_000,
-                               solver="lbfgs" if sparse else "newton-cholesky")
+                               solver="newton-cg" if sparse else "newton-cholesky")
     with threadpool_limits(1):
         model.fit(x, y.astype(int))
     return model.coef_[0].astype(float), float(model.intercept_[0])
 
 
-_ROWS: dict[tuple[str, int, int], Any] = {}  # (text, n_features, ngram_max) -> its hashed row
+_ROWS: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}  # text -> its row's (columns, values)
 _MAX_ROWS = 200_000
 
 
 def _hashed(texts: Sequence[str], n_features: int, ngram_max: int):
-    """The hashed n-gram matrix of a list of texts. Rows are kept per text: cross-validation
+    """The hashed n-gram matrix (CSR) of a list of texts. Rows are kept per text: cross-validation
     hashes the same dev questions for every fold, and each is hashed once."""
-    from scipy.sparse import vstack
+    from scipy.sparse import csr_matrix
     from sklearn.feature_extraction.text import HashingVectorizer
 
     missing = [t for t in dict.fromkeys(texts) if (t, n_features, ngram_max) not in _ROWS]
@@ -89,13 +90,15 @@ def _hashed(texts: Sequence[str], n_features: int, ngram_max: int):
             _ROWS.clear()
         vec = HashingVectorizer(n_features=n_features, ngram_range=(1, ngram_max), binary=True,
                                 alternate_sign=False, norm="l2", lowercase=True)
-        for t, row in zip(missing, vec.transform(missing)):
-            _ROWS[(t, n_features, ngram_max)] = row
-    if not texts:
-        from scipy.sparse import csr_matrix
-
-        return csr_matrix((0, n_features))
-    return vstack([_ROWS[(t, n_features, ngram_max)] for t in texts], format="csr")
+        m = vec.transform(missing).tocsr()
+        for i, t in enumerate(missing):
+            lo, hi = m.indptr[i], m.indptr[i + 1]
+            _ROWS[(t, n_features, ngram_max)] = (m.indices[lo:hi].copy(), m.data[lo:hi].copy())
+    rows = [_ROWS[(t, n_features, ngram_max)] for t in texts]
+    indptr = np.concatenate([[0], np.cumsum([r[0].size for r in rows])]).astype(np.int64)
+    cols = np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, dtype=np.int32)
+    vals = np.concatenate([r[1] for r in rows]) if rows else np.zeros(0)
+    return csr_matrix((vals, cols, indptr), shape=(len(rows), n_features))
 
 
 @dataclass(frozen=True)

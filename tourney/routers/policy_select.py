@@ -8,12 +8,12 @@
    judged by what the target asks, read off its out-of-fold curve with the runs' recorded
    latencies (operating_point): the accuracy at a share target, the mean latency at which an
    accuracy target is first reached, the best accuracy within a latency budget. A two-stage split
-   replaces the plain policy only when it is better in every one of the repeated fold
-   assignments (so without recorded latencies, or with a question router no better than
+   replaces the plain policy only when it beats it by more than CLEAR_SE paired bootstrap
+   standard errors (so without recorded latencies, or with a question router no better than
    random, there is no pre-routing); APGR and the curve's mean latency are recorded beside;
 3. per-type thresholds (routers.pertype): per-type maps for types with at least 200 / 100 / 50
    dev questions (maps fitted on the other folds' out-of-fold scores), the size with the best
-   cross-validated APGR among those that beat the plain score by more than PER_TYPE_SE paired
+   cross-validated APGR among those that beat the plain score by more than CLEAR_SE paired
    bootstrap standard errors; else one threshold. The extra layer must clearly earn its keep:
    with a few dozen student errors, cross-validated APGRs differ by a few hundredths by chance.
 """
@@ -36,7 +36,7 @@ from tourney.routers.select import (
     CONFIDENCE, GAIN, Candidate, candidate_scores, chosen, fold_splits, out_of_fold, select_signals,
 )
 
-PER_TYPE_SE = 2.0  # per-type maps must beat the plain score by this many standard errors
+CLEAR_SE = 2.0  # an extra layer (per-type maps, a first stage) must win by this many standard errors
 BOOTSTRAP = 200
 TWO_STAGE_GRID = ((0.0, 0.0), (0.1, 0.0), (0.0, 0.1), (0.1, 0.1), (0.2, 0.0), (0.0, 0.2), (0.2, 0.2),
                   (0.3, 0.0), (0.0, 0.3), (0.3, 0.3))  # (teacher_share, student_share) pre-routed
@@ -50,12 +50,14 @@ class PolicyScore:
     student_share: float = 0.0  # pre-routed to the student
     apgr: float = math.nan
     latency_s: float = math.nan  # mean latency per question averaged over teacher shares 0..1
-    objective: tuple[float, ...] = ()  # per repeat: the target's objective (operating_point)
+    objective: float = math.nan  # the target's objective (operating_point), mean over repeats
+    gain: float = 0.0  # objective over the plain policy's (repeat 0)
+    se: float = 0.0  # paired bootstrap standard error of that gain
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({"policy": self.policy, "teacher_share": self.teacher_share,
                           "student_share": self.student_share, "cv_apgr": self.apgr, "cv_latency_s": self.latency_s,
-                          "cv_objective": float(np.mean(self.objective)) if self.objective else None})
+                          "cv_objective": self.objective, "gain": self.gain, "se": self.se})
 
 
 @dataclass(frozen=True)
@@ -114,78 +116,91 @@ def _apgr(dev: RoutingData, conf: np.ndarray) -> float:
     return apgr(routing_curve(conf, s, t), float(s.mean()), float(t.mean()))
 
 
-def operating_point(dev: RoutingData, view, target: Target | None) -> tuple[float, float, float]:
-    """(objective, accuracy, mean latency) of a policy's out-of-fold curve at the target: for a
-    share, the accuracy there; for an accuracy, minus the latency of the first share reaching
-    it; for a latency budget, the best accuracy within it. -inf when the target is out of reach.
-    Without a target: APGR."""
-    s, t = dev.student_correct, dev.teacher_correct
-    order, counts, _ = threshold_candidates(view.rank)
-    share = counts / dev.n
-    acc, lat = mean_curve(order, counts, s, t), mean_curve(order, counts, view.kept, view.up)
+def operating_point(s: np.ndarray, t: np.ndarray, rank: np.ndarray, kept: np.ndarray, up: np.ndarray,
+                    target: Target | None) -> float:
+    """A policy's objective on one curve (the ranking `rank`, per-question latencies kept and
+    escalated) at the target: for a share, the accuracy there; for an accuracy, minus the mean
+    latency of the first share reaching it; for a latency budget, the best accuracy within it;
+    -inf when the target is out of reach. Without a target: APGR."""
     if target is None:
-        return _apgr(dev, view.rank), math.nan, _latency_area(view.rank, view.kept, view.up)
+        return apgr(routing_curve(rank, s, t), float(s.mean()), float(t.mean()))
+    order, counts, _ = threshold_candidates(rank)
+    share = counts / rank.size
+    acc, lat = mean_curve(order, counts, s, t), mean_curve(order, counts, kept, up)
     if target.kind == "teacher_share":
-        a, m = float(np.interp(target.value, share, acc)), float(np.interp(target.value, share, lat))
-        return a, a, m
+        return float(np.interp(target.value, share, acc))
     if target.kind == "accuracy":
         goal = target.value * float(t.mean()) if target.relative else target.value
         ok = np.flatnonzero(acc >= goal - EPS)
-        return (-math.inf, float(acc.max()), math.nan) if ok.size == 0 else (-float(lat[ok[0]]), float(acc[ok[0]]),
-                                                                              float(lat[ok[0]]))
+        return -math.inf if ok.size == 0 else -float(lat[ok[0]])
     budget = lat
     if target.stat == "p95":
-        budget = np.array([np.percentile(np.where(np.isin(np.arange(dev.n), order[:k]), view.up, view.kept), 95)
-                           for k in counts])
+        sent = np.zeros(rank.size, dtype=bool)
+        budget = np.empty(counts.size)
+        for i, k in enumerate(counts):
+            sent[order[:k]] = True
+            budget[i] = np.percentile(np.where(sent, up, kept), 95)
     ok = np.flatnonzero(budget <= target.value + EPS)
-    if ok.size == 0:
-        return -math.inf, math.nan, float(budget.min())
-    best = ok[int(np.argmax(acc[ok]))]
-    return float(acc[best]), float(acc[best]), float(lat[best])
+    return -math.inf if ok.size == 0 else float(acc[ok].max())
+
+
+def _objective_gain(dev: RoutingData, a, b, target: Target | None, seed: int) -> tuple[float, float]:
+    """Objective of view a minus view b on dev, and its paired bootstrap standard error."""
+    s, t = dev.student_correct, dev.teacher_correct
+    point = lambda v, i: operating_point(s[i], t[i], v.rank[i], v.kept[i], v.up[i], target)  # noqa: E731
+    every = np.arange(dev.n)
+    gain = point(a, every) - point(b, every)
+    rng = np.random.default_rng(seed)
+    diffs = np.array([point(a, i) - point(b, i) for i in (rng.integers(0, dev.n, dev.n) for _ in range(BOOTSTRAP))])
+    diffs = diffs[np.isfinite(diffs)]
+    return float(gain), float(np.std(diffs)) if diffs.size > 1 else math.inf
 
 
 def score_policies(dev: RoutingData, score: Candidate, score_oof: Sequence[np.ndarray],
                    question_oof: Sequence[np.ndarray] | None, target: Target | None = None,
-                   grid=TWO_STAGE_GRID) -> list[PolicyScore]:
+                   grid=TWO_STAGE_GRID, seed: int = 0) -> list[PolicyScore]:
     """Cross-validated APGR, mean latency and target objective of the cascade (or pre-routing,
-    for a question-only score) and of each two-stage split of the grid."""
+    for a question-only score) and of each two-stage split of the grid; for each split its
+    objective's gain over the plain policy with the paired bootstrap standard error (repeat 0)."""
     lat = dict(student_first=dev.student_latency_first, student_used=dev.student_latency(score.signals),
                teacher=dev.teacher_latency)
-    base = PRE if score.question_only else CASCADE
-    out = []
+    s, t = dev.student_correct, dev.teacher_correct
+    base_name = PRE if score.question_only else CASCADE
+    out, base_view = [], None
     for h, e in grid:
-        if (h or e) and (question_oof is None or base == PRE):
+        if (h or e) and (question_oof is None or base_name == PRE):
             continue
-        a, lt, obj = [], [], []
+        a, lt, obj, first = [], [], [], None
         for r, conf in enumerate(score_oof):
             if h or e:
                 pre = question_oof[r % len(question_oof)]
                 below, start = thresholds_for_shares(pre, h, e)
                 view = policy_view(TWO_STAGE, conf, pre_score=pre, teacher_below=below, student_from=start, **lat)
             else:
-                view = policy_view(base, conf, **lat)
+                view = policy_view(base_name, conf, **lat)
+            first = view if first is None else first
             a.append(_apgr(dev, view.rank))
             lt.append(_latency_area(view.rank, view.kept, view.up))
-            obj.append(operating_point(dev, view, target)[0])
-        out.append(PolicyScore(TWO_STAGE if h or e else base, h, e, float(np.mean(a)), float(np.mean(lt)),
-                               tuple(obj)))
+            obj.append(operating_point(s, t, view.rank, view.kept, view.up, target))
+        gain, se = (0.0, 0.0) if base_view is None else _objective_gain(dev, first, base_view, target, seed)
+        base_view = base_view or first
+        out.append(PolicyScore(TWO_STAGE if h or e else base_name, h, e, float(np.mean(a)), float(np.mean(lt)),
+                               float(np.mean(obj)), gain, se))
     return out
 
 
 def best_policy(table: Sequence[PolicyScore], want: str | None = None) -> PolicyScore:
-    """The plain policy (the table's first) unless another one's target objective is better in
-    every repeated fold assignment; then the best of those by mean objective. With `want`, the
-    best split of that policy by mean objective (the first on a tie)."""
+    """The plain policy (the table's first) unless a two-stage split beats its target objective
+    by more than CLEAR_SE paired bootstrap standard errors; then the one that beats it most.
+    With `want`, the best split of that policy by objective (the first on a tie)."""
     pool = [p for p in table if want is None or p.policy == want]
     if not pool:
         raise ConfigError(f"policy {want!r} cannot be built on this dev set")
-    mean = lambda p: float(np.mean(p.objective)) if p.objective else -math.inf  # noqa: E731
     if want is not None:
-        top = max(round(mean(p), 9) for p in pool)
-        return next(p for p in pool if round(mean(p), 9) == top)
-    base = pool[0]
-    better = [p for p in pool[1:] if p.objective and all(x > y + EPS for x, y in zip(p.objective, base.objective))]
-    return max(better, key=mean) if better else base
+        top = max(round(p.objective, 9) for p in pool)
+        return next(p for p in pool if round(p.objective, 9) == top)
+    clear = [p for p in pool[1:] if math.isfinite(p.gain) and p.gain > CLEAR_SE * p.se]
+    return max(clear, key=lambda p: p.gain) if clear else pool[0]
 
 
 def paired_se(dev: RoutingData, a: np.ndarray, b: np.ndarray, seed: int = 0) -> float:
@@ -226,9 +241,9 @@ def score_per_type(dev: RoutingData, score_oof: Sequence[np.ndarray], seed: int)
 
 def pick_per_type(table: Sequence[PerTypeScore]) -> int | None:
     """The size with the largest gain among those clearly better than the plain score (gain above
-    PER_TYPE_SE standard errors); None (one threshold) when none is."""
+    CLEAR_SE standard errors); None (one threshold) when none is."""
     clear = [p for p in table if p.min_questions is not None and math.isfinite(p.gain)
-             and p.gain > PER_TYPE_SE * p.se]
+             and p.gain > CLEAR_SE * p.se]
     return max(clear, key=lambda p: p.gain).min_questions if clear else None
 
 
@@ -269,7 +284,7 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
         if pool:
             question = pool[0]
             question_oof = out_of_fold(dev, question, folds=FOLDS, repeats=REPEATS, seed=seed, l2=l2)
-    policies = score_policies(dev, score, score_oof, question_oof, target)
+    policies = score_policies(dev, score, score_oof, question_oof, target, seed=seed)
     best = best_policy(policies, None if policy == "auto" else policy)
     choice = Choice(score=score, policy=best.policy, question=question if best.policy == TWO_STAGE else None,
                     teacher_share=best.teacher_share, student_share=best.student_share, score_oof=score_oof[0],

@@ -19,6 +19,8 @@ question, the confidence is -inf: the cascade escalates questions it has no evid
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,8 @@ class RoutingData:
     teacher_run: str = ""
     multi_sample: str = "max"
     _avail: list[str] | None = field(default=None, repr=False)
+    _fingerprint: str | None = field(default=None, repr=False, compare=False)
+    _texts: list[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -71,6 +75,19 @@ class RoutingData:
     def student_latency(self, signals: Sequence[str]) -> np.ndarray:
         """The student's latency per question when routing reads `signals` (see module doc)."""
         return self.student_latency_all if needs_samples(signals) else self.student_latency_first
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the questions, their features and both models' outcomes: equal data, equal
+        fingerprint (what a cache of fitted models may key on; an object's id() may be reused)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(json.dumps([self.ids, self.texts, self.features, self.types], sort_keys=True,
+                                default=repr).encode("utf-8", "surrogatepass"))
+            h.update(self.student_correct.tobytes())
+            h.update(self.teacher_correct.tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def available_signals(self) -> list[str]:
         """Signals and features with a value for at least one question, in FEATURE_NAMES order."""
@@ -85,8 +102,10 @@ class RoutingData:
 
     @property
     def texts(self) -> list[str]:
-        """Each question's text, as the student run recorded it."""
-        return [rows[0].question for rows in self.student_rows]
+        """Each question's text, as the student run recorded it (computed once)."""
+        if self._texts is None:
+            self._texts = [rows[0].question for rows in self.student_rows]
+        return self._texts
 
     def router_confidence(self, router: CalibratedRouter) -> np.ndarray:
         """A calibrated router's score per question (what its threshold applies to: per-type

@@ -14,14 +14,18 @@ stratified K-fold, stratified by the pair of outcomes; the mean over the repeats
 alone is a noisy judge). The best eligible candidate wins; on a tie, the one with fewer signals.
 A discrete signal alone is scored for reference but never chosen: a teacher-share target inside
 one of its ties cannot be met (its tie-broken version keeps its order and can). A question router
-is eligible only when it is better than random on this dev set: in at least 95% of bootstrap
-resamples of its out-of-fold scores its APGR is above 0.5 (`random_share` records the share at
-or below). Every candidate's scores are kept in ROUTER.json.
+is eligible only when it is better than random on this dev set, by a permutation test: its
+cross-validated APGR must beat that of the same procedure on each of PERMUTATIONS copies of dev
+whose outcomes are shuffled across questions (p < 0.05; it stops at the first copy that scores
+as well, so a useless router costs a few fits). A bootstrap of the out-of-fold scores is not
+enough: cross-validated APGRs of a router fitted on noise scatter more widely than resampling
+one set of scores shows (on recorded GSM8K outputs a question router passed a bootstrap test on
+one half and scored 0.49 on the other). Every candidate's scores are kept in ROUTER.json.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -44,8 +48,7 @@ LENGTH_GROUP = ("length", "mean_length")
 SOLUTION_GROUP = tuple(SOLUTION_SIGNALS)
 MAX_DISCRETE = 50  # a signal with at most this many distinct dev values is tried tie-broken
 CONFIDENCE, GAIN, SIGNAL = "confidence", "gain", "signal"
-BOOTSTRAP = 200  # resamples for "better than random"
-RANDOM_LEVEL = 0.05  # at most this share of resamples may score at or below random
+PERMUTATIONS = 19  # beating all 19 shuffled copies: p < 0.05
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ class Candidate:
     apgr: float = math.nan  # of the out-of-fold scores on dev (NaN when dev has no accuracy gap)
     auroc: float = math.nan  # same scores, for student correctness
     eligible: bool = True  # False for a discrete signal alone, or a question router no better than random
-    random_share: float | None = None  # question routers: bootstrap share at or below random
+    permutations_beaten: int | None = None  # question routers: shuffled copies beaten (of PERMUTATIONS)
 
     @property
     def question_only(self) -> bool:
@@ -74,7 +77,7 @@ class Candidate:
     def to_dict(self) -> dict:
         return json_safe({"name": self.name, "kind": self.kind, "signals": list(self.signals), "primary": self.primary,
                           "text": self.text, "cv_apgr": self.apgr, "cv_auroc": self.auroc, "eligible": self.eligible,
-                          "random_share": self.random_share})
+                          "permutations_beaten": self.permutations_beaten})
 
     def fit(self, dev: RoutingData, l2: float = 1.0) -> CombinedRouter | GainRouter | str:
         """This candidate's router fitted on all of `dev` (a signal's name when nothing is fitted)."""
@@ -135,7 +138,7 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
     if len(c.signals) == 1 and c.kind == CONFIDENCE and not c.text:
         return c.signals[0]
     rows = [dev.features[i] for i in idx]
-    key = (id(dev), c.kind, c.signals, c.text, l2, hash(idx.tobytes()), idx.size)
+    key = (dev.fingerprint, c.kind, c.signals, c.text, l2, idx.tobytes())
     base = _FITTED.get(key)
     if base is None:
         if len(_FITTED) > 512:
@@ -180,28 +183,37 @@ def routing_scores(dev: RoutingData, conf: np.ndarray) -> tuple[float, float]:
     return apgr(routing_curve(conf, s, t), float(s.mean()), float(t.mean())), auroc(conf, s)
 
 
-def share_at_or_below_random(dev: RoutingData, conf: np.ndarray, seed: int = 0) -> float:
-    """The share of bootstrap resamples (questions drawn with replacement) in which these scores'
-    APGR is at or below a random router's 0.5; NaN-scored resamples (no gap) count as below."""
-    rng = np.random.default_rng(seed)
-    s, t = dev.student_correct, dev.teacher_correct
-    below = 0
-    for _ in range(BOOTSTRAP):
-        i = rng.integers(0, dev.n, dev.n)
-        a = apgr(routing_curve(conf[i], s[i], t[i]), float(s[i].mean()), float(t[i].mean()))
-        below += not (a > 0.5)
-    return below / BOOTSTRAP
+def beats_shuffled(dev: RoutingData, c: Candidate, *, folds: int = 3, seed: int, l2: float) -> int:
+    """How many of PERMUTATIONS outcome-shuffled copies of dev this candidate's cross-validated
+    APGR beats, in order, stopping at the first it does not beat (the permutation test of the
+    module doc). Student and teacher outcomes move together, so their overlap is kept. The test
+    statistic is one 3-fold cross-validation, for real and shuffled outcomes alike (the same
+    procedure on both sides is what the test needs; 3 folds keep 20 of them affordable)."""
+    real = routing_scores(dev, out_of_fold(dev, c, folds=folds, repeats=1, seed=seed, l2=l2)[0])[0]
+    if not math.isfinite(real):
+        return 0
+    rng = np.random.default_rng(seed + 7919)
+    for k in range(PERMUTATIONS):
+        p = rng.permutation(dev.n)
+        copy = replace(dev, student_correct=dev.student_correct[p], teacher_correct=dev.teacher_correct[p],
+                       _fingerprint=None)
+        try:
+            null = routing_scores(copy, out_of_fold(copy, c, folds=folds, repeats=1, seed=seed, l2=l2)[0])[0]
+        except ValueError:  # a shuffled fold with one outcome: that copy cannot be scored
+            continue
+        if not null < real:
+            return k
+    return PERMUTATIONS
 
 
 def score_candidate(dev: RoutingData, c: Candidate, *, folds: int, repeats: int, seed: int, l2: float) -> Candidate:
     runs = [routing_scores(dev, conf) for conf in out_of_fold(dev, c, folds=folds, repeats=repeats, seed=seed, l2=l2)]
     a, u = float(np.mean([x for x, _ in runs])), float(np.mean([y for _, y in runs]))
-    eligible, rnd = c.eligible, None
+    eligible, beaten = c.eligible, None
     if c.question_only:
-        first = out_of_fold(dev, c, folds=folds, repeats=1, seed=seed, l2=l2)[0]
-        rnd = share_at_or_below_random(dev, first, seed)
-        eligible = eligible and rnd <= RANDOM_LEVEL
-    return Candidate(c.signals, c.primary, c.kind, c.text, a, u, eligible, rnd)
+        beaten = beats_shuffled(dev, c, seed=seed, l2=l2)
+        eligible = eligible and beaten == PERMUTATIONS
+    return Candidate(c.signals, c.primary, c.kind, c.text, a, u, eligible, beaten)
 
 
 def select_signals(dev: RoutingData, *, folds: int = 5, repeats: int = 3, seed: int = 0, l2: float = 1.0,
