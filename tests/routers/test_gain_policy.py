@@ -5,7 +5,6 @@ import json
 import math
 
 import numpy as np
-import pytest
 
 from tourney.harness.types import Question
 from tourney.routers.calibrate import CalibratedRouter, calibrate

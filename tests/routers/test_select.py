@@ -59,6 +59,7 @@ def test_a_dev_set_too_small_to_fit_falls_back_to_the_best_single_signal(monkeyp
         raise sel.CannotFit("a fold with one class")
     monkeypatch.setattr(sel.CombinedRouter, "fit", no_fit)
     monkeypatch.setattr(sel.GainRouter, "fit", no_fit)
+    monkeypatch.setattr(sel, "_FITTED", {})
     d = data()
     for f in d.features:
         f["mean_logprob"] = None  # left: length and self_consistency, both discrete (reference only)
@@ -73,5 +74,6 @@ def test_a_bug_in_a_fit_is_not_taken_for_an_unfittable_candidate(monkeypatch):
     def bug(*a, **k):
         raise ValueError("shapes (3,) and (4,) not aligned")
     monkeypatch.setattr(sel.CombinedRouter, "fit", bug)
+    monkeypatch.setattr(sel, "_FITTED", {})  # fits cached by an earlier test would never call it
     with pytest.raises(ValueError, match="not aligned"):
         select_signals(data())

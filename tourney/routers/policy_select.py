@@ -25,16 +25,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tourney.errors import ConfigError
+from tourney.errors import ConfigError, DataError
 from tourney.harness.jsonl import json_safe
+from tourney.routers.linear import CannotFit
 from tourney.routers.metrics import EPS, apgr, mean_curve, routing_curve, threshold_candidates
 from tourney.routers.pertype import MIN_QUESTIONS, TypeCalibration
 from tourney.routers.policy import CASCADE, POLICIES, PRE, TWO_STAGE, policy_view, thresholds_for_shares
 from tourney.routers.rundata import RoutingData
-from tourney.routers.target import Target
 from tourney.routers.select import (
     CONFIDENCE, GAIN, Candidate, candidate_scores, chosen, fold_splits, out_of_fold, select_signals,
 )
+from tourney.routers.target import Target
 
 CLEAR_SE = 2.0  # an extra layer (per-type maps, a first stage) must win by this many standard errors
 BOOTSTRAP = 200
@@ -261,7 +262,7 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
     elif policy in ("auto", TWO_STAGE):  # the score is given: look for a first stage only
         try:
             table = select_signals(dev, seed=seed, l2=l2, allowed=(GAIN,), only_question=True)
-        except ValueError:
+        except DataError:  # too few dev questions (or one outcome only) to cross-validate
             if policy == TWO_STAGE:
                 raise
             notes.append("no question router: dev is too small to cross-validate one")
@@ -275,7 +276,7 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
         score = chosen(table)
     try:
         score_oof = out_of_fold(dev, score, folds=FOLDS, repeats=REPEATS, seed=seed, l2=l2)
-    except ValueError:  # a fold with one outcome only: too few dev questions to hold any out
+    except CannotFit:  # a fold with one outcome only: too few dev questions to hold any out
         score_oof = [candidate_scores(score, dev, np.arange(dev.n), score.fit(dev, l2))]
         notes.append("thresholds on in-sample scores: dev is too small for out-of-fold ones")
     question, question_oof = None, None
@@ -293,7 +294,7 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
     if per_type == "auto" and not (isinstance(score, Candidate) and score.question_only):
         try:
             choice.per_type_table = score_per_type(dev, score_oof, seed)
-        except ValueError:  # a fold with one outcome only
+        except CannotFit:  # a fold with one outcome only
             notes.append("no per-type thresholds: dev is too small to cross-validate them")
         choice.per_type = pick_per_type(choice.per_type_table)
     elif per_type not in ("auto", "off"):

@@ -33,7 +33,7 @@ from tourney.routers.metrics import (
     CurvePoint, RoutingReport, cpt, mean_curve, oracle_curve, random_router_curve, routing_curve, routing_report,
     threshold_candidates,
 )
-from tourney.routers.policy import CASCADE, PRE, TWO_STAGE, PolicyView, policy_view
+from tourney.routers.policy import CASCADE, PRE, PolicyView, policy_view
 from tourney.routers.route_eval_plots import curves_by_type, render_type_curves
 from tourney.routers.rundata import RoutingData, routing_data
 from tourney.routers.signals import FEATURE_NAMES

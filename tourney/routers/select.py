@@ -119,6 +119,8 @@ def fold_splits(dev: RoutingData, folds: int, repeats: int, seed: int) -> Iterat
     when every pair has at least `folds` questions (else plain shuffled K-fold)."""
     from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
 
+    if dev.n < folds:
+        raise CannotFit(f"{folds}-fold cross-validation needs at least {folds} dev questions, got {dev.n}")
     pair = (2 * dev.student_correct + dev.teacher_correct).astype(int)
     counts = np.bincount(pair, minlength=4)
     stratify = counts[counts > 0].min() >= folds
@@ -199,7 +201,7 @@ def beats_shuffled(dev: RoutingData, c: Candidate, *, folds: int = 3, seed: int,
                        _fingerprint=None)
         try:
             null = routing_scores(copy, out_of_fold(copy, c, folds=folds, repeats=1, seed=seed, l2=l2)[0])[0]
-        except ValueError:  # a shuffled fold with one outcome: that copy cannot be scored
+        except CannotFit:  # a shuffled fold with one outcome: that copy cannot be scored
             continue
         if not null < real:
             return k
