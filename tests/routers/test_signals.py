@@ -128,3 +128,33 @@ def test_mean_length_over_the_samples_that_did_not_fail():
     assert compute_signals(rows, ["mean_length"]) == {"mean_length": 6.0}
     assert compute_signals([row(0)], ["mean_length"]) == {"mean_length": None}
     assert oriented("mean_length", 6.0) == -6.0 and oriented("answer_agreement", 0.5) == 0.5
+
+
+@pytest.mark.parametrize("text, answer", [
+    # a base model that runs on writes further "####" lines: the grader scores the first
+    ("So 3 + 4 = 7.\n#### 7\nQuestion: and 5 + 6?\n#### 11", "7"),
+    # a markdown heading is not an answer: the first "#### N" after it is
+    ("#### Step 1\n2 * 3 = 6\n#### 6\n#### 60", "6"),
+    # inside the thinking nothing counts
+    ("<think>maybe\n#### 5</think>\nIt is 8.\n#### 8\n#### 9", "8"),
+])
+def test_answer_logprobs_read_the_answer_the_grader_scores(text, answer):
+    from tourney.harness.scoring import extract_answer, hashes_answer_span
+
+    assert extract_answer(text) == answer
+    start, end = hashes_answer_span(text)
+    assert text[start:end] == answer
+    # one token per character, the grader's answer far more likely than anything else
+    lp = [-0.01 if start <= i < end else -5.0 for i in range(len(text))]
+    got = compute_signals([row(output=text, token_logprobs=lp)], ["answer_logprob_mean", "answer_logprob_min"])
+    assert got == {"answer_logprob_mean": pytest.approx(-0.01), "answer_logprob_min": pytest.approx(-0.01)}
+
+
+def test_answer_logprobs_without_an_accepted_hashes_line_take_the_last_marker():
+    text = "#### Step 1\nthe answer is 4\nno, the answer is 5"
+    from tourney.harness.scoring import extract_answer, hashes_answer_span
+
+    assert hashes_answer_span(text) is None and extract_answer(text) == "5"
+    start = text.rindex("is 5") + 3
+    lp = [-0.01 if i >= start else -5.0 for i in range(len(text))]
+    assert SIGNALS["answer_logprob_min"]([row(output=text, token_logprobs=lp)], None) == pytest.approx(-0.01)

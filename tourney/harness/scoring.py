@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 
 from tourney.harness.mathverify import verify_equal
-from tourney.harness.prompts import LETTERS, strip_thinking
+from tourney.harness.prompts import _THINK_TAG, LETTERS, strip_thinking
 from tourney.harness.types import Question
 
 REL_TOL = 1e-6  # relative tolerance when either side is not a whole number
@@ -193,6 +193,34 @@ def _boxed_value(content: str) -> str | None:
     return _first_value(cleaned)
 
 
+def _is_hashes_answer(span: str) -> bool:
+    """Whether a cleaned `####` line is an answer. Only "#### N": chat models also write
+    "#### Step 1" as a markdown heading. A span that starts with a number we cannot read exactly
+    ("1/0", "1e999999", "0x10", "9**9") is the model's answer all the same: unparsed, not a
+    guess from elsewhere in the text."""
+    m = _NUM.match(span)
+    return bool(m and (m.group("int") or m.group("frac")))
+
+
+def hashes_answer_span(text: str) -> tuple[int, int] | None:
+    """Where in `text` (as given, thinking included) extract_answer reads a `#### N` answer: the
+    character span of the first accepted `####` line's content, the line it scores. None when
+    the answer, if any, comes from another format. Signals that score the answer's tokens use
+    this, so they read the answer the grader scores (the first `####`, not the last).
+
+    The answer is looked for where strip_thinking leaves it: after the last `</think>`, up to a
+    `<think>` that never closes (text kept between two thinking blocks is not searched)."""
+    tags = list(_THINK_TAG.finditer(text))
+    closes = [t.end() for t in tags if t.group(1)]
+    start = closes[-1] if closes else 0
+    opens = [t.start() for t in tags if not t.group(1) and t.start() >= start]
+    end = opens[0] if opens else len(text)
+    for m in _HASHES.finditer(text, start, end):
+        if _is_hashes_answer(_clean(m.group(1)).strip()):
+            return m.start(1), m.end(1)
+    return None
+
+
 def extract_answer(text: str) -> str | None:
     """The final numeric answer in a model's output, normalised (see module doc), or None.
 
@@ -210,11 +238,7 @@ def extract_answer(text: str) -> str | None:
         return None
     for span in _HASHES.findall(text):
         span = _clean(span).strip()
-        # Only "#### N": chat models also write "#### Step 1" as a markdown heading. A span that
-        # starts with a number we cannot read exactly ("1/0", "1e999999", "0x10", "9**9") is the
-        # model's answer all the same: unparsed, not a guess from elsewhere in the text.
-        m = _NUM.match(span)
-        if m and (m.group("int") or m.group("frac")):
+        if _is_hashes_answer(span):
             return _first_value(span)
     for content in reversed(_boxed_contents(text)):
         value = _boxed_value(content)

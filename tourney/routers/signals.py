@@ -16,6 +16,7 @@ import math
 import re
 from typing import Callable, Mapping, Sequence
 
+from tourney.harness.scoring import hashes_answer_span
 from tourney.harness.types import SampleResult
 from tourney.harness.votes import answer_counts, majority_vote
 from tourney.harness.votes import mean_logprob as mean_of
@@ -62,35 +63,41 @@ def entropy_proxy(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = 
 
 # --- final-answer logprob signals ---------------------------------------------------------------
 
-# The last of these marks where the final answer starts; the same markers extract_answer reads.
-_ANSWER_MARKER = re.compile(r"####|\banswer\s+is\b:?|\\boxed\s*\{", re.IGNORECASE)
+# Without a `#### N` line, the last of these marks where the final answer starts (extract_answer
+# also reads the last \boxed{} and the last "answer is").
+_ANSWER_MARKER = re.compile(r"\banswer\s+is\b:?|\\boxed\s*\{", re.IGNORECASE)
 
 
 def _answer_logprobs(rows: Sequence[SampleResult]) -> list[float] | None:
     """Logprobs of the tokens that (approximately) spell the final answer of the first sample.
 
     APPROXIMATION: rows keep per-token logprobs but not the token texts, so token boundaries are
-    unknown. The answer's character span (after the LAST '####' / 'answer is' / '\\boxed{'
-    marker, to the end of that line) is mapped to token positions by its share of the output's
-    characters: tokens [floor(start/len * n), ceil(end/len * n)), at least one token. This is
-    right on average and off by a token or two at the edges; tokens are short near numbers
-    (Qwen tokenises digits one by one), so the window may cover less than the whole answer.
+    unknown. The answer's character span (the `#### N` line the grader scores, the first one it
+    accepts; without one, from the last 'answer is' / '\\boxed{' marker to the end of that
+    line) is mapped to token positions by its share of the output's characters: tokens
+    [floor(start/len * n), ceil(end/len * n)), at least one token. This is right on average and
+    off by a token or two at the edges; tokens are short near numbers (Qwen tokenises digits one
+    by one), so the window may cover less than the whole answer.
     None when there are no logprobs or no marker (no final answer to score).
     """
     lp = _logprobs(rows)
     text = _first(rows).output
     if not lp or not text:
         return None
-    marks = list(_ANSWER_MARKER.finditer(text))
-    if not marks:
-        return None
-    start = marks[-1].end()
-    while start < len(text) and text[start].isspace():  # the answer may start on the next line
-        start += 1
-    if start >= len(text):
-        return None
-    end = text.find("\n", start)
-    end = len(text) if end == -1 else end
+    span = hashes_answer_span(text)  # the grader's first accepted "#### N" line
+    if span is not None:
+        start, end = span
+    else:
+        marks = list(_ANSWER_MARKER.finditer(text))
+        if not marks:
+            return None
+        start = marks[-1].end()
+        while start < len(text) and text[start].isspace():  # the answer may start on the next line
+            start += 1
+        if start >= len(text):
+            return None
+        end = text.find("\n", start)
+        end = len(text) if end == -1 else end
     n = len(lp)
     t0 = min(n - 1, math.floor(start * n / len(text)))
     t1 = min(n, max(t0 + 1, math.ceil(end * n / len(text))))
