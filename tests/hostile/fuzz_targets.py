@@ -16,6 +16,9 @@ from tourney.errors import TourneyError
 from tourney.harness.questions import load_questions
 from tourney.harness.scoring import extract_answer, extract_choice, score
 from tourney.harness.types import Question
+from tourney.routers.bundle import RouterBundle
+from tourney.routers.calibrate import CalibratedRouter
+from tourney.routers.metrics import CascadeFigures
 
 # Text with what breaks naive parsers: separators, surrogate escapes, markers, LaTeX, digits.
 _ATOMS = st.sampled_from([
@@ -58,9 +61,37 @@ def grade_output(text: str) -> None:
     score(Question(id="x", question="?", answer="B", choices=("a", "b", "c", "d")), text)
 
 
+# A valid ROUTER.json (a length threshold, models named) and copies with one field replaced.
+_ROUTER = {**RouterBundle(CalibratedRouter("teacher_share", 0.5, 0.25, ["length"], "length",
+                                           CascadeFigures(4, 0.5, 1.0))).to_dict(),
+           "student": {"spec": "mini-student"}, "teacher": {"spec": "mini-teacher"}}
+_ROUTER_KEYS = st.sampled_from(sorted({*_ROUTER, "per_type", "pre", "model", "dev", "selection"}))
+_MODEL_KEYS = st.sampled_from(["spec", "samples", "temperature", "max_tokens", "model_args", "trust_remote_code",
+                               "api_key_env", "send_api_key", "base_url", "x"])
+router_texts = st.one_of(
+    messy_text,
+    json_values.map(_record),
+    st.tuples(_ROUTER_KEYS, json_values).map(lambda kv: _record({**_ROUTER, kv[0]: kv[1]})),
+    st.tuples(st.sampled_from(["student", "teacher"]), _MODEL_KEYS, json_values).map(
+        lambda r: _record({**_ROUTER, r[0]: {**_ROUTER[r[0]], r[1]: r[2]}})),
+)
+
+
+def load_router_text(text: str) -> None:
+    """A router file loads, or gives one line that names the file."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "ROUTER.json"
+        path.write_bytes(text.encode("utf-8", "surrogatepass"))
+        try:
+            assert isinstance(RouterBundle.load(str(path)), RouterBundle)
+        except TourneyError as e:
+            assert "\n" not in str(e) and str(path) in str(e)
+
+
 TARGETS: dict[str, tuple[Callable, object]] = {
     "question file (JSONL)": (parse_question_file, question_lines),
     "question file (JSON)": (lambda t: parse_question_file(t, ".json"), question_lines),
     "question file (CSV)": (lambda t: parse_question_file("question,answer,choices\n" + t, ".csv"), messy_text),
     "answer extractor": (grade_output, messy_text),
+    "router file (ROUTER.json)": (load_router_text, router_texts),
 }
