@@ -7,8 +7,8 @@ Two comparisons on recorded K-sample student runs (no logprobs) and teacher runs
    from one split to another).
 2. nested cross-validation over dev + held-out pooled: for each of `--repeats` x `--folds`
    outer folds, the whole auto procedure (signal selection by inner CV, then the fit) runs on
-   the other folds and scores the held-out fold; the out-of-fold confidences of all questions
-   give one APGR / AUROC per repeat. Self-consistency alone needs no fitting.
+   the other folds and scores the held-out fold; APGR and AUROC per outer fold, the single
+   signals on the same folds (they need no fitting).
 
     .venv/bin/python benchmarks/router_nolp.py --dev-student runs/route/dev-student-k5 --dev-teacher runs/route/dev-teacher \
         --test-student runs/route/test-student-k5 --test-teacher runs/route/test-teacher
@@ -43,16 +43,20 @@ def auto_confidence(train: RoutingData, test: RoutingData) -> np.ndarray:
     return candidate_scores(best, test, np.arange(test.n), best.fit(train))
 
 
-def nested_cv(data: RoutingData, folds: int, repeats: int) -> list[tuple[float, float]]:
-    out = []
+def nested_cv(data: RoutingData, folds: int, repeats: int) -> dict[str, list[tuple[float, float]]]:
+    """(APGR, AUROC) of every outer test fold, for auto and the two single signals. Per fold, not
+    over the pooled out-of-fold scores: folds may choose different kinds of score (a confidence,
+    a tie-broken signal, a gain), whose scales are not comparable across folds."""
+    out: dict[str, list[tuple[float, float]]] = {"auto": [], BASELINE: [], "answer_agreement": []}
     for r in range(repeats):
         fold = np.empty(data.n, dtype=int)
         fold[np.random.default_rng(100 + r).permutation(data.n)] = np.arange(data.n) % folds
-        conf = np.empty(data.n)
         for k in range(folds):
             tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-            conf[te] = auto_confidence(data.subset(tr), data.subset(te))
-        out.append(routing_scores(data, conf))
+            test = data.subset(te)
+            out["auto"].append(routing_scores(test, auto_confidence(data.subset(tr), test)))
+            for name in (BASELINE, "answer_agreement"):
+                out[name].append(routing_scores(test, test.signal_confidence(name)))
     return out
 
 
@@ -77,17 +81,15 @@ def main() -> None:
         print(f"| {name} | {a:.3f} | {u:.3f} |")
 
     data = pooled(dev, test)
-    auto = nested_cv(data, args.folds, args.repeats)
-    base = routing_scores(data, data.signal_confidence(BASELINE))
-    agree = routing_scores(data, data.signal_confidence("answer_agreement"))
-    print(f"\nnested {args.folds}-fold CV over {data.n} pooled questions, {args.repeats} repeats (mean [min, max]):")
+    per_fold = nested_cv(data, args.folds, args.repeats)
+    print(f"\nnested {args.folds}-fold CV over {data.n} pooled questions, {args.repeats} repeats "
+          "(mean [min, max] over the outer test folds):")
     print("| router | APGR | AUROC |\n|---|---|---|")
-    a = np.array(auto)
-    print(f"| auto (selection + fit inside each fold) | {a[:, 0].mean():.3f} [{a[:, 0].min():.3f}, {a[:, 0].max():.3f}] "
-          f"| {a[:, 1].mean():.3f} [{a[:, 1].min():.3f}, {a[:, 1].max():.3f}] |")
-    print(f"| {BASELINE} alone | {base[0]:.3f} | {base[1]:.3f} |")
-    print(f"| answer_agreement alone | {agree[0]:.3f} | {agree[1]:.3f} |")
-
+    for name, label in (("auto", "auto (selection + fit inside each fold)"), (BASELINE, f"{BASELINE} alone"),
+                        ("answer_agreement", "answer_agreement alone")):
+        a = np.array(per_fold[name])
+        print(f"| {label} | {np.nanmean(a[:, 0]):.3f} [{np.nanmin(a[:, 0]):.3f}, {np.nanmax(a[:, 0]):.3f}] "
+              f"| {np.nanmean(a[:, 1]):.3f} [{np.nanmin(a[:, 1]):.3f}, {np.nanmax(a[:, 1]):.3f}] |")
 
 if __name__ == "__main__":
     main()

@@ -146,7 +146,7 @@ def main() -> None:
     any_rows = next(iter(results.values()))
     for name, rs in results.items():
         err = max(abs(r["share"] - target) for r in rs)
-        label = f"current router ({args.baseline_root}, its default --signals auto)" if (
+        label = "current router (--baseline-root's code, its default --signals auto)" if (
             name.startswith("current") and args.baseline_root) else name
         print(f"| {label} | {ms([r['apgr'] for r in rs])} | {ms([r['cpt50'] for r in rs])} | "
               f"{ms([r['auroc'] for r in rs])} | {ms([r['share'] for r in rs])} | {err:.3f} |")
