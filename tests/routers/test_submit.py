@@ -248,3 +248,14 @@ def test_two_stage_sends_clear_cases_before_the_student_answers(tmp_path, batch_
     one_sample = [cfg.n for keys, cfg in student.calls if keys == ["q1"]]
     assert batch_size > 1 or one_sample == [1]
     assert sorted(teacher.asked()) == ["q2", "q4", "q6"]
+
+
+def test_a_kept_question_whose_student_request_fails_goes_to_the_teacher(tmp_path):
+    student, teacher = models()
+    student.fail = {"q1"}  # the first stage keeps q1 with the student, whose request then fails
+    r = router()
+    r.pre = FirstStage()
+    _, out = submit(tmp_path, Cascade(student, teacher, r, "balanced"), deadline_ms=5000)
+    rows = {row["id"]: row for row in log_rows(out)}
+    assert rows["q1"]["escalated"] and rows["q1"]["routed_to"] == "teacher"
+    assert "q1" in teacher.asked()

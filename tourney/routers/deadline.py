@@ -171,7 +171,8 @@ def _answer(cascade: Cascade, qs: list[Question], t0: float, deadline: float,
             else:
                 missed[i] = True
                 errors[i].append(f"student: no answer within the deadline (abandoned after {call.elapsed_s:.3f} s)")
-        up = [i for i in rest if full and first[i] is None
+        # a question the first stage kept escalates only when its student request failed (run_student)
+        up = [i for i in rest if full and first[i] != "teacher"
               and (failed or (students[i] is not None and students[i].escalate))]
         if up:
             ask_teacher(up)
