@@ -122,7 +122,20 @@ def test_a_backend_failure_is_raised_after_what_arrived_was_recorded():
     with pytest.raises(BackendError, match="went away"):
         answer_all(ThreadedServer(concurrency=1, fail_after=4), qs, prompts, GenConfig(stop=stop),
                    lambda answers: got.extend(a.question.id for a in answers))
-    assert got == ["q0", "q1", "q2", "q3"]
+    # Sent longest prompt first ("10 cats" is one character longer), then in question order.
+    assert got == ["q9", "q0", "q1", "q2"]
+
+
+def test_server_requests_go_longest_prompt_first_and_rows_come_back_in_question_order(tmp_path):
+    pets = [" and a dog", " and a dog", " and a dog", " and a dog", " and a cow"]  # q2, q4: a tie
+    qs = [Question(id=f"q{i}", question="Ann has 1 cat" + pets[i] * n + "?", answer="1")
+          for i, n in enumerate([0, 5, 2, 9, 2])]
+    prompts, stop = Prompting().render(qs)
+    backend = ThreadedServer(concurrency=1)
+    got: list[int] = []
+    answer_all(backend, qs, prompts, GenConfig(stop=stop), lambda answers: got.extend(a.index for a in answers))
+    assert [prompts.index(p) for p in backend.asked] == [3, 1, 2, 4, 0]  # ties keep question order
+    assert got == [3, 1, 2, 4, 0]  # each answer keeps its question's index
 
 
 def test_a_failure_while_recording_stops_the_workers():

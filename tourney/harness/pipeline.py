@@ -155,6 +155,12 @@ def _answer_in_process(backend: Backend, questions: Sequence[Question], prompts:
         flush()  # what arrived before a failure is kept
 
 
+def _prompt_chars(prompt: Prompt) -> int:
+    if isinstance(prompt, str):
+        return len(prompt)
+    return sum(len(message.get("content") or "") for message in prompt)
+
+
 def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts: Sequence[Prompt],
                         cfg: GenConfig, record: Callable[[list[Answered]], None],
                         tick: Callable[[], None] | None) -> None:
@@ -172,9 +178,14 @@ def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts
             if stopped.is_set():  # the caller stopped without recording this one
                 raise _Stopped()
 
+    # Longest prompts first (as lm-eval orders its requests): a long question tends to have a long
+    # answer, and one started last would hold the end of the run while the other slots sit idle.
+    # Rows are still written in question order at the end, so the order sent changes no result.
+    sent = sorted(range(len(prompts)), key=lambda i: -_prompt_chars(prompts[i]))
+
     def produce() -> None:
         try:
-            backend.generate_each(prompts, cfg, on_done)
+            backend.generate_each([prompts[i] for i in sent], cfg, lambda k, gens: on_done(sent[k], gens))
         except _Stopped:
             pass
         except BaseException as e:  # noqa: BLE001 -- handed to the caller's thread, never lost
