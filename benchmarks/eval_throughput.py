@@ -14,8 +14,8 @@ span the server saw (first request's arrival to last response's end, so client s
 report writing are left out); the ideal, sum of latencies / C; a floor no client can beat,
 max(ideal, the longest single latency); and `schedule`, what a perfect client sending in the same
 order achieves (each request started the instant a slot frees: list scheduling over the known
-latencies), so that measured / schedule is the client's own overhead. tourney sends in question
-order; lm-eval sorts by prompt length, longest first (its Collator). `served / nominal` is how much
+latencies), so that measured / schedule is the client's own overhead. Both clients send the longest
+prompt first (lm-eval's Collator; tourney's server pipeline since 09f55ad). `served / nominal` is how much
 longer the requests really took at the server than the model says (above 1 when the machine's
 CPUs are short and the stub's own event loop falls behind), and `slot use` the share of the span
 that the C slots were busy.
@@ -143,7 +143,7 @@ def part_stub(args: argparse.Namespace, work: Path, data: Path = MINI_TEST, syst
         for c in args.concurrency:
             ideal = sum(lat) / c
             floor = max(ideal, max(lat))
-            perfect = {"tourney": schedule(lat, c), "lm-eval": schedule(by_prompt, c)}
+            perfect = {"tourney": schedule(by_prompt, c), "lm-eval": schedule(by_prompt, c)}
             results: dict[str, list[tuple[float, float]]] = {"tourney": [], "lm-eval": []}
             for rep in range(args.repeats):
                 for name in ("tourney", "lm-eval"):
