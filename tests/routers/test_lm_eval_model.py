@@ -21,11 +21,12 @@ from tests.routers.fakes import ScriptedBackend  # noqa: E402
 DATA = Path(__file__).parent / "data"
 
 
-def lm_over(cascade: Cascade, choice_threshold=None) -> TourneyLM:
+def lm_over(cascade: Cascade, choice_threshold=None, greedy_check="auto") -> TourneyLM:
     """A TourneyLM over given backends, without loading models from specs."""
     lm = TourneyLM.__new__(TourneyLM)
     LM.__init__(lm)
     lm.cascade, lm.mode, lm.choice_threshold, lm._warned = cascade, cascade.mode, choice_threshold, False
+    lm.greedy_check = greedy_check
     return lm
 
 
@@ -79,6 +80,43 @@ def test_loglikelihood_keeps_confident_student_scores_and_escalates_the_rest():
     out = lm.loglikelihood(reqs)
     assert out == [(-0.1, False), (-6.0, False), (-3.0, False), (-0.2, False)]
     assert teacher.score_calls == [["doubtful?"]]  # p(best) = 0.52 < 0.6 there; 0.997 for "sure?"
+
+
+def test_is_greedy_says_whether_the_model_writes_the_continuation_greedily():
+    student = ScriptedBackend(spec="fake:s", outputs={"capital": [" Paris, of course"], "sky": [" blue"],
+                                                      "pick": [" A"]},
+                              choice_scores={"capital": [-0.5], "sky": [-2.0], "pick": [-0.1, -3.0]})
+    lm = lm_over(Cascade(student, None, None, "speed"))
+    reqs = [ll_request(0, "The capital?", " Paris"), ll_request(1, "The sky?", " grey"),
+            ll_request(2, "pick?", " A"), ll_request(2, "pick?", " B")]
+    out = lm.loglikelihood(reqs)
+    # one continuation: checked against the greedy output; options of a choice: not asked (auto)
+    assert out == [(-0.5, True), (-2.0, False), (-0.1, False), (-3.0, False)]
+    assert student.asked() == ["capital", "sky"]
+    (_, cfg), = student.calls
+    assert cfg.greedy and cfg.max_tokens == len(" Paris".encode())  # room for the longest continuation
+
+    always = lm_over(Cascade(student, None, None, "speed"), greedy_check="always")
+    assert [g for _, g in always.loglikelihood(reqs)] == [True, False, True, False]
+    never = lm_over(Cascade(student, None, None, "speed"), greedy_check="never")
+    assert [g for _, g in never.loglikelihood(reqs)] == [False] * 4
+
+
+def test_is_greedy_asks_the_model_whose_scores_were_kept():
+    student = ScriptedBackend(spec="fake:s", outputs={"doubtful": [" no"]}, choice_scores={"doubtful": [-5.0, -5.1]})
+    teacher = ScriptedBackend(spec="fake:t", outputs={"doubtful": [" yes"]}, choice_scores={"doubtful": [-0.1, -4.0]})
+    router = CalibratedRouter("teacher_share", 0.5, 0.5, ["length"], "length",
+                              CascadeFigures(n=2, teacher_share=0.5, accuracy=0.5))
+    lm = lm_over(Cascade(student, teacher, router, "balanced"), choice_threshold=0.99, greedy_check="always")
+    # the student's p(best) = 0.52 < 0.99: the teacher's scores are kept, and so is its greedy answer
+    out = lm.loglikelihood([ll_request(0, "doubtful?", " yes"), ll_request(0, "doubtful?", " no")])
+    assert out == [(-0.1, True), (-4.0, False)]
+    assert student.calls == [] and teacher.asked() == ["doubtful"]
+
+
+def test_greedy_check_is_validated():
+    with pytest.raises(Exception, match="greedy_check must be one of auto, always, never"):
+        TourneyLM(student="fake:x", greedy_check="sometimes")
 
 
 def test_loglikelihood_rolling_says_why_not():
@@ -178,3 +216,17 @@ def test_the_wrapper_command_writes_results_under_the_model_name(tiny_checkpoint
     folders = [p.name for p in out.iterdir() if p.is_dir()]
     assert folders == [f"tourney-{tiny_checkpoint.name}"], folders
     assert list((out / folders[0]).glob("results_*.json"))
+
+
+@pytest.mark.slow
+def test_is_greedy_with_a_real_checkpoint(mini_student):
+    # The greedy continuation the miniature student writes, and a half of it, are greedy; a
+    # continuation it would not write is not.
+    lm = TourneyLM(student=f"hf:{mini_student}")
+    ctx = "Question: Tom has 3 apples and buys 2 more. How many apples does he have?\nAnswer:"
+    written = lm.generate_until([gen_request(0, ctx, until=[], max_gen_toks=8)])[0]
+    assert written.strip()
+    half = written[: max(1, len(written) // 2)]
+    out = lm.loglikelihood([ll_request(0, ctx, written), ll_request(1, ctx, half), ll_request(2, ctx, " zebra")])
+    assert [g for _, g in out] == [True, True, False]
+    assert all(v <= 0.0 for v, _ in out) and out[2][0] < out[1][0]

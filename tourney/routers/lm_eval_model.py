@@ -25,8 +25,14 @@ scores are kept unless the question is escalated, in which case the teacher's re
 with `choice_threshold=P`, when the softmax probability of the student's best option is below P;
 otherwise with the router itself when it reads option scores (mc_probability, mc_margin); a
 router that reads none has no evidence here and escalates every question (a warning says so).
-`is_greedy` is always False: score_choices does not report it, so metrics that need it (the
-`acc` of loglikelihood tasks such as lambada) are not meaningful with this model.
+`is_greedy` (what lm-eval's `acc` of loglikelihood tasks such as lambada reads) is found by asking
+the model that scored the continuation for its greedy continuation of the context, with room
+for as many tokens as the continuation has bytes, and checking that it begins with the
+continuation's text. `greedy_check=auto` (the default) does that for contexts with one
+continuation (loglikelihood tasks), not for multiple-choice options, whose metrics compare the
+options' scores and never read it (there it is reported False); `always` / `never` force it.
+A text check, not a token check: a greedy output that spells the continuation with other
+tokens counts as greedy here, where lm-eval's `hf` model compares token ids.
 """
 from __future__ import annotations
 
@@ -42,13 +48,14 @@ from lm_eval.utils import simple_parse_args_string
 from tourney.errors import ConfigError
 from tourney.harness.types import Question, SampleResult
 from tourney.models.registry import load_backend
-from tourney.models.types import Backend
+from tourney.models.types import Backend, GenConfig
 from tourney.routers.bundle import ModelSettings, RouterBundle
 from tourney.routers.cascade import Cascade, backend_options, choice_router_signals
 from tourney.routers.signals import mc_probability
 
 log = logging.getLogger(__name__)
 _LMEVAL_KEYS = ("batch_size", "max_batch_size", "device")
+_GREEDY_CHECKS = ("auto", "always", "never")
 
 
 def _cut(text: str, until: list[str]) -> str:
@@ -65,7 +72,7 @@ class TourneyLM(LM):
     def __init__(self, router: str | None = None, student: str | None = None, teacher: str | None = None,
                  mode: str | None = None, choice_threshold: float | None = None,
                  batch_size: Any = None, max_batch_size: Any = None, device: str | None = None,
-                 model: str | None = None, **backend_args: Any) -> None:
+                 model: str | None = None, greedy_check: str = "auto", **backend_args: Any) -> None:
         # `model` is a display name only: lm-eval names its results folder after it (cli.lm_eval).
         super().__init__()
         self.name = model
@@ -86,6 +93,9 @@ class TourneyLM(LM):
         if choice_threshold is not None and not 0.0 <= float(choice_threshold) <= 1.0:
             raise ConfigError(f"tourney: choice_threshold must be a probability in [0, 1], got {choice_threshold}")
         self.choice_threshold = None if choice_threshold is None else float(choice_threshold)
+        if greedy_check not in _GREEDY_CHECKS:
+            raise ConfigError(f"tourney: greedy_check must be one of {', '.join(_GREEDY_CHECKS)}, got {greedy_check!r}")
+        self.greedy_check = greedy_check
         self.mode = mode
         self._warned = False
         extra = dict(backend_args)
@@ -125,7 +135,7 @@ class TourneyLM(LM):
         for key, value in (additional_config or {}).items():
             if key in _LMEVAL_KEYS and value is not None:
                 args.setdefault(key, value)
-        for key in ("router", "student", "teacher", "mode", "model"):  # paths, specs and names stay text
+        for key in ("router", "student", "teacher", "mode", "model", "greedy_check"):  # paths, specs and names stay text
             if key in args and args[key] is not None:
                 args[key] = str(args[key])
         return cls(**args)
@@ -177,17 +187,37 @@ class TourneyLM(LM):
         c = self.cascade
         first = c.teacher if self.mode == "accuracy" else c.student
         scores = first.score_choices(contexts, options)
+        scorer = [first] * len(keys)  # the model whose scores are kept, which is asked for is_greedy
         if self.mode == "balanced":
             up = [j for j, s in enumerate(scores) if self._escalate(list(s), contexts[j])]
             if up:
                 better = c.teacher.score_choices([contexts[j] for j in up], [options[j] for j in up])
                 for j, s in zip(up, better):
-                    scores[j] = s
+                    scores[j], scorer[j] = s, c.teacher
+        greedy = self._greedy(contexts, options, scorer)
         out: list[tuple[float, bool]] = [(0.0, False)] * len(requests)
-        for k, s in zip(keys, scores):
-            for i, v in zip(groups[k], s):
-                out[i] = (float(v), False)
+        for j, (k, s) in enumerate(zip(keys, scores)):
+            for i, v, g in zip(groups[k], s, greedy[j]):
+                out[i] = (float(v), g)
                 self.cache_hook.add_partial("loglikelihood", requests[i].args, out[i])
+        return out
+
+    def _greedy(self, contexts: list[str], options: list[list[str]], scorer: list[Backend]) -> list[list[bool]]:
+        """Per context, per continuation: is it what the scoring model writes greedily (module doc)?"""
+        out = [[False] * len(opts) for opts in options]
+        if self.greedy_check == "never":
+            return out
+        asked = [j for j, opts in enumerate(options) if self.greedy_check == "always" or len(opts) == 1]
+        by_backend: dict[int, list[int]] = {}
+        for j in asked:
+            by_backend.setdefault(id(scorer[j]), []).append(j)
+        for idx in by_backend.values():
+            backend = scorer[idx[0]]
+            room = max(len(o.encode("utf-8")) for j in idx for o in options[j])
+            gens = backend.generate([contexts[j] for j in idx], GenConfig(max_tokens=max(room, 1), temperature=0.0))
+            for j, samples in zip(idx, gens):
+                text = samples[0].text if samples and not samples[0].error else None
+                out[j] = [text is not None and bool(o) and text.startswith(o) for o in options[j]]
         return out
 
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
