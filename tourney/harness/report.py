@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tourney.harness.jsonl import json_safe
+from tourney.harness.calibration import calibration_markdown, calibration_section, reliability_plot
 from tourney.harness.metrics import summarize_results
 from tourney.harness.report_content import failure_examples, ordered_types, type_order, type_share
 from tourney.harness.rundir import RunDir
@@ -40,6 +41,7 @@ def build_report(run_dir: str | Path) -> dict[str, Any]:
     report["n_questions_expected"] = meta.get("n_questions")
     report.update(summarize_results(rows).to_dict())
     report.update(content_of(rows))
+    report.update(calibration_section(rows))  # multiple-choice runs with option scores only
     return json_safe(report, FLOAT_DIGITS)
 
 
@@ -151,6 +153,7 @@ def render_run_markdown(report: dict[str, Any]) -> str:
     header = ["type (share)"] + [name for name, _ in _COLUMNS]
     rows = [[t] + [fmt(g) for _, fmt in _COLUMNS] for t, g in _table_rows(report)]
     out.append(_md_table(header, rows))
+    out += calibration_markdown(report)
     return "\n".join(out)
 
 
@@ -158,8 +161,9 @@ def render_run_markdown(report: dict[str, Any]) -> str:
 
 def render_plots(report: dict[str, Any]) -> list[tuple[str, bytes]]:
     """The run's plots as (title, PNG bytes): accuracy per type with CI bars, latency p50/p95 per
-    type, and accuracy against latency (one point per type); see harness.report_plots."""
-    from tourney.harness.report_plots import accuracy_bars, accuracy_vs_latency, latency_bars, points_of
+    type, accuracy against latency (one point per type), and for multiple-choice runs with option
+    scores the reliability diagram (harness.calibration); see harness.report_plots."""
+    from tourney.harness.report_plots import accuracy_bars, accuracy_vs_latency, latency_bars, png, points_of
 
     types = ordered_types(report)
     points = points_of(report, types)
@@ -172,6 +176,7 @@ def render_plots(report: dict[str, Any]) -> list[tuple[str, bytes]]:
         ("Latency per type", latency_bars(series, "Latency per type")),
         ("Accuracy against latency", accuracy_vs_latency(
             {k: v[:-1] for k, v in series.items()}, "Accuracy against latency per type")),
+        *reliability_plot(report, png),
     ]
 
 

@@ -27,7 +27,7 @@ from tourney.harness.prompts import get_template
 from tourney.harness.questions import data_sha256, load_questions
 from tourney.harness.report import write_reports
 from tourney.harness.rundir import GenerationMeta, RunDir, RunMeta, now_stamp, package_version
-from tourney.harness.types import Question
+from tourney.harness.types import Question, SampleResult
 from tourney.models.registry import output_options, replays_recordings
 from tourney.models.types import Backend, Capabilities, GenConfig
 
@@ -122,6 +122,18 @@ def prepare_run(cfg: EvalConfig, questions: Sequence[Question], overwrite: bool 
     return RunDir.start(cfg.out, cfg.run_meta(data_sha, len(questions)), overwrite=overwrite)
 
 
+def _add_option_scores(backend: Backend, chunk: Sequence[Question], prompts: list,
+                       scored: list[list[SampleResult]]) -> None:
+    """Multiple choice: each sample's option log-likelihoods where it commits to its letter."""
+    from tourney.harness.option_scores import score_options
+
+    outputs = [[r.output for r in rows] for rows in scored]
+    predictions = [[r.prediction for r in rows] for rows in scored]
+    for rows, logliks in zip(scored, score_options(backend, chunk, prompts, outputs, predictions)):
+        for r, ll in zip(rows, logliks):
+            r.choice_logliks = ll if r.error is None else None
+
+
 def run_eval(
     cfg: EvalConfig,
     backend: Backend,
@@ -145,9 +157,14 @@ def run_eval(
         if progress:
             progress(state["done"], total, backend.requests_in_flight() if counting else None)
 
+    prompt_of: dict[str, Any] = {}
+
     def record(answers: list[Answered]) -> None:
-        rows = [r for a in answers for r in scored_rows(a.question, a.generations)
-                if (r.id, r.sample) not in finished]
+        scored = [scored_rows(a.question, a.generations) for a in answers]
+        if cfg.logprobs is not None and not replays_recordings(cfg.model):
+            _add_option_scores(backend, [a.question for a in answers], [prompt_of[a.question.id] for a in answers],
+                               scored)
+        rows = [r for rows in scored for r in rows if (r.id, r.sample) not in finished]
         run.append(rows)
         state["done"] += sum(1 for a in answers if a.question.id not in done_ids)
         state["replaced"] += sum(g.replaced_surrogates for a in answers for g in a.generations)
@@ -155,6 +172,7 @@ def run_eval(
     tick()
     if todo:
         prompts, stop = cfg.prompting().render(todo)
+        prompt_of.update((q.id, p) for q, p in zip(todo, prompts))
         answer_all(backend, todo, prompts, cfg.gen_config(stop), record, tick)
     if state["replaced"]:
         log.warning("%d lone surrogate(s) in model output were replaced by U+FFFD", state["replaced"])

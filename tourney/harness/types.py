@@ -52,6 +52,9 @@ class SampleResult(BaseModel):
     finish_reason: str | None = None
     # kept so routers can compute confidence offline; -inf is a real logprob
     token_logprobs: list[Annotated[float, Field(allow_inf_nan=True)]] | None = None
+    # Multiple choice, when logprobs were asked: each option letter's log-likelihood where the
+    # output commits to its answer (harness.option_scores), in letter order.
+    choice_logliks: list[float] | None = None
 
     def to_dict(self) -> dict:
         return self.model_dump()
