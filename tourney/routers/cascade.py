@@ -182,9 +182,11 @@ class Cascade:
             gens = self._generate(self.student, s, questions, prompts, stop, logprobs=logprobs, max_tokens=max_tokens)
         else:
             gens = self._generate(self.student, s, questions, prompts, stop, n=1, logprobs=None, max_tokens=max_tokens)
+        all_rows = [scored_rows(q, g) for q, g in zip(questions, gens, strict=True)]
+        if full and prompts is None and self.router is not None and choice_router_signals(self.router):
+            self._score_options(questions, all_rows)
         out = []
-        for q, g in zip(questions, gens, strict=True):
-            rows = scored_rows(q, g)
+        for q, g, rows in zip(questions, gens, all_rows, strict=True):
             conf = None
             if full and self.router is not None and rows:
                 conf = self.router.confidence(rows, question_text=q.question)
@@ -197,6 +199,18 @@ class Cascade:
                                                     or self.router.to_teacher(conf))
             out.append(StudentOutcome(rows=rows, confidence=conf, latency_s=latency, escalate=escalate))
         return out
+
+    def _score_options(self, questions: Sequence[Question], all_rows: list[list[SampleResult]]) -> None:
+        """The option scores mc_probability / mc_margin read, as `tourney eval --logprobs` records
+        them (harness.option_scores); lm-eval contexts score their options in lm_eval_model."""
+        from tourney.harness.option_scores import score_options
+
+        rendered, _ = self.student_settings.prompts(questions)
+        outputs = [[r.output for r in rows] for rows in all_rows]
+        preds = [[r.prediction for r in rows] for rows in all_rows]
+        for rows, logliks in zip(all_rows, score_options(self.student, questions, rendered, outputs, preds)):
+            for r, ll in zip(rows, logliks):
+                r.choice_logliks = ll if r.error is None else None
 
     def run_teacher(self, questions: Sequence[Question], *, prompts: Sequence[Prompt] | None = None,
                     stop: Sequence[str] | None = None, max_tokens: int | None = None) -> list[Generation]:

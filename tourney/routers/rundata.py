@@ -11,7 +11,7 @@ Per question, in the student run's question order:
   drawn one after another;
 - teacher latency: the teacher's sample 0;
 - every signal of routers.signals and every question feature, computed once from the student's
-  rows (runs record no option scores, so the multiple-choice signals are always unavailable).
+  rows (multiple-choice signals read the option scores a run records with `--logprobs`).
 
 A signal's confidence is its oriented value (routers.signals.oriented); where it is None for a
 question, the confidence is -inf: the cascade escalates questions it has no evidence about

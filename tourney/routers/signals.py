@@ -282,9 +282,12 @@ def compute_signals(
 ) -> dict[str, float | None]:
     """The named signals and question features for one question's samples.
 
-    Question features read `question_text`, or the question stored in the first row.
+    Question features read `question_text`, or the question stored in the first row; option
+    log-likelihoods are `choice_logliks`, or those the first row recorded (harness.option_scores).
     """
     check_names(names)
+    if choice_logliks is None and rows:
+        choice_logliks = _first(rows).choice_logliks
     out: dict[str, float | None] = {}
     qf: Mapping[str, float] | None = None
     for name in names:
