@@ -44,3 +44,24 @@ def mini_student() -> Path:
 @pytest.fixture(scope="session")
 def mini_teacher() -> Path:
     return _shipped("teacher")
+
+
+@pytest.fixture(scope="session")
+def tiny_mc_checkpoint(tmp_path_factory) -> Path:
+    """Like tiny_checkpoint, with a tokenizer that has also seen the miniature tournament's
+    multiple-choice prompts (so " A".." D" are single tokens, as in the shipped pair's)."""
+    import torch
+
+    from tourney.harness.knowledge import WorldConfig, build_world, knowledge_questions
+    from tourney.harness.synthetic import SynthConfig, generate
+    from tourney.models.mini.arch import MiniArch, build_model
+    from tourney.models.mini.tokenizer import train_tokenizer
+    from tourney.trainers.pretrain import prompt_text
+
+    out = tmp_path_factory.mktemp("tiny-mc")
+    rows = knowledge_questions(build_world(WorldConfig()), 300, seed=5) + generate(SynthConfig(n=200, seed=5))
+    tok = train_tokenizer([prompt_text(r) + " " + r["solution"] for r in rows], out, vocab_size=400)
+    torch.manual_seed(0)
+    model = build_model(MiniArch(32, 64, 2, 2, 1, 16), vocab_size=len(tok), eos_id=tok.eos_token_id)
+    model.save_pretrained(str(out), safe_serialization=True)
+    return out
