@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from tourney.harness.prompts import PromptTemplate, get_template, render, template_for, with_system
-from tourney.harness.scoring import extract_answer, extract_choice, score
+from tourney.harness.scoring import choose_option, extract_answer, score
 from tourney.harness.types import Question, SampleResult
 from tourney.models.types import Backend, GenConfig, Generation, Prompt
 
@@ -56,7 +56,7 @@ class Prompting:
 def predict(question: Question, text: str) -> str | None:
     """The final answer in a model output (a choice letter for multiple choice), or None."""
     if question.is_multiple_choice:
-        return extract_choice(text, len(question.choices or ()))
+        return choose_option(question, text)
     return extract_answer(text)
 
 

@@ -128,8 +128,7 @@ def _add_option_scores(backend: Backend, chunk: Sequence[Question], prompts: lis
     from tourney.harness.option_scores import score_options
 
     outputs = [[r.output for r in rows] for rows in scored]
-    predictions = [[r.prediction for r in rows] for rows in scored]
-    for rows, logliks in zip(scored, score_options(backend, chunk, prompts, outputs, predictions)):
+    for rows, logliks in zip(scored, score_options(backend, chunk, prompts, outputs)):
         for r, ll in zip(rows, logliks):
             r.choice_logliks = ll if r.error is None else None
 

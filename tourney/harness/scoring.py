@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
+from typing import Sequence
 
 from tourney.harness.mathverify import verify_equal
 from tourney.harness.prompts import _THINK_TAG, LETTERS, strip_thinking
@@ -326,10 +327,45 @@ def extract_choice(text: str, n_choices: int) -> str | None:
     return None
 
 
+_TEXT_MARKER = re.compile(r"\banswer\s*(?:is|:)", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?]\s+|\n")
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.split()).strip().rstrip(".!").strip().lower()
+
+
+def extract_choice_text(text: str, choices: Sequence[str]) -> str | None:
+    """The letter of the option an output names by its text, or None.
+
+    The final answer is the text after the last answer marker ("the answer is", "Answer:"), or
+    else the output's last sentence; it counts only when it IS one option's text (case, spacing
+    and a final period aside), so nothing is guessed from an option merely mentioned. Models too
+    small to bind an answer to its letter answer this way (the miniature pair: "Postia.", or with
+    a brief reason first, "Zor. Postia."), as lm-eval scores such models by the options' text.
+    """
+    text = strip_thinking(text)
+    markers = list(_TEXT_MARKER.finditer(text))
+    if markers:
+        final = text[markers[-1].end():]
+    else:
+        parts = _SENTENCE_END.split(text.strip())
+        final = parts[-1] if parts[-1].strip() or len(parts) < 2 else parts[-2]
+    final = _plain(final)
+    hits = [i for i, c in enumerate(choices) if final and _plain(c) == final]
+    return LETTERS[hits[0]] if len(hits) == 1 else None
+
+
+def choose_option(question: Question, output: str) -> str | None:
+    """The option an output picks: its letter (extract_choice), else the option it names by text."""
+    choices = question.choices or ()
+    return extract_choice(output, len(choices)) or extract_choice_text(output, choices)
+
+
 def score(question: Question, output: str) -> Score:
     """Extract the answer from `output` and compare it with the question's gold answer."""
     if question.is_multiple_choice:
-        letter = extract_choice(output, len(question.choices or ()))
+        letter = choose_option(question, output)
         return Score(letter, letter is not None and letter == question.answer.strip().upper())
     pred = extract_answer(output)
     return Score(pred, numbers_equal(pred, question.answer))

@@ -207,8 +207,7 @@ class Cascade:
 
         rendered, _ = self.student_settings.prompts(questions)
         outputs = [[r.output for r in rows] for rows in all_rows]
-        preds = [[r.prediction for r in rows] for rows in all_rows]
-        for rows, logliks in zip(all_rows, score_options(self.student, questions, rendered, outputs, preds)):
+        for rows, logliks in zip(all_rows, score_options(self.student, questions, rendered, outputs)):
             for r, ll in zip(rows, logliks):
                 r.choice_logliks = ll if r.error is None else None
 
