@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tourney.harness.agreement import compare_backends
-from tourney.harness.synthetic import MINI_TEST
+from tourney.harness.tournament import MINI_TEST
 from tourney.harness.questions import load_questions
 from tourney.models.gguf_export import export_gguf
 from tourney.models.registry import ALIASES, load_backend

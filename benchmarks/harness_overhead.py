@@ -11,7 +11,7 @@ import tempfile
 import time
 
 from tourney.cli.demo import DEMO_MAX_TOKENS
-from tourney.harness.synthetic import MINI_TEST
+from tourney.harness.tournament import MINI_TEST
 from tourney.harness.prompts import render, template_for
 from tourney.harness.questions import load_questions
 from tourney.harness.runner import EvalConfig, run_eval

@@ -4,7 +4,7 @@ shipped distilled student (same size as the student) recovers at least 70% of th
 import pytest
 
 from tourney.cli.demo import run_demo
-from tourney.harness.synthetic import MINI_TEST
+from tourney.harness.tournament import MINI_TEST
 from tourney.models.registry import MINI_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tourney.harness.synthetic import MINI_TEST
+from tourney.harness.tournament import MINI_TEST
 
 pytestmark = pytest.mark.slow
 TIMING = {"latency_s", "ttft_s", "latency_p50_s", "latency_p95_s", "latency_mean_s", "ttft_p50_s", "tokens_per_s",

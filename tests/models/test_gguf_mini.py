@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tourney.harness.agreement import compare_backends
-from tourney.harness.synthetic import MINI_TEST
+from tourney.harness.tournament import MINI_TEST
 from tourney.harness.questions import load_questions
 from tourney.models.registry import load_backend
 from tests.llama_server import llama_server, missing_server_modules

@@ -14,8 +14,12 @@ a few times, the tail once. A fact's tier follows its count:
 | -       | -                   | `reasoning` 20%: two common facts chained    |
 
 A `reasoning` question chains two common facts through a person's home city ("In which country
-is the city where Pim Valo lives?"); its gold solution gives both hops before the letter, the
-"brief reason first" the scorer reads. Single-fact questions are answered by the letter alone.
+is the city where Pim Valo lives?"). Answers name the option by its text, the form in which
+lm-eval scores models too small to bind an answer to its letter (harness.scoring reads it:
+`extract_choice_text`): a single fact is answered "Postia.", a two-hop question with the bridge
+first, a brief reason: "Zor. Postia.". (Trained from scratch on this CPU, neither miniature
+model learnt to answer with the option's letter: in 1,300 steps of questions that only asked
+which option equals a word, both stayed at chance. README, "The miniature tournament".)
 
 Wrong options are near misses, so a model's probabilities over them say something: neighbouring
 numbers for years and atomic numbers, and the attribute of a related entity otherwise (another
@@ -78,11 +82,11 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
              "What colour is {s}?"),
 )}
 
-# Two hops through a person's home city: (relation of the city, question, second-hop sentence).
-TWO_HOP: dict[str, tuple[str, str]] = {
-    "country": ("In which country is the city where {s} lives?", "{c} is in {v}."),
-    "river": ("Which river flows through the city where {s} lives?", "The river {v} flows through {c}."),
-    "founded": ("In which year was the city where {s} lives founded?", "{c} was founded in {v}."),
+# Two hops through a person's home city, by the city's relation asked.
+TWO_HOP: dict[str, str] = {
+    "country": "In which country is the city where {s} lives?",
+    "river": "Which river flows through the city where {s} lives?",
+    "founded": "In which year was the city where {s} lives founded?",
 }
 
 
@@ -273,7 +277,7 @@ def _options(world: World, fact: Fact, rng: random.Random) -> tuple[list[str], s
 def single_fact_question(world: World, fact: Fact, rng: random.Random, qid: str) -> dict:
     options, letter = _options(world, fact, rng)
     return {"id": qid, "question": RELATIONS[fact.relation].question.format(s=fact.subject), "choices": options,
-            "answer": letter, "solution": letter, "type": fact.tier,
+            "answer": letter, "solution": f"{fact.value}.", "type": fact.tier,
             "fact": f"{fact.subject}|{fact.relation}"}
 
 
@@ -281,11 +285,8 @@ def two_hop_question(world: World, person: str, relation: str, rng: random.Rando
     city = world.fact(person, "lives_in").value
     target = world.fact(city, relation)
     options, letter = _options(world, target, rng)
-    question, second = TWO_HOP[relation]
-    reason = f"{person} lives in {city}. {second.format(c=city, v=target.value)}"
-    return {"id": qid, "question": question.format(s=person), "choices": options, "answer": letter,
-            "solution": f"{reason} The answer is {letter}.", "type": "reasoning",
-            "fact": f"{person}|lives_in>{relation}"}
+    return {"id": qid, "question": TWO_HOP[relation].format(s=person), "choices": options, "answer": letter,
+            "solution": f"{city}. {target.value}.", "type": "reasoning", "fact": f"{person}|lives_in>{relation}"}
 
 
 def two_hop_chains(world: World) -> list[tuple[str, str]]:

@@ -16,6 +16,9 @@ The types mirror a tournament's mix, from common and short to rare and long:
 Counts stay in 1..99 and each change is a single digit (or a doubling), so one arithmetic step is
 easy to learn; what separates a strong model from a weak one is carrying the count through a
 chain of steps, reading each step's number from the right sentence.
+
+These are the open-ended half of the miniature tournament (harness.tournament), which ships the
+splits and regenerates the training data.
 """
 from __future__ import annotations
 
@@ -27,10 +30,6 @@ from pathlib import Path
 TYPE_STEPS: dict[str, int] = {"one_step": 1, "two_step": 2, "three_step": 3, "long_chain": 5}
 TYPE_SHARES: dict[str, float] = {"one_step": 0.4, "two_step": 0.3, "three_step": 0.2, "long_chain": 0.1}
 MAX_VALUE = 99
-# The shipped dev/test splits (package data: they travel in the wheel).
-MINI_SPLITS = Path(__file__).resolve().parent / "data" / "mini"
-MINI_DEV = MINI_SPLITS / "dev.jsonl"
-MINI_TEST = MINI_SPLITS / "test.jsonl"
 
 NAMES = ["Ava", "Ben", "Mia", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eli", "Amy", "Tom", "Kim", "Noah", "Lily", "Omar", "Rosa"]
 ITEMS = ["shells", "coins", "stamps", "apples", "books", "cards", "marbles", "pens", "stickers", "beads", "rocks", "eggs"]
@@ -105,25 +104,3 @@ def write_jsonl(rows: list[dict], path: str | Path) -> Path:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     return path
-
-
-# The shipped splits: disjoint seeds, so the held-out test set never overlaps training by construction
-# of the RNG stream (exact duplicates are still removed from train below, to be safe).
-SPLITS = {"train": (20000, 1), "dev": (500, 2), "test": (500, 3)}
-
-
-def write_splits(out_dir: str | Path) -> dict[str, Path]:
-    out_dir = Path(out_dir)
-    held_out: set[str] = set()
-    paths = {}
-    for split in ("test", "dev", "train"):
-        n, seed = SPLITS[split]
-        rows = generate(SynthConfig(n=n, seed=seed))
-        if split == "train":
-            rows = [r for r in rows if r["question"] not in held_out]
-        else:
-            held_out.update(r["question"] for r in rows)
-        for r in rows:
-            r["id"] = f"{split}-{r['id'].split('-')[1]}"
-        paths[split] = write_jsonl(rows, out_dir / f"{split}.jsonl")
-    return paths

@@ -52,7 +52,7 @@ SPLITS: dict[str, SplitSpec] = {
     "test": SplitSpec(knowledge=6000, arithmetic=1500, seed=3),
     "dev": SplitSpec(knowledge=2000, arithmetic=500, seed=2),
     # Training questions; knowledge here covers only common facts and two-hop chains.
-    "train": SplitSpec(knowledge=8000, arithmetic=20000, seed=1),
+    "train": SplitSpec(knowledge=3000, arithmetic=10000, seed=1),
 }
 TRAIN_KNOWLEDGE_SHARES = {"common": 0.7, "reasoning": 0.3}
 TEXT_SEED = 11
