@@ -26,21 +26,28 @@ def tok(tiny_mc_checkpoint):
 MC = DistillRow(id="q", question="Where does Pim live?", choices=["Zor", "Kel", "Ban", "Tov"], type="reasoning",
                 solution=" Pim lives in Kel. The answer is B.", answer="B",
                 teacher_choice_logliks=[-3.0, -0.1, -4.0, -5.0])
+NAMED = DistillRow(id="n", question="In which year was Zor founded?", choices=["1841", "1843", "1846", "1848"],
+                   type="common", solution=" Zor. 1843.", answer="B", teacher_choice_logliks=[-2.0, -0.2, -3.0, -2.5])
 ARITH = DistillRow(id="a", question="Ava has 3 shells. How many shells does Ava have now?", solution=" #### 3",
                    answer="3")
 
 
-def test_encoding_puts_the_letter_where_the_solution_has_it(tok):
+def test_encoding_finds_the_answer_by_letter_or_by_option_text(tok):
     e = encode_row(tok, MC)
     assert tok.decode(e.ids[e.start:]) == MC.solution + tok.eos_token
-    assert e.ids[e.letter_at] == e.letter_ids[1] and tok.decode([e.ids[e.letter_at]]) == " B"
+    assert tok.decode(e.ids[e.answer_at: e.answer_at + 1]) == " B" and e.options[1] == (e.ids[e.answer_at],)
+    assert [tok.decode(o) for o in e.options] == [" A", " B", " C", " D"]
     assert e.hard == 1 and e.soft == MC.teacher_choice_logliks
     assert tok.decode(e.ids[:e.start]).endswith("D. Tov\nAnswer:")
+    n = encode_row(tok, NAMED)
+    assert [tok.decode(o) for o in n.options] == [" 1841", " 1843", " 1846", " 1848"]
+    assert tok.decode(n.ids[n.answer_at: n.answer_at + len(n.options[1])]) == " 1843"
+    assert tok.decode(n.ids[n.start: n.answer_at]) == " Zor."
     plain = encode_row(tok, ARITH)
-    assert plain.letter_at is None and tok.decode(plain.ids[plain.start:]) == " #### 3" + tok.eos_token
+    assert plain.answer_at is None and tok.decode(plain.ids[plain.start:]) == " #### 3" + tok.eos_token
 
 
-def test_bad_rows_are_one_line_errors(tmp_path):
+def test_bad_rows_are_one_line_errors(tmp_path, tok):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({**MC.model_dump(), "answer": "E"}) + "\n")
     with pytest.raises(DataError, match="bad.jsonl:1.*option letters"):
@@ -48,38 +55,66 @@ def test_bad_rows_are_one_line_errors(tmp_path):
     bad.write_text(json.dumps({**MC.model_dump(), "teacher_choice_logliks": [0.0]}) + "\n")
     with pytest.raises(DataError, match="1 teacher option scores for 4 choices"):
         read_rows(bad)
+    with pytest.raises(DataError, match="names no option"):
+        encode_row(tok, DistillRow(**{**NAMED.model_dump(), "solution": " Zor."}))
+    with pytest.raises(DataError, match="answers C but the row's answer is B"):
+        encode_row(tok, DistillRow(**{**NAMED.model_dump(), "solution": " 1846."}))
     with pytest.raises(ConfigError, match="needs a teacher"):
         OptionDistillConfig(student="s", data="d", out="o", token_alpha=0.5)
 
 
-def test_the_loss_is_the_mean_of_per_position_terms(tok):
-    """alpha 0: plain CE at every answer token, the letter's CE taken over the four letters only;
-    alpha 1 at the letter: T^2 * KL to the teacher's option distribution instead."""
-    examples = [encode_row(tok, MC), encode_row(tok, ARITH)]
-    batch = make_batch(examples, tok.pad_token_id)
-    torch.manual_seed(0)
-    logits = torch.randn(*batch.input_ids.shape, len(tok))
-    hard_cfg = OptionDistillConfig(student="s", data="d", out="o", option_alpha=0.0)
-    loss, _ = batch_loss(hard_cfg, logits, batch)
-    terms = []
+def _terms(logits, examples):
+    out = []
     for i, e in enumerate(examples):
-        for t in range(e.start, len(e.ids)):
-            if t == e.letter_at:
-                letters = logits[i, t - 1, list(e.letter_ids)]
-                terms.append(-float(letters.log_softmax(-1)[e.hard]))
-            else:
-                terms.append(-float(logits[i, t - 1].log_softmax(-1)[e.ids[t]]))
-    assert float(loss) == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+        out.append([-float(logits[i, t - 1].log_softmax(-1)[e.ids[t]]) for t in range(e.start, len(e.ids))])
+    return out
 
-    soft_cfg = OptionDistillConfig(student="s", data="d", out="o", option_alpha=1.0, option_temperature=2.0)
-    soft, _ = batch_loss(soft_cfg, logits, batch)
-    e = examples[0]
-    s = logits[0, e.letter_at - 1, list(e.letter_ids)] / 2
-    p = torch.tensor(MC.teacher_choice_logliks) / 2
-    kl = float((p.softmax(-1) * (p.log_softmax(-1) - s.log_softmax(-1))).sum())
-    letter_term = [k for k, t in enumerate(range(e.start, len(e.ids))) if t == e.letter_at][0]
-    expected = (sum(terms) - terms[letter_term] + 4 * kl) / len(terms)
-    assert float(soft) == pytest.approx(expected, rel=1e-5)
+
+def test_hard_labels_are_token_cross_entropy_and_soft_labels_add_the_option_kl(tok, tiny_mc_checkpoint):
+    """alpha 0: the mean token CE of the teacher's text. alpha > 0: a multiple-choice row's tokens
+    keep (1 - alpha) of their CE and its n_q * alpha * T^2 * KL over the options (the student's
+    option scores: each option's summed log-likelihood after the row's context) joins them."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_mc_checkpoint)).eval()
+    examples = [encode_row(tok, MC), encode_row(tok, NAMED), encode_row(tok, ARITH)]
+    hard_cfg = OptionDistillConfig(student="s", data="d", out="o", option_alpha=0.0)
+    batch = make_batch(examples, tok.pad_token_id, 0.0)
+    assert batch.option_ids.shape[0] == 0  # hard labels need no option passes
+    with torch.no_grad():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        terms = _terms(logits, examples)
+        n = sum(len(t) for t in terms)
+        assert float(batch_loss(hard_cfg, logits, batch)[0]) == pytest.approx(sum(map(sum, terms)) / n, rel=1e-5)
+
+        alpha, temp = 0.4, 2.0
+        soft_cfg = OptionDistillConfig(student="s", data="d", out="o", option_alpha=alpha, option_temperature=temp)
+        sb = make_batch(examples, tok.pad_token_id, alpha)
+        o_logits = model(input_ids=sb.option_ids, attention_mask=sb.option_mask).logits
+        soft, _ = batch_loss(soft_cfg, logits, sb, option_logits=o_logits)
+        expected = sum(terms[2]) + (1 - alpha) * (sum(terms[0]) + sum(terms[1]))
+        for e, row_terms in zip(examples[:2], terms[:2]):
+            student = []
+            for opt in e.options:  # the option's summed log-likelihood after the context
+                ids = e.ids[: e.answer_at] + list(opt)
+                lp = model(torch.tensor([ids])).logits.log_softmax(-1)[0]
+                student.append(sum(float(lp[t - 1, ids[t]]) for t in range(e.answer_at, len(ids))))
+            p, q = torch.tensor(e.soft) / temp, torch.tensor(student) / temp
+            kl = float((p.softmax(-1) * (p.log_softmax(-1) - q.log_softmax(-1))).sum())
+            expected += len(row_terms) * alpha * temp**2 * kl
+    assert float(soft) == pytest.approx(expected / n, rel=1e-4)
+
+
+def test_per_token_kd_matches_the_mean_of_losses_kd_loss():
+    from tourney.trainers.losses import kd_loss
+    from tourney.trainers.option_distill import token_losses
+
+    torch.manual_seed(1)
+    s, t = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    targets = torch.tensor([[3, 4, -100, 1, 0], [-100, 2, 2, 9, -100]])
+    ours = token_losses(s, targets, t, alpha=0.3, temperature=2.0).mean()
+    theirs = kd_loss(s, t, targets, temperature=2.0, alpha=0.3, kind="forward").total
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
 
 
 class ScriptedTeacher:
@@ -125,8 +160,9 @@ def test_rows_from_a_teacher_run_with_and_without_reasons(tmp_path):
     by_id = {q["id"]: q for q in qs}
     for p, c in zip(plain, cot):
         if p.choices:
-            assert p.solution == " B" and p.answer == "B" and p.teacher_choice_logliks == [-2.0, -0.5, -3.0, -4.0]
             two_hop = by_id[p.id]["type"] == "reasoning"
+            assert p.solution == (" B." if two_hop else " B")  # the answer as written, without the reason
+            assert p.answer == "B" and p.teacher_choice_logliks == [-2.0, -0.5, -3.0, -4.0]
             assert c.solution == (" Pim lives in Kel. The answer is B." if two_hop else " B")
         else:
             assert (p.solution, c.solution, p.answer) == (" #### 4", " 3 + 1 = 4\n#### 4", "4")
@@ -141,10 +177,11 @@ def test_training_resumes_to_the_same_weights(tmp_path, tiny_mc_checkpoint, tok)
     for q in knowledge_questions(world, 24, seed=2):
         letter = q["answer"]
         rows.append(DistillRow(id=q["id"], question=q["question"], choices=q["choices"], type=q["type"],
-                               solution=f" {letter}", answer=letter,
+                               solution=" " + q["solution"], answer=letter,
                                teacher_choice_logliks=[0.0 if x == letter else -2.0 for x in "ABCD"]))
     data = write_rows(rows + [ARITH], tmp_path / "d.jsonl")
-    common = dict(student=str(tiny_mc_checkpoint), data=str(data), epochs=2, batch_size=8, warmup_steps=2)
+    common = dict(student=str(tiny_mc_checkpoint), data=str(data), epochs=2, batch_size=8, warmup_steps=2,
+                  option_alpha=0.5)
     whole = train(OptionDistillConfig(out=str(tmp_path / "whole"), **common), log=lambda _m: None)
 
     class Killed(Exception):
@@ -160,4 +197,4 @@ def test_training_resumes_to_the_same_weights(tmp_path, tiny_mc_checkpoint, tok)
     a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ConfigError, match="option_alpha differ"):
-        train(OptionDistillConfig(out=str(tmp_path / "cut"), option_alpha=0.0, **common))
+        train(OptionDistillConfig(out=str(tmp_path / "cut"), **{**common, "option_alpha": 0.0}))

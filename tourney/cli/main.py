@@ -154,28 +154,29 @@ def mini() -> None:
 
 @mini.command("train")
 @click.option("--work", default="runs/mini-train", show_default=True, type=click.Path(file_okay=False),
-              help="Working folder (data, tokenizer, per-epoch checkpoints); rerun to resume.")
-@click.option("--out", default="runs/mini-checkpoints", show_default=True, type=click.Path(file_okay=False),
-              help="Where the final checkpoints go (OUT/teacher, OUT/student). The shipped pair is never "
-                   "replaced unless OUT is its folder, tourney/models/mini/checkpoints.")
+              help="Working folder (data, tokenizer, per-epoch checkpoints, models/); rerun to resume.")
 @click.option("--which", type=click.Choice(["teacher", "student", "both"]), default="both", show_default=True,
               help="Which model(s) to train.")
+@click.option("--install", is_flag=True,
+              help="Also copy the pair and the dev/test splits into the package, replacing the shipped ones.")
+@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @friendly_errors
-def mini_train(work: str, out: str, which: str) -> None:
-    """Retrain the miniature pair from scratch (about 40 minutes on a 2-core CPU)."""
+def mini_train(work: str, which: str, install: bool, threads: int) -> None:
+    """Retrain the miniature pair from scratch into WORK/models (about 45 minutes on a 2-core CPU)."""
     from tourney.trainers.mini import train_mini
 
     names = ("teacher", "student") if which == "both" else (which,)
-    for name, path in train_mini(work, out_dir=out, which=names, log=click.echo).items():
+    for name, path in train_mini(work, which=names, install=install, threads=threads, log=click.echo).items():
         click.echo(f"{name}: {path}")
 
 
 @mini.command("data")
 @click.option("--out", default="runs/mini-data", show_default=True, type=click.Path(file_okay=False),
-              help="Folder for train.jsonl (20,000 questions, the distillation examples' data), dev.jsonl, test.jsonl.")
+              help="Folder for train.jsonl and facts.jsonl (the training data), dev.jsonl, test.jsonl.")
 def mini_data(out: str) -> None:
-    """Write the miniature train/dev/test splits as JSONL (OUT/train.jsonl is what `distill` reads)."""
-    from tourney.harness.synthetic import write_splits
+    """Write the miniature tournament's splits: train.jsonl and facts.jsonl (the training data,
+    regenerated from the seeds), dev.jsonl and test.jsonl (as shipped)."""
+    from tourney.harness.tournament import write_splits
 
     for split, path in write_splits(out).items():
         click.echo(f"{split}: {path}")
@@ -263,7 +264,10 @@ def _register_subcommands() -> None:
     from tourney.cli.route import route, submit_cmd
     from tourney.cli.distill import distill
     from tourney.cli.serve import serve_cmd
+    from tourney.cli.option_distill import labels_cmd, options_cmd
 
+    distill.add_command(labels_cmd)
+    distill.add_command(options_cmd)
     main.add_command(distill)
     main.add_command(route)
     main.add_command(submit_cmd)

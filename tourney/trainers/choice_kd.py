@@ -42,12 +42,16 @@ def option_kd_loss(
         raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} must both be (B, C)")
     if hard.shape != student.shape[:1]:
         raise ValueError(f"hard labels {tuple(hard.shape)} must be ({student.shape[0]},)")
-    s = student.float()
-    t_log = F.log_softmax(teacher.detach().float() / temperature, dim=-1)  # (B, C)
-    s_log = F.log_softmax(s / temperature, dim=-1)
-    kd = (t_log.exp() * (t_log - s_log)).sum(-1).mean()
-    ce = F.cross_entropy(s, hard.long())
+    kd = option_kl(student, teacher, temperature).mean()
+    ce = F.cross_entropy(student.float(), hard.long())
     return OptionKDLoss(total=alpha * temperature**2 * kd + (1 - alpha) * ce, kd=kd, ce=ce)
+
+
+def option_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """(B,) KL(softmax(teacher / T) || softmax(student / T)) per question, from (B, C) scores."""
+    t_log = F.log_softmax(teacher.detach().float() / temperature, dim=-1)
+    s_log = F.log_softmax(student.float() / temperature, dim=-1)
+    return (t_log.exp() * (t_log - s_log)).sum(-1)
 
 
 def letter_token_ids(tokenizer, letters: Sequence[str], space: str = " ") -> list[int]:

@@ -1,7 +1,19 @@
-"""Reproduce the shipped miniature pair: data splits, tokenizer, teacher and student.
+"""Reproduce the miniature pair: the tournament's splits, the tokenizer, the teacher and the student.
 
-`tourney mini train` calls `train_mini`; each model trains with `trainers.pretrain` and resumes
-from its last finished epoch when the command is run again after a kill.
+`tourney mini train` calls `train_mini`. Everything it writes stays under the work folder
+(default runs/mini-train): data/ (train.jsonl, facts.jsonl, dev.jsonl, test.jsonl), tokenizer/,
+teacher/ and student/ with a checkpoint per epoch (run the command again after a kill and it
+resumes from the last finished epoch, to the same weights), and models/{teacher,student}, the
+finished pair. Only `install=True` (`--install`) copies the pair into the package's checkpoint
+folder and the dev/test splits into its data folder, replacing the shipped ones.
+
+Both models learn from the same data, one epoch of which is:
+- the fact text (harness.knowledge) TEXT_PASSES times, every token learnt;
+- the training questions (harness.tournament): arithmetic with worked solutions, and knowledge
+  questions about common facts and two-hop chains, answers learnt.
+The student, as a real one, is smaller and gets a smaller budget (EPOCHS): fewer passes over the
+text is what leaves rare and obscure facts beyond it, and fewer worked solutions what leaves it
+behind on chains of arithmetic.
 """
 from __future__ import annotations
 
@@ -10,56 +22,70 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
-from tourney.harness.synthetic import MINI_SPLITS, write_splits
+from tourney.harness.tournament import MINI_SPLITS, write_splits
 from tourney.models.mini.arch import ARCHS
 from tourney.models.registry import MINI_DIR
-from tourney.trainers.pretrain import PretrainConfig, pretrain
+from tourney.trainers.pretrain import PretrainConfig, pretrain, prompt_text
 
-VOCAB_SIZE = 512
-# Same gold data for both; the student, like a real one, is smaller and gets a smaller budget (two
-# epochs against three). Measured on the miniature test set: with four epochs the student reaches
-# 93% and with three 88%, against the teacher's 97.2%, which leaves distillation and routing no room;
-# with two it scores 20.6%, mostly failing to carry a count through a chain.
-EPOCHS = {"teacher": 3, "student": 2}
+VOCAB_SIZE = 1024  # names and values of the knowledge world in one to three pieces
+TEXT_PASSES = 4  # passes over the fact text per epoch
+EPOCHS = {"teacher": 4, "student": 2}
+BATCH_SIZE = 32
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def training_rows(splits: dict[str, Path]) -> list[dict]:
+    """One epoch: the training questions, then the fact text TEXT_PASSES times (pretrain shuffles)."""
+    return read_jsonl(splits["train"]) + read_jsonl(splits["facts"]) * TEXT_PASSES
+
+
+def tokenizer_texts(rows: Iterable[dict]) -> list[str]:
+    return [r["text"] if "text" in r else f"{prompt_text(r)} {r['solution']}" for r in rows]
 
 
 def train_mini(
     work_dir: str | Path,
-    out_dir: str | Path = MINI_DIR,
     which: Iterable[str] = ("teacher", "student"),
     epochs: dict[str, int] | None = None,
+    install: bool = False,
+    threads: int | None = 1,
     log: Callable[[str], None] = print,
 ) -> dict[str, Path]:
-    """Write splits, train the tokenizer, train each model, copy finals to `out_dir/<name>`."""
+    """Write the splits, train the tokenizer, train each model; return the finished models' folders."""
     from transformers import AutoTokenizer
 
     from tourney.models.mini.tokenizer import train_tokenizer
 
-    work, out = Path(work_dir), Path(out_dir)
+    work = Path(work_dir)
     splits = write_splits(work / "data")
-    rows = read_jsonl(splits["train"])
+    log(f"wrote {', '.join(str(p) for p in splits.values())}")
+    rows = training_rows(splits)
     tok_dir = work / "tokenizer"
     if not (tok_dir / "tokenizer.json").exists():
-        texts = [f"Question: {r['question']}\nAnswer: {r['solution']}" for r in rows]
-        train_tokenizer(texts, tok_dir, vocab_size=VOCAB_SIZE)
+        train_tokenizer(tokenizer_texts(rows), tok_dir, vocab_size=VOCAB_SIZE)
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     finals = {}
     for name in which:
         n_epochs = (epochs or EPOCHS)[name]
-        log(f"training {name}: {n_epochs} epochs on {len(rows)} questions")
-        cfg = PretrainConfig(out_dir=str(work / name), epochs=n_epochs, seed=0)
+        log(f"training {name}: {n_epochs} epochs of {len(rows)} rows")
+        cfg = PretrainConfig(out_dir=str(work / name), epochs=n_epochs, batch_size=BATCH_SIZE, seed=0, threads=threads)
         pretrain(ARCHS[name], tokenizer, rows, cfg, log=log)
-        dest = out / name
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(work / name / "final", dest)
-        finals[name] = dest
-    # The shipped dev/test splits are what `tourney demo` and the tests read.
-    MINI_SPLITS.mkdir(parents=True, exist_ok=True)
-    for split in ("dev", "test"):
-        shutil.copy(splits[split], MINI_SPLITS / f"{split}.jsonl")
+        finals[name] = _copy(work / name / "final", work / "models" / name)
+    if install:
+        for name, path in finals.items():
+            finals[name] = _copy(path, MINI_DIR / name)
+        MINI_SPLITS.mkdir(parents=True, exist_ok=True)
+        for split in ("dev", "test"):
+            shutil.copy(splits[split], MINI_SPLITS / f"{split}.jsonl")
+        log(f"installed {', '.join(finals)} into {MINI_DIR} and the dev/test splits into {MINI_SPLITS}")
     return finals
+
+
+def _copy(src: Path, dest: Path) -> Path:
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(src, dest)
+    return dest

@@ -1,13 +1,23 @@
 """Distil a student on a mixed tournament set: option-level KD on multiple choice, token-level KD
 or plain CE on the text, in one loop, so that recipes differ only in what they learn from.
 
-Every supervised position contributes one loss term and the batch loss is their mean:
-- the option letter of a multiple-choice row: `choice_kd.option_kd_loss` over the option
-  letters (option_alpha = 0: hard labels, the teacher's letter; > 0: its soft labels at
-  option_temperature);
-- every other answer token (a reason, a worked solution, "#### N", the EOS): cross-entropy, or
-  with token_alpha > 0 token-level KD against the teacher's logits (`losses.kd_loss`, forward KL,
-  computed online: the teacher must share the student's tokenizer).
+The loss is the design's alpha * T^2 * KL + (1 - alpha) * CE, per answer token:
+
+    loss = ( sum over answer tokens t of w_t * l_t
+             + sum over multiple-choice rows q of n_q * option_alpha * T^2 * KL_q ) / (answer tokens)
+
+- l_t: cross-entropy of the teacher's text (its answer, its reason, a worked solution, "#### N",
+  the EOS), or with token_alpha > 0 token-level KD against the teacher's logits (forward KL at
+  token_temperature, computed online: the teacher must share the student's tokenizer);
+- w_t = 1 - option_alpha on a multiple-choice row's tokens, 1 elsewhere;
+- KL_q: the teacher's distribution over the options (its option log-likelihoods where it
+  committed, harness.option_scores) against the student's, at option_temperature
+  (choice_kd.option_kl); the student's come from scoring each option as a continuation of the
+  row's context, one extra forward pass over the C options. n_q, the row's answer tokens, gives
+  the option term the weight its CE gave up.
+
+option_alpha = 0 is plain SFT on the teacher's answers (hard labels); the same rows, epochs and
+steps with option_alpha > 0 are soft labels at an equal budget.
 
 The loop is `pretrain`'s (AdamW, warm-up then cosine, a seeded shuffle per epoch) and resumes
 after a kill from the last finished epoch with the same order, to the same weights.
@@ -25,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from tourney.errors import ConfigError
-from tourney.trainers.choice_kd import option_kd_loss
+from tourney.trainers.choice_kd import option_kl
 from tourney.trainers.pretrain import batches_for_epoch, save_checkpoint
 from tourney.trainers.teacher_labels import Example, encode_row, read_rows
 
@@ -49,7 +59,7 @@ class OptionDistillConfig:
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.05
     grad_clip: float = 1.0
-    max_len: int = 256  # longer examples are cut (their letter must survive the cut)
+    max_len: int = 256  # longer open-ended examples are cut; a multiple-choice one is an error
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -75,65 +85,98 @@ class Batch:
     input_ids: torch.Tensor  # (B, S)
     attention_mask: torch.Tensor  # (B, S)
     targets: torch.Tensor  # (B, S) aligned: targets[b, t] is predicted by logits[b, t]; -100 elsewhere
-    mc_rows: torch.Tensor  # (M,) batch rows with an option letter
-    mc_positions: torch.Tensor  # (M,) position whose logits predict that letter
-    mc_letter_ids: torch.Tensor  # (M, C) token ids of the option letters
+    weights: torch.Tensor  # (B, S) weight of each target's token loss: 1 - option_alpha on multiple choice
+    mc_rows: torch.Tensor  # (M,) batch rows that are multiple choice
+    mc_tokens: torch.Tensor  # (M,) answer tokens of each (the weight its option term carries)
     mc_hard: torch.Tensor  # (M,)
-    mc_soft: torch.Tensor | None  # (M, C) teacher option log-likelihoods, None if any is missing
+    mc_soft: torch.Tensor | None  # (M, C) teacher option log-likelihoods; None if any row lacks them
+    option_ids: torch.Tensor  # (M * C, W) context + each option, right-padded
+    option_mask: torch.Tensor  # (M * C, W)
+    option_targets: torch.Tensor  # (M * C, W) aligned targets on the option's tokens only, -100 elsewhere
 
 
-def make_batch(examples: Sequence[Example], pad_id: int) -> Batch:
-    width = max(len(e.ids) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+def _pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max((len(x) for x in seqs), default=1)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
+    for i, x in enumerate(seqs):
+        ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+        mask[i, : len(x)] = 1
+    return ids, mask
+
+
+def make_batch(examples: Sequence[Example], pad_id: int, option_alpha: float = 0.0) -> Batch:
+    """The teacher's texts as targets, and each multiple-choice row's options as continuations of
+    its context (scored by the student only when option_alpha > 0)."""
+    ids, mask = _pad([e.ids for e in examples], pad_id)
     targets = torch.full_like(ids, IGNORE)
-    rows, pos, letters, hard, soft = [], [], [], [], []
+    weights = torch.zeros(ids.shape, dtype=torch.float)
+    rows, n_tokens, hard, soft, option_seqs, spans = [], [], [], [], [], []
     for i, e in enumerate(examples):
         n = len(e.ids)
-        ids[i, :n] = torch.tensor(e.ids)
-        mask[i, :n] = 1
         targets[i, e.start - 1: n - 1] = torch.tensor(e.ids[e.start:])
-        if e.letter_at is not None:
-            targets[i, e.letter_at - 1] = IGNORE  # the letter's loss is the option loss
-            rows.append(i)
-            pos.append(e.letter_at - 1)
-            letters.append(list(e.letter_ids))
-            hard.append(e.hard)
-            soft.append(e.soft)
-    have_soft = bool(soft) and all(s is not None for s in soft)
-    return Batch(ids, mask, targets, torch.tensor(rows, dtype=torch.long), torch.tensor(pos, dtype=torch.long),
-                 torch.tensor(letters, dtype=torch.long).reshape(len(rows), -1), torch.tensor(hard, dtype=torch.long),
-                 torch.tensor(soft, dtype=torch.float) if have_soft else None)
+        weights[i, e.start - 1: n - 1] = 1.0 if e.answer_at is None else 1.0 - option_alpha
+        if e.answer_at is None:
+            continue
+        rows.append(i)
+        n_tokens.append(n - e.start)
+        hard.append(e.hard)
+        soft.append(e.soft)
+        if option_alpha > 0:
+            for opt in e.options:
+                option_seqs.append(e.ids[: e.answer_at] + list(opt))
+                spans.append((e.answer_at, e.answer_at + len(opt)))
+    o_ids, o_mask = _pad(option_seqs, pad_id) if option_seqs else (torch.zeros((0, 1), dtype=torch.long),) * 2
+    o_targets = torch.full_like(o_ids, IGNORE)
+    for j, (a, b) in enumerate(spans):
+        o_targets[j, a - 1: b - 1] = o_ids[j, a:b]
+    have_soft = bool(soft) and all(x is not None for x in soft)
+    return Batch(ids, mask, targets, weights, torch.tensor(rows, dtype=torch.long),
+                 torch.tensor(n_tokens, dtype=torch.float), torch.tensor(hard, dtype=torch.long),
+                 torch.tensor(soft, dtype=torch.float) if have_soft else None, o_ids, o_mask, o_targets)
+
+
+def token_losses(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None,
+                 alpha: float, temperature: float) -> torch.Tensor:
+    """Per target token (N,): CE, or alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE (the
+    per-token form of losses.kd_loss with kind forward, whose mean it equals)."""
+    mask = targets != IGNORE
+    s = student_logits[mask].float()
+    ce = F.cross_entropy(s, targets[mask], reduction="none")
+    if teacher_logits is None or alpha == 0:
+        return ce
+    t_log = F.log_softmax(teacher_logits[mask].detach().float() / temperature, dim=-1)
+    s_log = F.log_softmax(s / temperature, dim=-1)
+    kl = (t_log.exp() * (t_log - s_log)).sum(-1)
+    return alpha * temperature**2 * kl + (1 - alpha) * ce
+
+
+def option_logliks(option_logits: torch.Tensor, batch: Batch, n_options: int) -> torch.Tensor:
+    """(M * C, W, V) logits of the option sequences -> (M, C) summed log-likelihood of each option."""
+    mask = batch.option_targets != IGNORE
+    logp = option_logits.float().log_softmax(-1)
+    picked = logp.gather(-1, batch.option_targets.clamp(min=0)[..., None])[..., 0]
+    return (picked * mask).sum(-1).reshape(-1, n_options)
 
 
 def batch_loss(cfg: OptionDistillConfig, student_logits: torch.Tensor, batch: Batch,
-               teacher_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The mean over supervised positions of their loss terms (module doc), and parts to log."""
-    from tourney.trainers.losses import kd_loss
-
-    text = batch.targets != IGNORE
-    n_text, n_mc = int(text.sum()), int(batch.mc_rows.numel())
-    total = student_logits.sum() * 0
-    parts: dict[str, float] = {}
-    if n_text:
-        if cfg.token_alpha > 0:
-            r = kd_loss(student_logits, teacher_logits, batch.targets, temperature=cfg.token_temperature,
-                        alpha=cfg.token_alpha, kind="forward")
-            text_loss, parts["token_kd"] = r.total, float(r.kd.detach())
-        else:
-            text_loss = F.cross_entropy(student_logits[text].float(), batch.targets[text])
-        parts["text"] = float(text_loss.detach())
-        total = total + text_loss * n_text
-    if n_mc:
-        at = student_logits[batch.mc_rows, batch.mc_positions]  # (M, V)
-        s = at.gather(1, batch.mc_letter_ids)  # (M, C)
-        if cfg.option_alpha > 0 and batch.mc_soft is None:
+               teacher_logits: torch.Tensor | None = None,
+               option_logits: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """(sum over answer tokens of weight * token loss + sum over multiple-choice rows of
+    n_tokens * option_alpha * T^2 * KL over the options) / number of answer tokens (module doc)."""
+    mask = batch.targets != IGNORE
+    n = int(mask.sum())
+    per_token = token_losses(student_logits, batch.targets, teacher_logits, cfg.token_alpha, cfg.token_temperature)
+    total = (per_token * batch.weights[mask]).sum()
+    parts = {"token": float(per_token.detach().mean()) if n else 0.0}
+    if cfg.option_alpha > 0 and batch.mc_rows.numel():
+        if batch.mc_soft is None:
             raise ValueError("option_alpha > 0 but some multiple-choice rows have no teacher option scores")
-        soft = batch.mc_soft if batch.mc_soft is not None else s.detach()
-        r = option_kd_loss(s, soft, batch.mc_hard, temperature=cfg.option_temperature, alpha=cfg.option_alpha)
-        parts["option"], parts["option_kd"] = float(r.total.detach()), float(r.kd.detach())
-        total = total + r.total * n_mc
-    return total / max(1, n_text + n_mc), parts
+        s = option_logliks(option_logits, batch, batch.mc_soft.shape[1])
+        per_row = option_kl(s, batch.mc_soft, cfg.option_temperature)  # (M,)
+        total = total + cfg.option_alpha * cfg.option_temperature**2 * (per_row * batch.mc_tokens).sum()
+        parts["option_kd"] = float(per_row.detach().mean())
+    return total / max(1, n), parts
 
 
 def _lr(step: int, total: int, cfg: OptionDistillConfig) -> float:
@@ -194,15 +237,17 @@ def train(cfg: OptionDistillConfig, log: Callable[[str], None] = print) -> Path:
         model.train()
         t0, tokens, sums = time.perf_counter(), 0, {}
         for i, idx in enumerate(batches_for_epoch(len(examples), cfg.batch_size, cfg.seed, epoch)):
-            batch = make_batch([examples[j] for j in idx], pad)
+            batch = make_batch([examples[j] for j in idx], pad, cfg.option_alpha)
             for group in optim.param_groups:
                 group["lr"] = _lr(step, total, cfg)
             logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            t_logits = None
+            t_logits = o_logits = None
             if teacher is not None:
                 with torch.no_grad():
                     t_logits = teacher(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            loss, parts = batch_loss(cfg, logits, batch, t_logits)
+            if batch.option_ids.shape[0]:  # the student's own option scores, for the soft labels
+                o_logits = model(input_ids=batch.option_ids, attention_mask=batch.option_mask).logits
+            loss, parts = batch_loss(cfg, logits, batch, t_logits, o_logits)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -224,6 +269,6 @@ def train(cfg: OptionDistillConfig, log: Callable[[str], None] = print) -> Path:
 
 
 def _cut(e: Example, max_len: int) -> Example:
-    if e.letter_at is not None and e.letter_at >= max_len:
-        raise ConfigError(f"an example's option letter sits at token {e.letter_at}, past max_len={max_len}")
-    return Example(e.ids[:max_len], e.start, e.letter_at, e.hard, e.soft, e.letter_ids)
+    if e.answer_at is not None:
+        raise ConfigError(f"a multiple-choice example is {len(e.ids)} tokens, past max_len={max_len}; raise max_len")
+    return Example(e.ids[:max_len], e.start)

@@ -40,29 +40,45 @@ class PretrainConfig:
     threads: Optional[int] = Field(None, ge=1, description="torch CPU threads; None keeps torch's default.")
 
 
+def prompt_text(row: dict, chat: bool = False) -> str:
+    """The prompt the harness sends for this row at evaluation (harness.prompts.template_for):
+    "Question: ...\nAnswer:", with the options listed when the row has `choices`."""
+    from tourney.harness.prompts import render, template_for
+    from tourney.harness.types import Question
+
+    choices = tuple(row.get("choices") or ()) or None
+    q = Question(id=str(row.get("id", "")), question=row["question"], answer="", choices=choices)
+    rendered = render(template_for(q, chat), q)
+    return rendered if isinstance(rendered, str) else rendered[-1]["content"]
+
+
 def encode_examples(tokenizer, rows: Sequence[dict], *, chat: bool = False) -> list[tuple[list[int], int]]:
     """(token ids, index of the first answer token) per row; the answer ends with EOS.
 
     The prompt is the one the harness sends at evaluation: the base template ("Question: ...
-    Answer:"), or with `chat` the cot-chat template's user message through the tokenizer's chat
-    template with the generation prompt (instruct / thinking models such as Qwen3, whose EOS is
-    the end-of-turn token). Training on one prompt and evaluating on another teaches the student
-    a format it is never asked in.
-    """
-    from tourney.harness.prompts import TEMPLATES
+    Answer:", with the options for a multiple-choice row), or with `chat` the chat template's
+    user message through the tokenizer's chat template with the generation prompt (instruct /
+    thinking models such as Qwen3, whose EOS is the end-of-turn token). Training on one prompt
+    and evaluating on another teaches the student a format it is never asked in.
 
+    A row with `text` instead of a question is training text: every token is learnt (index 0).
+    """
     if chat and not getattr(tokenizer, "chat_template", None):
         raise ConfigError("chat=True but the student's tokenizer has no chat template")
     out = []
     for r in rows:
+        if "text" in r and "question" not in r:
+            ids = tokenizer(r["text"], add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+            out.append((ids, 0))
+            continue
         if chat:
-            user = TEMPLATES["cot-chat"].text.replace("{question}", r["question"])
+            user = prompt_text(r, chat=True)
             text = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
                                                  add_generation_prompt=True)
             prompt_ids = tokenizer(text, add_special_tokens=False).input_ids
             sep = ""  # the assistant turn starts right after the template's header
         else:
-            prompt_ids = tokenizer(PROMPT.format(question=r["question"])).input_ids
+            prompt_ids = tokenizer(prompt_text(r)).input_ids
             # The answer follows "Answer:" as a model writes it there: teacher outputs already
             # start with that space (generation continues the prompt), gold solutions do not.
             # Adding one more would train on "Answer:  20", a text the teacher never sees, so its

@@ -5,11 +5,11 @@ backend); its run records, per question, its output and, for multiple choice, it
 log-likelihoods where it commits to its letter (harness.option_scores). `rows_from_run` turns
 that record into training rows for one recipe:
 
-- multiple choice: the hard label is the teacher's letter, the soft label its option
-  log-likelihoods; the text is the teacher's output with `cot` (its brief reason, when it wrote
-  one, then the letter), else the letter alone. Without the reason the soft label still comes
-  from the point where the teacher committed after reasoning: what a student answering at once
-  has to match;
+- multiple choice: the hard label is the teacher's answer, the soft label its option
+  log-likelihoods where it committed to it; the text is the teacher's output with `cot` (its
+  brief reason, when it wrote one, then the answer), else its answer alone as it wrote it
+  ("Postia.", " B"). Without the reason the soft label still comes from the point where the
+  teacher committed after reasoning: what a student answering at once has to match;
 - open-ended: with `cot` the teacher's worked solution, else its final answer alone ("#### N").
 
 A question whose teacher output has no readable answer gives no row; `LabelStats` counts them.
@@ -24,13 +24,12 @@ from typing import Sequence
 from pydantic import Field, model_validator
 
 from tourney.harness.jsonl import iter_objects
-from tourney.harness.option_scores import commit_point
+from tourney.harness.option_scores import locate_answer
 from tourney.harness.prompts import LETTERS
 from tourney.harness.questions import load_questions
 from tourney.harness.report import RESULTS_FILE, read_results
 from tourney.harness.types import DataError
 from tourney.schema import Lenient, parse
-from tourney.trainers.choice_kd import letter_token_ids
 from tourney.trainers.pretrain import prompt_text
 
 
@@ -77,10 +76,15 @@ def rows_from_run(run_dir: str | Path, data: str | Path, *, cot: bool) -> tuple[
             unreadable += 1
             continue
         if q.is_multiple_choice:
+            span = locate_answer(r.output, q.choices or ())
+            if span is None:
+                unreadable += 1
+                continue
             if r.choice_logliks is None:
                 raise DataError(f"{run_dir}: question {r.id!r} has no option scores; run the teacher with --logprobs 0")
             mc += 1
-            solution = r.output if cot else f" {r.prediction}"
+            # Without the reason: the answer as the teacher wrote it ("Postia.", " B").
+            solution = r.output if cot else r.output[span.start:]
             soft = list(r.choice_logliks)
         else:
             solution = r.output if cot else f" #### {r.prediction}"
@@ -116,34 +120,36 @@ def read_rows(path: str | Path) -> list[DistillRow]:
 class Example:
     ids: list[int]  # prompt + answer + EOS
     start: int  # first answer token
-    letter_at: int | None  # index in `ids` of the option letter (multiple choice), else None
-    hard: int | None  # index of the hard label among the options
-    soft: list[float] | None  # the teacher's option log-likelihoods
-    letter_ids: tuple[int, ...] = ()  # token ids of the option letters as written at letter_at
+    answer_at: int | None = None  # multiple choice: index in `ids` where the chosen option starts
+    options: tuple[tuple[int, ...], ...] = ()  # each option's tokens as written at answer_at
+    hard: int | None = None  # index of the hard label among the options
+    soft: list[float] | None = None  # the teacher's option log-likelihoods
 
 
 def encode_row(tokenizer, row: DistillRow, where: str = "") -> Example:
-    """Tokens of "Question: ...\\nAnswer:" + the row's solution + EOS, and where its letter is.
+    """Tokens of "Question: ...\nAnswer:" + the row's solution + EOS, and where its answer is.
 
-    The answer is tokenized in three pieces (before the letter, the letter, after it) so that the
-    letter is one known token; that must equal the tokenization of the whole text, or the student
-    would be trained on a token split it never sees at inference (checked)."""
+    The answer is located as harness.option_scores locates it in any output (its letter, or the
+    option named by its text), and the solution is tokenized in three pieces: before the answer,
+    the answer, after it. That must equal the tokenization of the whole text, or the student
+    would learn a token split it never sees at inference (checked)."""
     prompt_ids = tokenizer(prompt_text(row.model_dump())).input_ids
     eos = [tokenizer.eos_token_id]
+    enc = lambda text: tokenizer(text, add_special_tokens=False).input_ids if text else []  # noqa: E731
     if row.choices is None:
-        answer = tokenizer(row.solution, add_special_tokens=False).input_ids
-        return Example(prompt_ids + answer + eos, len(prompt_ids), None, None, None)
-    before, space = commit_point(row.solution, row.answer)
-    cut = len(before) + len(space)
-    after = row.solution[cut + 1:]
-    letters = LETTERS[: len(row.choices)]
-    letter_ids = tuple(letter_token_ids(tokenizer, letters, space=space))
-    head = tokenizer(before, add_special_tokens=False).input_ids if before else []
-    tail = tokenizer(after, add_special_tokens=False).input_ids if after else []
-    hard = letters.index(row.answer)
-    answer = head + [letter_ids[hard]] + tail
-    if answer != tokenizer(row.solution, add_special_tokens=False).input_ids:
-        raise DataError(f"{where or row.id}: the solution {row.solution!r:.60} does not tokenize with its letter as "
-                        "one separate token; expected the letter to stand alone (' B', 'The answer is B.')")
-    at = len(prompt_ids) + len(head)
-    return Example(prompt_ids + answer + eos, len(prompt_ids), at, hard, row.teacher_choice_logliks, letter_ids)
+        return Example(prompt_ids + enc(row.solution) + eos, len(prompt_ids))
+    span = locate_answer(row.solution, row.choices)
+    if span is None or span.end == span.start:
+        raise DataError(f"{where or row.id}: the solution {row.solution!r:.60} names no option; expected a "
+                        "letter or an option's text as the answer")
+    if LETTERS[span.choice] != row.answer:
+        raise DataError(f"{where or row.id}: the solution answers {LETTERS[span.choice]} but the row's answer "
+                        f"is {row.answer}")
+    options = tuple(tuple(enc(c)) for c in span.continuations)
+    head, tail = enc(row.solution[: span.start]), enc(row.solution[span.end:])
+    answer = head + list(options[span.choice]) + tail
+    if answer != enc(row.solution):
+        raise DataError(f"{where or row.id}: the solution {row.solution!r:.60} does not tokenize with its answer "
+                        "as separate tokens; expected the answer to stand alone ('B', 'Postia.')")
+    return Example(prompt_ids + answer + eos, len(prompt_ids), len(prompt_ids) + len(head), options, span.choice,
+                   row.teacher_choice_logliks)
