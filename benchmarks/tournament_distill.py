@@ -14,7 +14,11 @@ dev/test); only what it learns from differs:
     hard       the teacher's answers (the option it named, "#### N" for arithmetic), CE
     soft       the same rows + the teacher's distribution over the options, alpha * T^2 * KL
     hard+cot   the teacher's whole outputs (two-hop reasons, worked solutions), CE
-    soft+cot   the same + option KD + token-level KD on the text (online teacher)
+    soft+cot   the same + option KD
+    soft+cot+tok  the same + token-level KD on the text (online teacher, --token-alpha)
+
+--recipes picks which to train (each pair soft/hard differs only in the option term, so the
+paired test compares them at an equal budget: same rows, epochs, steps and seed).
 
 Writes WORK/table.md and WORK/table.json; re-running resumes every stage.
 """
@@ -32,7 +36,7 @@ from tourney.harness import knowledge, synthetic
 from tourney.harness.report import read_results
 from tourney.harness.tournament import ARITHMETIC_TYPES, KNOWLEDGE_TYPES, MINI_DEV, MINI_TEST, WORLD, write_jsonl
 
-RECIPES = ["hard", "soft", "hard+cot", "soft+cot"]
+RECIPES = ["hard", "soft", "hard+cot", "soft+cot", "soft+cot+tok"]
 TYPES = [*KNOWLEDGE_TYPES, *ARITHMETIC_TYPES]
 
 
@@ -84,7 +88,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--option-alpha", type=float, default=0.5)
     ap.add_argument("--option-temperature", type=float, default=2.0)
-    ap.add_argument("--token-alpha", type=float, default=0.5)
+    ap.add_argument("--token-alpha", type=float, default=0.5, help="token-level KD weight of soft+cot+tok")
+    ap.add_argument("--recipes", default="hard,soft,hard+cot,soft+cot",
+                    help=f"comma-separated, of {','.join(RECIPES)}")
+    ap.add_argument("--skip-test", action="store_true", help="train only; evaluate nothing")
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -103,20 +110,28 @@ def main() -> None:
         "hard": ["--data", work / "rows.jsonl", "--option-alpha", 0],
         "soft": ["--data", work / "rows.jsonl", "--option-alpha", args.option_alpha],
         "hard+cot": ["--data", work / "rows-cot.jsonl", "--option-alpha", 0],
-        "soft+cot": ["--data", work / "rows-cot.jsonl", "--option-alpha", args.option_alpha,
-                     "--teacher", "mini-teacher", "--token-alpha", args.token_alpha],
+        "soft+cot": ["--data", work / "rows-cot.jsonl", "--option-alpha", args.option_alpha],
+        "soft+cot+tok": ["--data", work / "rows-cot.jsonl", "--option-alpha", args.option_alpha,
+                         "--teacher", "mini-teacher", "--token-alpha", args.token_alpha],
     }
-    reports = {"student": evaluate("mini-student", test, work / "eval" / "student")}
-    for name in RECIPES:
+    recipes = [r for r in args.recipes.split(",") if r]
+    unknown = sorted(set(recipes) - set(RECIPES))
+    if unknown:
+        raise SystemExit(f"unknown recipes {unknown}; choose from {RECIPES}")
+    for name in recipes:
         out = work / "train" / name
         if not (out / "final" / "config.json").exists():
             tourney("distill", "options", *common, *plans[name], "--out", out)
-        reports[name] = evaluate(f"hf:{out / 'final'}", test, work / "eval" / name)
+    if args.skip_test:
+        return
+    reports = {"student": evaluate("mini-student", test, work / "eval" / "student")}
+    for name in recipes:
+        reports[name] = evaluate(f"hf:{work / 'train' / name / 'final'}", test, work / "eval" / name)
     reports["teacher"] = evaluate("mini-teacher", test, work / "eval" / "teacher")
-    tourney("regress", work / "eval" / "hard", work / "eval" / "soft", "--out", work / "regress-soft-vs-hard.md",
-            "--json", work / "regress-soft-vs-hard.json", check=False)
-    tourney("regress", work / "eval" / "hard+cot", work / "eval" / "soft+cot", "--out",
-            work / "regress-soft-vs-hard-cot.md", "--json", work / "regress-soft-vs-hard-cot.json", check=False)
+    for hard, soft, tag in (("hard", "soft", ""), ("hard+cot", "soft+cot", "-cot")):
+        if hard in reports and soft in reports:
+            tourney("regress", work / "eval" / hard, work / "eval" / soft, "--out", work / f"regress-soft-vs-hard{tag}.md",
+                    "--json", work / f"regress-soft-vs-hard{tag}.json", check=False)
     write_table(work, reports)
 
 
