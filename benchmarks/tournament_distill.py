@@ -114,6 +114,9 @@ def main() -> None:
         "soft+cot+tok": ["--data", work / "rows-cot.jsonl", "--option-alpha", args.option_alpha,
                          "--teacher", "mini-teacher", "--token-alpha", args.token_alpha],
     }
+    # The pair first: the shape of the tail is known before any recipe trains.
+    reports = {"student": evaluate("mini-student", test, work / "eval" / "student"),
+               "teacher": evaluate("mini-teacher", test, work / "eval" / "teacher")}
     recipes = [r for r in args.recipes.split(",") if r]
     unknown = sorted(set(recipes) - set(RECIPES))
     if unknown:
@@ -124,10 +127,8 @@ def main() -> None:
             tourney("distill", "options", *common, *plans[name], "--out", out)
     if args.skip_test:
         return
-    reports = {"student": evaluate("mini-student", test, work / "eval" / "student")}
     for name in recipes:
         reports[name] = evaluate(f"hf:{work / 'train' / name / 'final'}", test, work / "eval" / name)
-    reports["teacher"] = evaluate("mini-teacher", test, work / "eval" / "teacher")
     for hard, soft, tag in (("hard", "soft", ""), ("hard+cot", "soft+cot", "-cot")):
         if hard in reports and soft in reports:
             tourney("regress", work / "eval" / hard, work / "eval" / soft, "--out", work / f"regress-soft-vs-hard{tag}.md",
@@ -140,7 +141,8 @@ def write_table(work: Path, reports: dict[str, dict]) -> None:
     knowledge_ids = {r.id for r in read_results(work / "eval" / "teacher" / "results.jsonl")
                      if r.type in KNOWLEDGE_TYPES}
     rows = []
-    for name, rep in reports.items():
+    order = ["student", *[n for n in reports if n not in ("student", "teacher")], "teacher"]
+    for name, rep in ((n, reports[n]) for n in order):
         gaps = {}
         if name not in ("student", "teacher"):
             for part, ids in (("overall", None), ("knowledge", knowledge_ids)):
