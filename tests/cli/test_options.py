@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from tourney.cli.common import parse_key_values, split_pairs
 from tourney.cli.main import main
 from tourney.errors import ConfigError
-from tourney.harness.synthetic import MINI_SPLITS
+from tourney.harness.tournament import MINI_SPLITS
 
 DEV = MINI_SPLITS / "dev.jsonl"
 
@@ -25,7 +25,10 @@ def invoke(*args, **kw):
 @pytest.fixture
 def replay(tmp_path) -> Path:
     """Recorded outputs for the first 4 dev questions: two right, one wrong, one with no answer."""
-    rows = [json.loads(x) for x in DEV.read_text().splitlines()[:4]]
+    # The first 4 open-ended dev questions (the mixed dev split starts with multiple choice),
+    # written where the tests read them: tmp_path / "dev4.jsonl".
+    rows = [r for r in map(json.loads, DEV.read_text().splitlines()) if "choices" not in r][:4]
+    (tmp_path / "dev4.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     outs = [f"#### {rows[0]['answer']}", f"#### {rows[1]['answer']}", "#### 100000", "no idea"]
     path = tmp_path / "replay.jsonl"
     path.write_text("".join(json.dumps({"id": r["id"], "output": o}) + "\n" for r, o in zip(rows, outs)))
@@ -44,7 +47,7 @@ def test_comma_form_and_json_values():
 
 def test_lm_eval_spellings_run(replay, tmp_path):
     out = tmp_path / "run"
-    res = invoke("eval", "--model", f"replay:{replay}", "--data", DEV, "--limit", 4, "--output_path", out,
+    res = invoke("eval", "--model", f"replay:{replay}", "--data", tmp_path / "dev4.jsonl", "--limit", 4, "--output_path", out,
                  "--log_samples", "--gen_kwargs", "max_gen_toks=64,do_sample=false")
     assert res.exit_code == 0, res.output
     report = json.loads((out / "report.json").read_text())
@@ -63,7 +66,8 @@ def test_lm_eval_spellings_run(replay, tmp_path):
     (["--template", "nonsense"], "unknown prompt template 'nonsense'"),
 ])
 def test_bad_eval_options_are_one_line(args, words, replay, tmp_path):
-    res = invoke("eval", "--model", f"replay:{replay}", "--data", DEV, "--limit", 4, "--out", tmp_path / "r", *args)
+    res = invoke("eval", "--model", f"replay:{replay}", "--data", tmp_path / "dev4.jsonl", "--limit", 4, "--out", tmp_path / "r",
+                 *args)
     assert res.exit_code == 2, res.output
     last = res.output.strip().splitlines()[-1]
     assert last.startswith("error: ") and words in last, res.output

@@ -35,13 +35,15 @@ def labels_cmd(run_dir: str, data: str, cot: bool, out: str) -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (resumed if it exists).")
 @click.option("--teacher", default=None, help="Teacher checkpoint, for token-level KD (--token-alpha > 0).")
 @click.option("--option-alpha", type=float, default=0.5, show_default=True, help="Weight of the soft option labels; 0 = hard labels.")
-@click.option("--option-temperature", type=float, default=2.0, show_default=True)
+@click.option("--option-temperature", type=float, default=2.0, show_default=True,
+              help="Temperature T of both option distributions in the KL term.")
 @click.option("--token-alpha", type=float, default=0.0, show_default=True, help="Weight of token-level KD on the text.")
-@click.option("--token-temperature", type=float, default=1.0, show_default=True)
-@click.option("--epochs", type=int, default=4, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--token-temperature", type=float, default=1.0, show_default=True,
+              help="Temperature of token-level KD.")
+@click.option("--epochs", type=int, default=4, show_default=True, help="Passes over the rows.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Rows per optimizer step.")
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate (warm-up, then cosine).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Initial order and shuffles.")
 @friendly_errors
 def options_cmd(student, data, out, teacher, option_alpha, option_temperature, token_alpha, token_temperature,
                 epochs, batch_size, lr, seed) -> None:
