@@ -162,7 +162,7 @@ def mini() -> None:
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
 @friendly_errors
 def mini_train(work: str, which: str, install: bool, threads: int) -> None:
-    """Retrain the miniature pair from scratch into WORK/models (about 45 minutes on a 2-core CPU)."""
+    """Retrain the miniature pair from scratch into WORK/models (about 30 minutes on a 2-core CPU)."""
     from tourney.trainers.mini import train_mini
 
     names = ("teacher", "student") if which == "both" else (which,)
