@@ -33,7 +33,7 @@ from pathlib import Path
 from distill_table import gap_recovered  # the paired bootstrap of the arithmetic table
 
 from tourney.harness import knowledge, synthetic
-from tourney.harness.report import read_results
+from tourney.harness.rundir import read_results
 from tourney.harness.tournament import ARITHMETIC_TYPES, KNOWLEDGE_TYPES, MINI_DEV, MINI_TEST, WORLD, write_jsonl
 
 RECIPES = ["hard", "soft", "hard+cot", "soft+cot", "soft+cot+tok"]

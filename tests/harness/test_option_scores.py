@@ -2,6 +2,8 @@
 import json
 
 import pytest
+
+from tourney.models.types import Backend
 import torch
 
 from tourney.harness.option_scores import (commit_point, locate_answer, option_probabilities, option_request,
@@ -64,12 +66,18 @@ def test_only_multiple_choice_text_prompts_with_an_answer_are_scored_in_one_call
     assert len(rec.calls) == 1
 
 
-class Answers:
+class Answers(Backend):
     """Generates fixed answers and scores options with a real model: the run loop's record is
     then checkable against the model's own logits."""
 
     def __init__(self, real, texts):
         self.real, self.texts, self.spec = real, texts, "scripted"
+
+    @property
+    def capabilities(self):
+        from tourney.models.types import Capabilities
+
+        return Capabilities(batch_size=6, choice_scoring=True)  # the six questions in one batch
 
     def generate(self, prompts, cfg):
         from tourney.models.types import Generation
@@ -97,7 +105,7 @@ def test_run_records_option_scores_that_match_the_models_own_logits(tmp_path, ti
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     backend = Answers(load_backend(f"hf:{tiny_checkpoint}", batch_size=4), [" B", " 3.", " junk"])
     report = run_eval(EvalConfig(model="scripted", data=str(data), out=str(tmp_path / "run"),
-                                 max_tokens=3, logprobs=0, chunk_size=6), backend)
+                                 max_tokens=3, logprobs=0), backend)
     results = [json.loads(line) for line in (tmp_path / "run" / "results.jsonl").open()]
     assert [r["choice_logliks"] is None for r in results] == [False, False, True] * 2  # " junk" names no option
     assert all(len(r["choice_logliks"]) == 4 for r in results if r["output"] != " junk")
@@ -121,8 +129,8 @@ def test_run_records_option_scores_that_match_the_models_own_logits(tmp_path, ti
         expected.append(sum(float(lp[t - 1, ids[t]]) for t in range(n_ctx, len(ids))))
     assert first["choice_logliks"] == pytest.approx(expected, abs=1e-4)
 
-    run_eval(EvalConfig(model="scripted", data=str(data), out=str(tmp_path / "plain"), max_tokens=3,
-                        chunk_size=4), backend)
+    run_eval(EvalConfig(model="scripted", data=str(data), out=str(tmp_path / "plain"), max_tokens=3),
+            backend)
     plain = [json.loads(line) for line in (tmp_path / "plain" / "results.jsonl").open()]
     assert all(r["choice_logliks"] is None for r in plain)
     assert "calibration" not in json.loads((tmp_path / "plain" / "report.json").read_text())

@@ -3,6 +3,8 @@ import json
 import math
 
 import pytest
+
+from tourney.models.types import Backend
 import torch
 import torch.nn.functional as F
 
@@ -117,11 +119,17 @@ def test_per_token_kd_matches_the_mean_of_losses_kd_loss():
     assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
 
 
-class ScriptedTeacher:
+class ScriptedTeacher(Backend):
     """Answers multiple choice with "B" (after a reason for two-hop questions), arithmetic with a
     worked line, nothing readable for the last question; scores options with fixed numbers."""
 
     spec = "fake:teacher"
+
+    @property
+    def capabilities(self):
+        from tourney.models.types import Capabilities
+
+        return Capabilities(batch_size=16, choice_scoring=True)
 
     def generate(self, prompts, cfg):
         from tourney.models.types import Generation

@@ -27,7 +27,7 @@ from tourney.harness.jsonl import iter_objects
 from tourney.harness.option_scores import locate_answer
 from tourney.harness.prompts import LETTERS
 from tourney.harness.questions import load_questions
-from tourney.harness.report import RESULTS_FILE, read_results
+from tourney.harness.rundir import RESULTS_FILE, read_results
 from tourney.harness.types import DataError
 from tourney.schema import Lenient, parse
 from tourney.trainers.pretrain import prompt_text
