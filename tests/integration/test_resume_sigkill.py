@@ -62,8 +62,22 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, mini_student):
 SERVER_C = 4
 
 
+def unique_questions(path: Path, n: int = 60) -> Path:
+    """The first n test questions with distinct texts: the stub server counts requests by text,
+    and the mixed test set repeats a common question with other options."""
+    seen, rows = set(), []
+    for line in MINI_TEST.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["question"] not in seen and len(rows) < n:
+            seen.add(row["question"])
+            rows.append(line)
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
 def server_eval_cmd(spec: str, out: Path) -> list[str]:
-    return [sys.executable, "-m", "tourney", "eval", "--model", spec, "--data", str(MINI_TEST), "--limit", "60",
+    data = unique_questions(out.parent / "questions.jsonl")
+    return [sys.executable, "-m", "tourney", "eval", "--model", spec, "--data", str(data), "--limit", "60",
             "--concurrency", str(SERVER_C), "--max-tokens", "64", "--out", str(out)]
 
 
