@@ -134,6 +134,11 @@ def test_types_in_natural_order_with_shares(tmp_path: Path) -> None:
     write_reports(tmp_path / "run")
     labels = [line.split("|")[1].strip() for line in md.read_text().splitlines() if line.startswith("| ")][1:]
     assert labels == ["one_step (50%)", "two_step (17%)", "three_step (17%)", "long_chain (17%)", "overall"]
+    # The mixed miniature tournament: knowledge by tier, then arithmetic easy to hard.
+    rows = [result(f"t{i}", type=t) for i, t in
+            enumerate(["three_step", "common", "rare", "reasoning", "one_step", "obscure", "common"])]
+    assert build_report(make_run(tmp_path, rows=rows, name="mixed"))["type_order"] == [
+        "common", "reasoning", "rare", "obscure", "one_step", "three_step"]
     # Types no generator knows: first appearance in natural id order (q2 before q10), not by name.
     rows = [result("q10", type="alpha"), result("q2", type="zeta"), result("q3", type="alpha")]
     assert build_report(make_run(tmp_path, rows=rows, name="other"))["type_order"] == ["zeta", "alpha"]

@@ -12,12 +12,15 @@ from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
 
 from tourney.harness.synthetic import TYPE_STEPS
+from tourney.harness.tournament import ARITHMETIC_TYPES, KNOWLEDGE_TYPES
 from tourney.harness.types import SampleResult
 
-# Type orders of the generators this project knows: the miniature set's (easy to hard) and the one
-# derived from GSM8K's calculator steps (harness.questions.gsm8k_type).
+# Type orders of the generators this project knows: the arithmetic set's (easy to hard), the mixed
+# miniature tournament's (knowledge by tier, then arithmetic) and the one derived from GSM8K's
+# calculator steps (harness.questions.gsm8k_type).
 KNOWN_ORDERS: tuple[tuple[str, ...], ...] = (
     tuple(TYPE_STEPS),
+    KNOWLEDGE_TYPES + ARITHMETIC_TYPES,
     ("short", "medium", "long", "very_long"),
 )
 FAILURES_PER_TYPE = 3
