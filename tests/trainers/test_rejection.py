@@ -120,3 +120,27 @@ def test_bad_cot_line_is_named(tmp_path):
     cot.write_text(cot.read_text() + json.dumps(row) + "\n")
     with pytest.raises(DataError, match=r"cot.jsonl:2: field 'sample'"):
         read_cot(cot)
+
+
+def test_a_multiple_choice_question_keeps_its_options_to_the_training_prompt(tmp_path):
+    # The student is asked with the options listed; trained on the bare question it would learn a
+    # prompt it is never given. The options travel cot.jsonl -> sft.jsonl -> the encoded prompt.
+    from tourney.trainers.pretrain import prompt_text
+
+    cot = tmp_path / "cot.jsonl"
+    mc = CoTSample(id="m", question="Where does Pim live?", type="common", gold="B", output=" Zor.",
+                   answer_text=" Zor.", prediction="B", correct=True, prompt_tokens=5, completion_tokens=2,
+                   mean_logprob=-0.1, sample=0, choices=["Ulm", "Zor", "Kiv", "Pom"])
+    write_cot([mc, sample("a", 1, "3+4=7 #### 7", "7")], cot)
+    out = tmp_path / "sft.jsonl"
+    select_file(cot, out)
+    rows = read_sft_jsonl(out)
+    assert [r["choices"] for r in rows] == [["Ulm", "Zor", "Kiv", "Pom"], None]
+    assert "B. Zor" in prompt_text(rows[0]) and "Where does Pim live?" in prompt_text(rows[0])
+    assert "choices" not in json.loads(out.read_text().splitlines()[1])  # open-ended rows unchanged
+
+    row = json.loads(cot.read_text().splitlines()[0])
+    row["choices"] = ["only one"]
+    cot.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=r"cot.jsonl:1: field 'choices'"):
+        read_cot(cot)

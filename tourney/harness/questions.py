@@ -217,7 +217,8 @@ def _opt_str(rec: dict[str, Any], field: str, loc: str) -> str | None:
     return value
 
 
-def _choices(value: Any, loc: str) -> tuple[str, ...] | None:
+def parse_choices(value: Any, loc: str) -> tuple[str, ...] | None:
+    """A question's options as every reader takes them (question files, cot.jsonl, sft.jsonl)."""
     if value is None or value == []:
         return None
     if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) for c in value):
@@ -299,7 +300,7 @@ def _to_question(raw: Any, loc: str, default_id: str) -> Question:
         _check_text(qtype, loc, "type", MAX_FIELD_CHARS, name_like=True)
     if solution is not None:
         _check_text(solution, loc, "solution", MAX_QUESTION_CHARS)
-    choices = _choices(raw.get("choices"), loc)
+    choices = parse_choices(raw.get("choices"), loc)
     for i, choice in enumerate(choices or ()):
         _check_text(choice, loc, f"choices[{i}]", MAX_QUESTION_CHARS)
 

@@ -27,7 +27,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from tourney.harness.jsonl import iter_objects
 from tourney.harness.prompts import strip_thinking
 from tourney.harness.votes import mean_logprob
-from tourney.harness.questions import load_questions
+from tourney.harness.questions import load_questions, parse_choices
 from tourney.harness.rundir import RunDir
 from tourney.harness.runner import EvalConfig, run_eval
 from tourney.harness.types import DataError, Question
@@ -83,18 +83,24 @@ class CoTSample:
     mean_logprob: float | None  # mean chosen-token logprob; None when the backend gave none
     sample: int
     error: str | None = None  # the request failed after its retries; the row is not a solution
+    # A multiple-choice question's options: the student must learn to answer with them listed, as
+    # it is asked at evaluation (the prompt lists them), not from the bare question.
+    choices: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["choices"] is None:
+            del d["choices"]  # open-ended rows stay as they were
+        return d
 
 
 _COT_TYPES: dict[str, tuple[type, ...]] = {
     "id": (str,), "question": (str,), "type": (str,), "gold": (str, type(None)), "output": (str,),
     "answer_text": (str,), "prediction": (str, type(None)), "correct": (bool, type(None)),
     "prompt_tokens": (int,), "completion_tokens": (int,), "mean_logprob": (int, float, type(None)),
-    "sample": (int,), "error": (str, type(None)),
+    "sample": (int,), "error": (str, type(None)), "choices": (list, type(None)),
 }
-_COT_OPTIONAL = {"error", "mean_logprob"}
+_COT_OPTIONAL = {"error", "mean_logprob", "choices"}
 
 
 def load_cot_questions(path: str, limit: int | None = None) -> list[Question]:
@@ -117,20 +123,21 @@ def generate_cot(
     run_eval(cfg.eval_config(), backend, questions=questions, overwrite=overwrite, progress=progress)
     out = Path(cfg.out)
     wanted = {q.id for q in questions}
-    rows = [_to_cot(r) for r in RunDir(out).rows() if r.id in wanted]
+    choices = {q.id: list(q.choices) for q in questions if q.choices}
+    rows = [_to_cot(r, choices.get(r.id)) for r in RunDir(out).rows() if r.id in wanted]
     path = out / COT_FILE
     write_cot(rows, path)
     return path
 
 
-def _to_cot(r: Any) -> CoTSample:
+def _to_cot(r: Any, choices: list[str] | None = None) -> CoTSample:
     labeled = bool(r.gold)
     return CoTSample(
         id=r.id, question=r.question, type=r.type, gold=r.gold if labeled else None, output=r.output,
         answer_text=strip_thinking(r.output), prediction=r.prediction,
         correct=r.correct if labeled else None,  # a failed request was scored False by the run loop
         prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
-        mean_logprob=mean_logprob(r.token_logprobs), sample=r.sample, error=r.error,
+        mean_logprob=mean_logprob(r.token_logprobs), sample=r.sample, error=r.error, choices=choices,
     )
 
 
@@ -162,6 +169,8 @@ def read_cot(path: str | Path) -> list[CoTSample]:
             if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
                 expected = " or ".join("null" if t is type(None) else t.__name__ for t in types)
                 raise DataError(f"{where}: field {name!r}: expected {expected}, got {value!r:.80}")
+        if row.get("choices") is not None:
+            row["choices"] = list(parse_choices(row["choices"], where) or ()) or None
         sample = CoTSample(**{k: v for k, v in row.items() if k in names})
         if sample.mean_logprob is not None:
             sample.mean_logprob = float(sample.mean_logprob)

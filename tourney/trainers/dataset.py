@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from tourney.harness.jsonl import iter_objects
+from tourney.harness.questions import parse_choices
 from tourney.harness.types import DataError
 
-SFT_KEYS = ("id", "question", "type", "solution", "answer", "pass_rate", "mean_logprob", "tokens")
+SFT_KEYS = ("id", "question", "type", "solution", "answer", "pass_rate", "mean_logprob", "tokens", "choices")
 
 
 def _err(where: str, field: str | None, problem: str, expected: str) -> DataError:
@@ -66,7 +67,10 @@ def _row(raw: Any, where: str, default_id: str) -> dict[str, Any]:
         raise _err(where, "mean_logprob", f"got {logprob!r:.60}", "a number <= 0 (a log-probability) or null")
     if tokens is not None and not (isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0):
         raise _err(where, "tokens", f"got {tokens!r:.60}", "an integer >= 0 or null")
-    return {"id": str(qid), "question": question, "type": qtype, "solution": solution,
+    choices = raw.get("choices")
+    if choices is not None:
+        choices = list(parse_choices(choices, where) or ()) or None
+    return {"id": str(qid), "question": question, "type": qtype, "solution": solution, "choices": choices,
             "answer": None if answer is None else str(answer),
             "pass_rate": None if pass_rate is None else float(pass_rate),
             "mean_logprob": None if logprob is None else float(logprob),

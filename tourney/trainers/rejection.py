@@ -54,9 +54,13 @@ class SFTExample:
     mean_logprob: float | None
     tokens: int  # completion tokens of the solution
     sample: int  # which teacher sample it was, for tracing back to cot.jsonl
+    choices: list[str] | None = None  # a multiple-choice question's options, listed in its prompt
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["choices"] is None:
+            del d["choices"]  # open-ended rows stay as they were
+        return d
 
 
 @dataclass
@@ -179,7 +183,7 @@ def select(
                                                  answer=answer))
         kept_all.extend(SFTExample(id=r.id, question=r.question, type=r.type, solution=r.output, answer=answer,
                                    pass_rate=rate, mean_logprob=r.mean_logprob, tokens=r.completion_tokens,
-                                   sample=r.sample) for r in kept)
+                                   sample=r.sample, choices=r.choices) for r in kept)
     return Selection(kept_all, stats)
 
 
