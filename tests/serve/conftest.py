@@ -34,7 +34,7 @@ def mini_router(tmp_path_factory, mini_student, mini_teacher) -> Path:
     """ROUTER.json for the shipped pair, calibrated to 40% teacher calls on 40 dev questions."""
     work = tmp_path_factory.mktemp("router")
     data = work / "dev.jsonl"
-    data.write_text("".join(DEV.read_text().splitlines(keepends=True)[:N_DEV]))
+    data.write_text("".join(open_ended_lines()[:N_DEV]))
     cli("eval", "--model", "mini-student", "--data", data, "--logprobs", 0, "--out", work / "dev-student")
     cli("eval", "--model", "mini-teacher", "--data", data, "--out", work / "dev-teacher")
     cli("route", "calibrate", "--student", work / "dev-student", "--teacher", work / "dev-teacher",
@@ -101,8 +101,14 @@ def mini_server(mini_router, tmp_path_factory) -> Iterator[Served]:
         stop_serve(served)
 
 
+def open_ended_lines() -> list[str]:
+    """The arithmetic half of the mixed dev split: these tests send a question's text alone (no
+    options), so multiple-choice questions would be asked without what they choose from."""
+    return [line for line in DEV.read_text().splitlines(keepends=True) if "choices" not in json.loads(line)]
+
+
 def dev_questions(n: int, offset: int = 0):
-    return load_questions(str(DEV))[offset: offset + n]
+    return [q for q in load_questions(str(DEV)) if not q.choices][offset: offset + n]
 
 
 def write_questions(path: Path, questions) -> Path:
