@@ -259,3 +259,24 @@ def test_a_kept_question_whose_student_request_fails_goes_to_the_teacher(tmp_pat
     rows = {row["id"]: row for row in log_rows(out)}
     assert rows["q1"]["escalated"] and rows["q1"]["routed_to"] == "teacher"
     assert "q1" in teacher.asked()
+
+
+def test_objects_made_before_the_clock_are_frozen_out_of_the_collector_while_answers_are_timed(tmp_path):
+    # A full collection over a loaded model's objects pauses every worker thread at once (a
+    # deadline missed by the collection's length); while the submission answers, what existed
+    # before is frozen, and afterwards it is collectable again.
+    import gc
+
+    seen: list[int] = []
+
+    class Counting(ScriptedBackend):
+        def generate(self, prompts, cfg):
+            seen.append(gc.get_freeze_count())
+            return super().generate(prompts, cfg)
+
+    student, teacher = models()
+    counting = Counting(spec=student.spec, outputs=student.outputs, logprobs=student.logprobs)
+    before = gc.get_freeze_count()
+    submit(tmp_path, Cascade(counting, teacher, router(), "speed"), deadline_ms=5000)
+    assert seen and min(seen) > before  # frozen during every timed call
+    assert gc.get_freeze_count() == before

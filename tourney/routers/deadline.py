@@ -6,10 +6,12 @@ is) are routers.submit's module doc; this module is their mechanics.
 """
 from __future__ import annotations
 
+import gc
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from tourney.harness.types import Question
 from tourney.routers.cascade import FALLBACK, TEACHER, Cascade, CascadeRecord, compose
@@ -53,6 +55,22 @@ def call_with_timeout(fn: Callable[[], Any], timeout_s: float) -> TimedCall:
         with _abandoned_lock:
             _abandoned.add(thread)
     return TimedCall(done=done, value=box.get("value"), error=box.get("error"), elapsed_s=time.monotonic() - start)
+
+
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """While answers are timed, leave what already exists out of the garbage collector.
+
+    A full collection walks every object the process holds (a loaded model, its tokenizer, the
+    questions: millions of them) with the GIL held, pausing every worker thread at once: a
+    deadline is then missed by the collection's length, whatever the models do. Frozen, the
+    objects made before the clock are never scanned; collections see only what answering makes."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def wait_abandoned(timeout_s: float) -> int:

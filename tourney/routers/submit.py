@@ -84,7 +84,7 @@ from tourney.harness.types import DataError, Question
 from tourney.models.registry import output_options
 from tourney.routers.cascade import FALLBACK, STUDENT, TEACHER, Cascade, CascadeRecord
 from tourney.routers.deadline import (
-    DEADLINE_MARGIN_S, WARMUP_MIN_S, answer_batch, wait_abandoned, warm_up, without_gold,
+    DEADLINE_MARGIN_S, WARMUP_MIN_S, answer_batch, frozen_heap, wait_abandoned, warm_up, without_gold,
 )
 from tourney.routers.submit_grade import Grading, grade_submission, render_grading
 from tourney.schema import describe
@@ -287,7 +287,7 @@ def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Ques
             progress(sum(1 for q in questions if q.id in rows), len(questions), in_flight)
 
     tick()
-    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tourney-submit") as pool:
+    with frozen_heap(), ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tourney-submit") as pool:
         pending = {pool.submit(answer_batch, cascade, asked[i: i + cfg.batch_size],
                                deadline_s=deadline_s, budget_end=budget_end)
                    for i in range(0, len(asked), cfg.batch_size)}
