@@ -276,34 +276,36 @@ def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Ques
     deadline_s = cfg.deadline_ms / 1000.0
     warm = warm_up(cascade, todo, batch_size=cfg.batch_size, servers=servers, deadline_s=deadline_s) \
         if cfg.warmup and todo else None
-    start = time.monotonic()  # the clock starts after the warm-up
-    budget_end = None if cfg.budget_s is None else start + (cfg.budget_s - prior)
-    backends = [b for b in (cascade.student, cascade.teacher) if b is not None]
-    asked = without_gold(todo)
+    # The collector's pass over what loading made runs here, before the clock (frozen_heap).
+    with frozen_heap():
+        start = time.monotonic()  # the clock starts after the warm-up
+        budget_end = None if cfg.budget_s is None else start + (cfg.budget_s - prior)
+        backends = [b for b in (cascade.student, cascade.teacher) if b is not None]
+        asked = without_gold(todo)
 
-    def tick() -> None:
-        if progress:
-            in_flight = sum(b.requests_in_flight() for b in backends) if servers else None
-            progress(sum(1 for q in questions if q.id in rows), len(questions), in_flight)
+        def tick() -> None:
+            if progress:
+                in_flight = sum(b.requests_in_flight() for b in backends) if servers else None
+                progress(sum(1 for q in questions if q.id in rows), len(questions), in_flight)
 
-    tick()
-    with frozen_heap(), ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tourney-submit") as pool:
-        pending = {pool.submit(answer_batch, cascade, asked[i: i + cfg.batch_size],
-                               deadline_s=deadline_s, budget_end=budget_end)
-                   for i in range(0, len(asked), cfg.batch_size)}
-        while pending:
-            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            spent = round(prior + time.monotonic() - start, 6)
-            # Everything answered since the last write goes in one write: one fsync for many
-            # answers when they come fast.
-            done = [LogRow(**a.record.to_dict(), spent_s=spent, request_failed=a.request_failed)
-                    for fut in finished for a in fut.result()]
-            try:
-                append_objects(log, (r.to_dict() for r in done))
-            except OSError as e:
-                raise DataError(f"{log}: cannot write ({e.strerror or e})") from None
-            rows.update((r.id, r) for r in done)
-            tick()
+        tick()
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="tourney-submit") as pool:
+            pending = {pool.submit(answer_batch, cascade, asked[i: i + cfg.batch_size],
+                                   deadline_s=deadline_s, budget_end=budget_end)
+                       for i in range(0, len(asked), cfg.batch_size)}
+            while pending:
+                finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+                spent = round(prior + time.monotonic() - start, 6)
+                # Everything answered since the last write goes in one write: one fsync for many
+                # answers when they come fast.
+                done = [LogRow(**a.record.to_dict(), spent_s=spent, request_failed=a.request_failed)
+                        for fut in finished for a in fut.result()]
+                try:
+                    append_objects(log, (r.to_dict() for r in done))
+                except OSError as e:
+                    raise DataError(f"{log}: cannot write ({e.strerror or e})") from None
+                rows.update((r.id, r) for r in done)
+                tick()
     write_outputs(out, questions, rows)
     shown = {q.id: rows[q.id] for q in questions}
     # Graded only now, every answer decided and logged (module doc), with the file's gold answers.
