@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import httpx
 
@@ -77,19 +77,31 @@ def start_llama_server(
     with log_path.open("wb") as log:  # the child keeps its own handle; ours can close
         process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = LlamaServer(process, f"http://127.0.0.1:{port}/v1", log_path)
+    try:
+        wait_ready(process, server.base_url, timeout_s, "llama.cpp server", server.log_tail)
+    except RuntimeError:
+        if process.poll() is None:  # not ready in time: do not leave it running
+            stop_llama_server(server)
+        raise
+    return server
+
+
+def wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float, what: str,
+               log_tail: Callable[[], str], poll_s: float = 0.25, request_timeout_s: float = 2.0) -> None:
+    """Wait until a server child answers GET {base_url}/models; raise with its log's tail if it
+    exits or is not ready within timeout_s (every test server of ours starts this way)."""
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"llama.cpp server exited with {process.returncode}:\n{server.log_tail()}")
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log_tail()}")
         try:
-            if httpx.get(f"{server.base_url}/models", timeout=2.0).status_code == 200:
-                return server
+            if httpx.get(f"{base_url}/models", timeout=request_timeout_s).status_code == 200:
+                return
         except httpx.HTTPError:
             pass  # not listening yet
         if time.monotonic() > deadline:
-            stop_llama_server(server)
-            raise RuntimeError(f"llama.cpp server not ready after {timeout_s:g}s:\n{server.log_tail()}")
-        time.sleep(0.25)
+            raise RuntimeError(f"{what} not ready after {timeout_s:g}s:\n{log_tail()}")
+        time.sleep(poll_s)
 
 
 def stop_llama_server(server: LlamaServer, timeout_s: float = 10.0) -> None:

@@ -10,7 +10,6 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from tests.llama_server import free_port
+from tests.llama_server import free_port, wait_ready
 
 STUB = Path(__file__).resolve().parents[1] / "benchmarks" / "stub_server.py"
 
@@ -52,18 +51,8 @@ def stub_server(data: str | Path, timeout_s: float = 30.0, system: str | None = 
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     server = StubServer(proc, f"http://127.0.0.1:{port}/v1", log_path)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"stub server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{server.base_url}/models", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"stub server not ready after {timeout_s:g}s:\n{log_path.read_text()[-2000:]}")
-            time.sleep(0.1)
+        wait_ready(proc, server.base_url, timeout_s, "stub server", lambda: log_path.read_text()[-2000:],
+                   poll_s=0.1, request_timeout_s=1.0)
         yield server
     finally:
         proc.terminate()

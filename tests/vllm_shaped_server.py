@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from tests.llama_server import free_port
+from tests.llama_server import free_port, wait_ready
 
 
 def make_app(model_path: str, alias: str, max_logprobs: int = 20, flaky: int = 0):
@@ -161,18 +161,7 @@ def vllm_shaped_server(model_path: str | Path, *, alias: str = "teacher", max_lo
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
     server = ShapedServer(proc, f"http://127.0.0.1:{port}/v1", alias, log_path)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"vLLM-shaped server exited with {proc.returncode}:\n{server.log_tail()}")
-            try:
-                if httpx.get(f"{server.base_url}/models", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"vLLM-shaped server not ready after {timeout_s:g}s:\n{server.log_tail()}")
-            time.sleep(0.25)
+        wait_ready(proc, server.base_url, timeout_s, "vLLM-shaped server", server.log_tail)
         yield server
     finally:
         if proc.poll() is None:
