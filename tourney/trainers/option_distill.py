@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from tourney.errors import ConfigError
 from tourney.trainers.choice_kd import option_kl
-from tourney.trainers.pretrain import batches_for_epoch, save_checkpoint
+from tourney.trainers.pretrain import batches_for_epoch, resume_epoch, save_checkpoint, save_epoch
 from tourney.trainers.teacher_labels import Example, encode_row, read_rows
 
 IGNORE = -100
@@ -225,12 +225,7 @@ def train(cfg: OptionDistillConfig, log: Callable[[str], None] = print) -> Path:
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
-    done = max([int(p.name.split("-")[1]) for p in out.glob("epoch-*") if (p / "trainer_state.pt").exists()], default=0)
-    if done:
-        state = torch.load(out / f"epoch-{done}" / "trainer_state.pt", weights_only=True)
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
-        log(f"resuming after epoch {done}")
+    done = resume_epoch(out, model, optim, log)
     step = done * steps_per_epoch
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for epoch in range(done + 1, cfg.epochs + 1):
@@ -260,10 +255,7 @@ def train(cfg: OptionDistillConfig, log: Callable[[str], None] = print) -> Path:
                 shown = " ".join(f"{k} {v / (i + 1):.4f}" for k, v in sums.items())
                 log(f"epoch {epoch}/{cfg.epochs} step {i + 1}/{steps_per_epoch} {shown} "
                     f"{tokens / (time.perf_counter() - t0):,.0f} tok/s")
-        ckpt = out / f"epoch-{epoch}"
-        save_checkpoint(model, tokenizer, ckpt)
-        # Written last: its presence marks the epoch as complete for resumption.
-        torch.save({"model": model.state_dict(), "optim": optim.state_dict()}, ckpt / "trainer_state.pt")
+        save_epoch(out, epoch, model, tokenizer, optim)
     save_checkpoint(model, tokenizer, out / "final")
     return out / "final"
 

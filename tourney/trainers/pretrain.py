@@ -122,6 +122,24 @@ def _last_epoch(out: Path) -> int:
     return max(done, default=0)
 
 
+def resume_epoch(out: Path, model, optim, log: Callable[[str], None]) -> int:
+    """Load the last finished epoch's model and optimizer state from `out`; return that epoch (0: none)."""
+    done = _last_epoch(out)
+    if done:
+        state = torch.load(out / f"epoch-{done}" / "trainer_state.pt", weights_only=True)
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optim"])
+        log(f"resuming after epoch {done}")
+    return done
+
+
+def save_epoch(out: Path, epoch: int, model, tokenizer, optim) -> None:
+    ckpt = out / f"epoch-{epoch}"
+    save_checkpoint(model, tokenizer, ckpt)
+    # Written last: its presence marks the epoch as complete for resumption.
+    torch.save({"model": model.state_dict(), "optim": optim.state_dict()}, ckpt / "trainer_state.pt")
+
+
 def pretrain(
     arch: MiniArch,
     tokenizer,
@@ -141,12 +159,7 @@ def pretrain(
     steps_per_epoch = math.ceil(len(examples) / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs
 
-    start_epoch = _last_epoch(out)
-    if start_epoch:
-        state = torch.load(out / f"epoch-{start_epoch}" / "trainer_state.pt", weights_only=True)
-        model.load_state_dict(state["model"])
-        optim.load_state_dict(state["optim"])
-        log(f"resuming after epoch {start_epoch}")
+    start_epoch = resume_epoch(out, model, optim, log)
 
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch + 1, cfg.epochs + 1):
@@ -168,10 +181,7 @@ def pretrain(
                 rate = tokens / (time.perf_counter() - t0)
                 log(f"epoch {epoch}/{cfg.epochs} step {i + 1}/{steps_per_epoch} "
                     f"loss {loss_sum / (i + 1):.4f} lr {lr_at(step, total, cfg):.2e} {rate:,.0f} tok/s")
-        ckpt = out / f"epoch-{epoch}"
-        save_checkpoint(model, tokenizer, ckpt)
-        # Written last: its presence marks the epoch as complete for resumption.
-        torch.save({"model": model.state_dict(), "optim": optim.state_dict()}, ckpt / "trainer_state.pt")
+        save_epoch(out, epoch, model, tokenizer, optim)
     save_checkpoint(model, tokenizer, out / "final")
     (out / "pretrain_config.json").write_text(json.dumps({"arch": asdict(arch), "train": asdict(cfg)}, indent=2))
     return model
