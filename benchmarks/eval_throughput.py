@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from stub_server import Stub, Timing, load_answers  # noqa: E402
 from tests.stub_openai import stub_server  # noqa: E402
-from tourney.harness.synthetic import MINI_TEST  # noqa: E402
+from tourney.harness.tournament import MINI_TEST  # noqa: E402
 
 MAX_TOKENS = 256
 GSM8K_RECORDED = ROOT.parent / "shared" / "data" / "gsm8k-recorded" / "dev.jsonl"
