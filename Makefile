@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,llamacpp,train,lmeval
 
-.PHONY: setup demo test test-rest test-all wheel-check floor-check bench clean
+.PHONY: setup demo test test-rest test-all lint wheel-check floor-check bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +27,10 @@ test-rest: setup
 	$(VENV)/bin/pytest -q -m "(slow or integration) and not e2e"
 
 test-all: test test-rest
+
+# pyflakes + pycodestyle errors (the rule set is pinned in pyproject.toml); seconds.
+lint: setup
+	$(VENV)/bin/ruff check tourney tests benchmarks
 
 # Build the wheel, install it in a fresh venv, run the product from a foreign directory.
 wheel-check:

@@ -45,29 +45,36 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from stub_server import Stub, Timing, load_answers  # noqa: E402
 from tests.stub_openai import stub_server  # noqa: E402
+from tourney.harness.pipeline import Prompting  # noqa: E402
+from tourney.harness.questions import load_questions  # noqa: E402
 from tourney.harness.tournament import MINI_TEST  # noqa: E402
+from tourney.harness.types import Question  # noqa: E402
 
 MAX_TOKENS = 256
 GSM8K_RECORDED = ROOT.parent / "shared" / "data" / "gsm8k-recorded" / "dev.jsonl"
 RECORDED_SYSTEM = "175b_finetuning"
-TASK = """task: tourney_mini_bench
+# The same prompts tourney sends (its `base` and `mc-base` templates), the same greedy settings;
+# the target is the choice's text for multiple choice (what the stub's answer ends with) and the
+# number after `#### ` otherwise. Placeholders DATA and MAX_TOKENS are replaced, not formatted,
+# because Jinja's braces would need escaping.
+TASK = r"""task: tourney_mini_bench
 dataset_path: json
 dataset_kwargs:
   data_files:
-    test: {data}
+    test: DATA
 test_split: test
 output_type: generate_until
-doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
-doc_to_target: "{{{{answer.split('#### ')[-1]}}}}"
+doc_to_text: "Question: {{question}}\n{% if choices is defined and choices %}{% for c in choices %}{{ 'ABCDEFGHIJ'[loop.index0] }}. {{ c }}\n{% endfor %}{% endif %}Answer:"
+doc_to_target: "{% if choices is defined and choices %}{{ choices['ABCDEFGHIJ'.index(answer)] }}{% else %}{{ answer.split('#### ')[-1] }}{% endif %}"
 generation_kwargs:
-  until: ["\\nQuestion:"]
-  max_gen_toks: {max_tokens}
+  until: ["\nQuestion:"]
+  max_gen_toks: MAX_TOKENS
   do_sample: false
 filter_list:
   - name: final
     filter:
       - function: regex
-        regex_pattern: "(?:####|A:) *(-?[0-9]+)"
+        regex_pattern: "(?:####|A:) *(-?[0-9]+)|([^\\s.#][^.\\n]*?)\\.?\\s*$"
       - function: take_first
 metric_list:
   - metric: exact_match
@@ -84,18 +91,26 @@ def schedule(lat: list[float], c: int) -> float:
     return max(slots)
 
 
-def questions(limit: int, data: Path = MINI_TEST) -> list[str]:
-    rows = [json.loads(x) for x in data.read_text().split("\n") if x.strip()]
-    return [r["question"] for r in rows[:limit]]
+def questions(limit: int, data: Path = MINI_TEST) -> list[Question]:
+    return load_questions(data)[:limit]
 
 
-def latencies(qs: list[str], timing: Timing, data: Path = MINI_TEST, system: str | None = None) -> list[float]:
+def latencies(qs: list[Question], timing: Timing, data: Path = MINI_TEST, system: str | None = None) -> list[float]:
     stub = Stub(load_answers(data, system), timing)
     out = []
     for q in qs:
-        _, pieces, scale, _ = stub.plan(f"Question: {q}\nAnswer:", MAX_TOKENS)
+        _, pieces, scale, _ = stub.plan(f"Question: {q.question}\nAnswer:", MAX_TOKENS)
         out.append(stub.latency_s(len(pieces), scale))
     return out
+
+
+def send_orders(qs: list[Question]) -> dict[str, list[int]]:
+    """The order each client sends in: tourney longest question first (harness.pipeline), lm-eval
+    longest prompt first (its Collator sorts the rendered contexts); both stable, and both render
+    the same prompts (tourney's templates; the lm-eval task above copies them)."""
+    prompts, _ = Prompting().render(qs)
+    return {"tourney": sorted(range(len(qs)), key=lambda i: -len(qs[i].question)),
+            "lm-eval": sorted(range(len(qs)), key=lambda i: -len(prompts[i]))}
 
 
 def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
@@ -128,10 +143,10 @@ def part_stub(args: argparse.Namespace, work: Path, data: Path = MINI_TEST, syst
     timing = Timing(chunk_tokens=args.chunk_tokens)
     qs = questions(args.limit, data)
     lat = latencies(qs, timing, data, system)
-    by_prompt = latencies(sorted(qs, key=lambda q: -len(f"Question: {q}\nAnswer:")), timing, data, system)
+    orders = send_orders(qs)
     task_dir = work / f"task-{data.stem}-{system}"
     task_dir.mkdir()
-    (task_dir / "tourney_mini_bench.yaml").write_text(TASK.format(data=data, max_tokens=MAX_TOKENS))
+    (task_dir / "tourney_mini_bench.yaml").write_text(TASK.replace("DATA", str(data)).replace("MAX_TOKENS", str(MAX_TOKENS)))
     what = f"GSM8K questions answered with {system}'s recorded outputs" if system else "miniature questions"
     print(f"## Continuously batching stub server: {len(qs)} {what}, {timing}")
     print(f"sum of latencies {sum(lat):.1f} s, longest {max(lat):.2f} s, mean {statistics.mean(lat):.3f} s\n")
@@ -143,7 +158,7 @@ def part_stub(args: argparse.Namespace, work: Path, data: Path = MINI_TEST, syst
         for c in args.concurrency:
             ideal = sum(lat) / c
             floor = max(ideal, max(lat))
-            perfect = {"tourney": schedule(by_prompt, c), "lm-eval": schedule(by_prompt, c)}
+            perfect = {name: schedule([lat[i] for i in order], c) for name, order in orders.items()}
             results: dict[str, list[tuple[float, float]]] = {"tourney": [], "lm-eval": []}
             for rep in range(args.repeats):
                 for name in ("tourney", "lm-eval"):
@@ -178,12 +193,13 @@ def _lmeval_accuracy(out: Path) -> float | None:
     return None
 
 
-def sequential_client(base_url: str, qs: list[str]) -> float:
-    """One streamed completion after another, the simplest client there is."""
+def sequential_client(base_url: str, qs: list[Question]) -> float:
+    """One streamed completion after another, the simplest client there is (tourney's prompts)."""
+    prompts, _ = Prompting().render(qs)
     t = time.perf_counter()
     with httpx.Client(timeout=120.0) as client:
-        for q in qs:
-            body = {"model": "mini", "prompt": f"Question: {q}\nAnswer:", "max_tokens": 96, "temperature": 0.0,
+        for prompt in prompts:
+            body = {"model": "mini", "prompt": prompt, "max_tokens": 96, "temperature": 0.0,
                     "stop": ["\nQuestion:"], "stream": True, "repeat_penalty": 1.0}
             with client.stream("POST", f"{base_url}/completions", json=body) as resp:
                 for _ in resp.iter_lines():

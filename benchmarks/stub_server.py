@@ -102,8 +102,11 @@ class Stub:
 
     def question_of(self, prompt: str) -> str:
         m = _QUESTION.search(prompt)
-        if m and m.group(1) in self.answers:
-            return m.group(1)
+        if m:
+            whole = m.group(1)
+            for q in (whole, whole.split("\n", 1)[0]):  # ... or the line above a multiple-choice block
+                if q in self.answers:
+                    return q
         for q in self.answers:  # chat prompts and other templates: the question is inside
             if q in prompt:
                 return q

@@ -5,7 +5,7 @@ import pytest
 
 from tourney.harness.calibration import (calibration_by_type, calibration_markdown, calibration_section,
                                          expected_calibration_error, reliability_bins, top_probability)
-from tourney.harness.types import DataError, SampleResult
+from tourney.harness.types import SampleResult
 
 
 def row(qid, qtype, logliks, correct, sample=0, error=None):

@@ -122,11 +122,11 @@ def test_a_backend_failure_is_raised_after_what_arrived_was_recorded():
     with pytest.raises(BackendError, match="went away"):
         answer_all(ThreadedServer(concurrency=1, fail_after=4), qs, prompts, GenConfig(stop=stop),
                    lambda answers: got.extend(a.question.id for a in answers))
-    # Sent longest prompt first ("10 cats" is one character longer), then in question order.
+    # Sent longest question first ("10 cats" is one character longer), then in question order.
     assert got == ["q9", "q0", "q1", "q2"]
 
 
-def test_server_requests_go_longest_prompt_first_and_rows_come_back_in_question_order(tmp_path):
+def test_server_requests_go_longest_question_first_and_rows_come_back_in_question_order(tmp_path):
     pets = [" and a dog", " and a dog", " and a dog", " and a dog", " and a cow"]  # q2, q4: a tie
     qs = [Question(id=f"q{i}", question="Ann has 1 cat" + pets[i] * n + "?", answer="1")
           for i, n in enumerate([0, 5, 2, 9, 2])]
@@ -237,3 +237,16 @@ def test_in_process_batches_are_recorded_whole_and_kept_before_a_failure():
         answer_all(Flaky(batch_size=3), qs, prompts, GenConfig(stop=stop),
                    lambda answers: groups.append([a.question.id for a in answers]))
     assert groups == [["q0", "q1", "q2"], ["q3", "q4", "q5"]]  # one record (one write) per batch
+
+
+def test_the_order_sent_reads_the_question_not_the_options():
+    """A multiple-choice prompt is long for its options, not for its answer: a long worked problem
+    goes before a short question with long options, whatever the rendered prompts' lengths."""
+    problem = Question(id="p", question="Sam has 10 marbles. Sam loses 2. Sam doubles them. How many now?", answer="16")
+    mc = Question(id="m", question="Where does Ann live?", answer="B",
+                  choices=("a town far away in the hills " * 3, "the city by the sea " * 3, "x", "y"))
+    prompts, stop = Prompting().render([mc, problem])
+    assert len(prompts[0]) > len(prompts[1])  # the multiple-choice prompt is the longer one
+    backend = ThreadedServer(concurrency=1)
+    answer_all(backend, [mc, problem], prompts, GenConfig(stop=stop), lambda answers: None)
+    assert [prompts.index(p) for p in backend.asked] == [1, 0]

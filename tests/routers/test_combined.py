@@ -9,6 +9,7 @@ import pytest
 from tourney.harness.types import SampleResult
 from tourney.routers.combined import CombinedRouter
 from tourney.routers.linear import sigmoid as _sigmoid
+from tourney.routers.metrics import auroc
 from tourney.routers.model_io import model_from_schema
 from tourney.routers.router_file import LogisticSchema
 from tourney.schema import parse
@@ -16,7 +17,7 @@ from tourney.schema import parse
 
 def from_dict(d):
     return model_from_schema(parse(LogisticSchema, d, "model"))
-from tourney.routers.metrics import auroc
+
 
 X = [-2.0, -1.5, -1.0, -0.5, 0.5, 1.0, 1.5, 2.0]
 Y = [x > 0 for x in X]  # separable: the student is right exactly when the signal is positive

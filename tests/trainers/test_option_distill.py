@@ -1,17 +1,14 @@
 """Teacher labels -> distillation rows -> the mixed loss -> a resumable training loop."""
 import json
-import math
 
 import pytest
 
 from tourney.models.types import Backend
 import torch
-import torch.nn.functional as F
 
 from tourney.errors import ConfigError
 from tourney.harness.knowledge import WorldConfig, build_world, knowledge_questions
 from tourney.harness.runner import EvalConfig, run_eval
-from tourney.harness.synthetic import SynthConfig, generate
 from tourney.harness.tournament import write_jsonl
 from tourney.harness.types import DataError
 from tourney.trainers.option_distill import OptionDistillConfig, batch_loss, make_batch, train

@@ -155,12 +155,6 @@ def _answer_in_process(backend: Backend, questions: Sequence[Question], prompts:
         flush()  # what arrived before a failure is kept
 
 
-def _prompt_chars(prompt: Prompt) -> int:
-    if isinstance(prompt, str):
-        return len(prompt)
-    return sum(len(message.get("content") or "") for message in prompt)
-
-
 def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts: Sequence[Prompt],
                         cfg: GenConfig, record: Callable[[list[Answered]], None],
                         tick: Callable[[], None] | None) -> None:
@@ -178,10 +172,13 @@ def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts
             if stopped.is_set():  # the caller stopped without recording this one
                 raise _Stopped()
 
-    # Longest prompts first (as lm-eval orders its requests): a long question tends to have a long
-    # answer, and one started last would hold the end of the run while the other slots sit idle.
-    # Rows are still written in question order at the end, so the order sent changes no result.
-    sent = sorted(range(len(prompts)), key=lambda i: -_prompt_chars(prompts[i]))
+    # Longest questions first: a long question tends to have a long answer, and one started last
+    # would hold the end of the run while the other slots sit idle. The question's own text, not
+    # the rendered prompt (what lm-eval sorts by): a multiple-choice prompt is long for its
+    # options, whose answer is short, and sorting on it sent a mixed set's long worked problems
+    # last (benchmarks/eval_throughput.py, RESULTS.md). Ties keep question order. Rows are still
+    # written in question order at the end, so the order sent changes no result.
+    sent = sorted(range(len(prompts)), key=lambda i: -len(questions[i].question))
 
     def produce() -> None:
         try:
