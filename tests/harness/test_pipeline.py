@@ -14,7 +14,7 @@ import pytest
 from tourney.harness.pipeline import Prompting, answer_all, scored_rows
 from tourney.harness.runner import EvalConfig, pending_questions, run_eval
 from tourney.harness.types import Question
-from tourney.models.types import Backend, BackendError, Capabilities, GenConfig, Generation
+from tourney.models.types import Backend, BackendError, Capabilities, GenConfig, Generation, settle
 
 from tests.harness.test_runner import read_rows, write_questions
 
@@ -63,7 +63,7 @@ class ThreadedServer(Backend):
                 if self.fail_after is not None and answered > self.fail_after:
                     raise BackendError("server went away")
             try:
-                on_done(i, gens)
+                settle(on_done(i, gens))  # the slot stays taken until the answer is recorded
             except BaseException:
                 stop.set()
                 raise

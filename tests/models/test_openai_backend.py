@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
@@ -479,3 +480,60 @@ def test_eval_against_a_server_never_imports_torch_or_transformers(server, tmp_p
     assert res.returncode == 0, res.stderr
     assert "HEAVY []" in res.stdout, res.stdout
     assert (tmp_path / "o" / "report.json").exists()
+
+
+def test_a_slot_stays_taken_until_on_done_s_future_is_settled(server: tuple[str, FakeState]) -> None:
+    """on_done hands back a future: with C = 1 no second request is sent until it is settled
+    (from another thread, as the run loop settles it once the answer is on disk)."""
+    url, state = server
+    sent_while_waiting: list[int] = []
+
+    def on_done(i: int, gens: list) -> Future:
+        waiting: Future = Future()
+
+        def settle_later() -> None:
+            time.sleep(0.2)  # room for a wrongly sent next request to arrive
+            sent_while_waiting.append(len(state.bodies))
+            waiting.set_result(None)
+
+        threading.Thread(target=settle_later).start()
+        return waiting
+
+    make(url, concurrency=1).generate_each(["a", "b", "c"], GenConfig(), on_done)
+    assert sent_while_waiting == [1, 2, 3]
+    assert len(state.bodies) == 3
+
+
+def test_a_future_settled_with_an_exception_stops_sending_and_is_raised(server: tuple[str, FakeState]) -> None:
+    url, state = server
+
+    def on_done(i: int, gens: list) -> Future:
+        waiting: Future = Future()
+        waiting.set_exception(OSError("disk full"))
+        return waiting
+
+    with pytest.raises(OSError, match="disk full"):
+        make(url, concurrency=2).generate_each([f"q{i}" for i in range(20)], GenConfig(), on_done)
+    assert len(state.bodies) < 20
+
+
+def test_answer_all_over_a_server_stops_when_recording_fails(server: tuple[str, FakeState]) -> None:
+    """The run loop's failure settles every future it handed out, so no worker waits for ever and
+    the recording error is what the caller sees."""
+    from tourney.harness.pipeline import Prompting, answer_all
+    from tourney.harness.types import Question
+
+    url, state = server
+    qs = [Question(id=f"q{i}", question=f"What is {i}?", answer=str(i)) for i in range(40)]
+    prompts, stop = Prompting().render(qs)
+    calls = 0
+
+    def record(answers: list) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        answer_all(make(url, concurrency=4), qs, prompts, GenConfig(stop=stop), record)
+    assert len(state.bodies) < 40

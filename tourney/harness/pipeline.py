@@ -10,18 +10,20 @@ submissions (routers.cascade, routers.submit).
 - Scoring: `scored_rows` turns one question's samples into SampleResults; the answer is
   extracted once per sample, and `correct` is scored only when the question has a gold answer.
 
-answer_all and durability. A server backend's requests run in its worker threads; each answer is
+answer_all and durability. A server backend's requests run in its workers; each answer is
 handed to the caller's thread, which scores and records it (the grader's timeouts need the main
 thread) and writes whatever has arrived in one group, so one fsync covers many answers when they
-come fast. The worker waits until its answer is recorded before it starts another request: an
-answer is never both received and unrecorded for longer than its request was in flight, so a kill
-loses at most the questions in flight. An in-process backend generates in the caller's thread (as
+come fast. The answer's slot starts no other request until it is recorded (`on_done` hands the
+backend a future that the caller's thread settles after the write): an answer is never both
+received and unrecorded for longer than its request was in flight, so a kill loses at most the
+questions in flight. An in-process backend generates in the caller's thread (as
 torch, llama.cpp and vLLM expect), and each batch's answers are recorded together.
 """
 from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -98,7 +100,7 @@ class Answered:
     index: int  # position in the list given to answer_all
     question: Question
     generations: list[Generation]
-    _recorded: threading.Event | None = field(default=None, repr=False)
+    _recorded: Future | None = field(default=None, repr=False)  # settled once written (server backends)
 
 
 class _Stopped(Exception):
@@ -160,17 +162,26 @@ def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts
                         tick: Callable[[], None] | None) -> None:
     """A server's requests run in its workers; answers are handed to this thread (module doc)."""
     inbox: queue.Queue = queue.Queue()
-    stopped = threading.Event()
+    lock = threading.Lock()
+    stopped = False
+    unsettled: set[Future] = set()  # handed to the backend, not yet settled
     failure: list[BaseException] = []
 
-    def on_done(i: int, gens: list[Generation]) -> None:
-        if stopped.is_set():
-            raise _Stopped()
-        item = Answered(i, questions[i], gens, threading.Event())
-        inbox.put(item)
-        while not item._recorded.wait(TICK_S):
-            if stopped.is_set():  # the caller stopped without recording this one
+    def on_done(i: int, gens: list[Generation]) -> Future:
+        recorded: Future = Future()
+        with lock:  # with the stop below: every future handed out is settled, none twice
+            if stopped:
                 raise _Stopped()
+            unsettled.add(recorded)
+        inbox.put(Answered(i, questions[i], gens, recorded))
+        return recorded
+
+    def settle(answers: list[Answered]) -> None:
+        with lock:
+            for a in answers:
+                unsettled.discard(a._recorded)
+        for a in answers:
+            a._recorded.set_result(None)
 
     # Longest questions first: a long question tends to have a long answer, and one started last
     # would hold the end of the run while the other slots sit idle. The question's own text, not
@@ -210,14 +221,17 @@ def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts
             answers = [x for x in items if x is not _END]
             if answers:
                 record(answers)
-                for a in answers:
-                    if a._recorded is not None:
-                        a._recorded.set()
+                settle(answers)
             if tick:
                 tick()
     finally:
-        if not ended:  # record failed or we were interrupted: the waiting workers stop (on_done)
-            stopped.set()
+        if not ended:  # record failed or we were interrupted: the waiting workers stop
+            with lock:
+                stopped = True
+                left = list(unsettled)
+                unsettled.clear()
+            for f in left:
+                f.set_exception(_Stopped())
     worker.join()
     if failure:
         raise failure[0]

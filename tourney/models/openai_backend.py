@@ -17,8 +17,10 @@ its worker threads) hand their coroutines to that loop and wait. Why aiohttp on 
 the stub server of benchmarks/eval_throughput.py on a loaded 2-core machine, 500 streamed requests
 128 at a time took 2.7-3.9x the span of a perfect client (each request started the instant a slot
 freed) with a pool of 128 threads on httpx, 1.5-1.6x with one aiohttp loop (httpx's own async
-client was slower than the threads even at 32). `on_done` may block (the run loop waits there
-until an answer is on disk), so it runs in a helper thread while its worker keeps its slot.
+client was slower than the threads even at 32). `on_done` runs on the loop and returns at once;
+the future it may hand back (the run loop settles it once the answer is on disk) is awaited there,
+so the worker keeps its slot without a thread parked per slot to wait (RESULTS.md, the eval
+throughput section, has what the helper threads this replaced cost).
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Awaitable, Callable, Coroutine, Optional, Sequence, TypeVar
 
 import aiohttp
@@ -189,9 +190,7 @@ class OpenAIBackend(Backend):
         jobs = [(i, j) for i in range(len(prompts)) for j in range(cfg.n)]
         samples: list[list[Generation | None]] = [[None] * cfg.n for _ in prompts]
         left = [cfg.n] * len(prompts)
-        loop = asyncio.get_running_loop()
         n_workers = min(self.concurrency, len(jobs))
-        helpers = ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="tourney-on-done") if on_done else None
         next_job = iter(jobs)
 
         async def worker() -> None:
@@ -199,20 +198,18 @@ class OpenAIBackend(Backend):
                 samples[i][j] = await self._sample(prompts[i], cfg, j)
                 left[i] -= 1
                 if left[i] == 0 and on_done is not None:
-                    await loop.run_in_executor(helpers, on_done, i, [g for g in samples[i] if g is not None])
+                    waiting = on_done(i, [g for g in samples[i] if g is not None])
+                    if waiting is not None:  # the slot stays taken until the caller settles it
+                        await asyncio.wrap_future(waiting)
 
         tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
-        try:
-            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            failed = next((t for t in done if t.exception() is not None), None)
-            if failed is not None:  # a callback failed: stop, sending nothing more
-                for t in pending:
-                    t.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                raise failed.exception()  # type: ignore[misc]
-        finally:
-            if helpers is not None:
-                helpers.shutdown(wait=False)
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        failed = next((t for t in done if t.exception() is not None), None)
+        if failed is not None:  # a callback failed: stop, sending nothing more
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            raise failed.exception()  # type: ignore[misc]
         return [[g for g in gens if g is not None] for gens in samples]
 
     async def _map(self, makers: list[Callable[[], Awaitable[T]]]) -> list[T]:

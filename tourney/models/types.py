@@ -5,6 +5,7 @@ Names follow OpenAI/vLLM (`max_tokens`, `top_p`, `stop`, `n`, `logprobs`) so use
 from __future__ import annotations
 
 import re
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
@@ -108,7 +109,18 @@ class Capabilities:
             raise ValueError(f"batch_size must be >= 1 or None, got {self.batch_size}")
 
 
-OnDone = Callable[[int, "list[Generation]"], None]
+# `on_done(index, samples)` returns at once. It may hand back a concurrent.futures.Future: the
+# prompt's slot stays taken (no new request starts in its place) until that future is done, and
+# its exception stops the generation. So a caller can record answers in a thread of its own
+# without the backend parking a thread per slot to wait (models.openai_backend awaits it on its
+# event loop; thread-based backends call `settle`).
+OnDone = Callable[[int, "list[Generation]"], "Future[None] | None"]
+
+
+def settle(waiting: "Future[None] | None") -> None:
+    """Wait for what `on_done` handed back (nothing, or a future), raising its exception."""
+    if waiting is not None:
+        waiting.result()
 
 
 class Backend(Protocol):
@@ -137,15 +149,16 @@ class Backend(Protocol):
 
     def generate_each(self, prompts: Sequence[Prompt], cfg: GenConfig, on_done: OnDone) -> None:
         """Generate every prompt's samples and call `on_done(index, samples)` as soon as one
-        prompt's samples are all in, in completion order. A server backend calls it from the
-        thread that finished the prompt's last request, before that thread starts another one,
-        so a caller that records the answer inside `on_done` never holds more unrecorded answers
-        than requests in flight. An exception from `on_done` stops the generation (requests not
-        yet started are never sent) and is raised here."""
+        prompt's samples are all in, in completion order. A server backend calls it where the
+        prompt's last request finished, and starts no other request in that slot until what
+        `on_done` handed back is settled (OnDone), so a caller that records each answer before
+        settling it never holds more unrecorded answers than requests in flight. An exception
+        from `on_done` or its future stops the generation (requests not yet started are never
+        sent) and is raised here."""
         size = self.capabilities.batch_size or max(len(prompts), 1)
         for start in range(0, len(prompts), size):
             for k, gens in enumerate(self.generate(prompts[start: start + size], cfg)):
-                on_done(start + k, gens)
+                settle(on_done(start + k, gens))
 
     def requests_in_flight(self) -> int:
         """Requests running right now (servers); 0 where the backend does not count them."""
