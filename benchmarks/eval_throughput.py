@@ -14,8 +14,9 @@ span the server saw (first request's arrival to last response's end, so client s
 report writing are left out); the ideal, sum of latencies / C; a floor no client can beat,
 max(ideal, the longest single latency); and `schedule`, what a perfect client sending in the same
 order achieves (each request started the instant a slot frees: list scheduling over the known
-latencies), so that measured / schedule is the client's own overhead. Both clients send the longest
-prompt first (lm-eval's Collator; tourney's server pipeline since 09f55ad). `served / nominal` is how much
+latencies), so that measured / schedule is the client's own overhead. lm-eval sends the longest
+prompt first (its Collator), tourney the longest question (harness.pipeline); `schedule` is each
+client's own order. `served / nominal` is how much
 longer the requests really took at the server than the model says (above 1 when the machine's
 CPUs are short and the stub's own event loop falls behind), and `slot use` the share of the span
 that the C slots were busy.
