@@ -12,7 +12,7 @@ import time
 
 from tourney.cli.demo import DEMO_MAX_TOKENS
 from tourney.harness.tournament import MINI_TEST
-from tourney.harness.prompts import render, template_for
+from tourney.harness.pipeline import Prompting
 from tourney.harness.questions import load_questions
 from tourney.harness.runner import EvalConfig, run_eval
 from tourney.models.registry import load_backend
@@ -28,9 +28,8 @@ def main() -> None:
     args = ap.parse_args()
     questions = load_questions(str(MINI_TEST), limit=args.limit)
     backend = load_backend(args.model, batch_size=args.batch)
-    template = template_for(questions[0], chat=False)
-    prompts = [render(template, q) for q in questions]
-    gen = GenConfig(max_tokens=DEMO_MAX_TOKENS, stop=template.stop)
+    prompts, stop = Prompting().render(questions)  # each question's template, as run_eval renders them
+    gen = GenConfig(max_tokens=DEMO_MAX_TOKENS, stop=stop)
     direct, harness = [], []
     for _ in range(args.repeats):
         t = time.perf_counter()
