@@ -173,15 +173,19 @@ def batch_sizes(url: str) -> dict[str, float]:
     return out
 
 
-def overhead(router: str, questions, work: Path, n: int) -> dict:
-    """Per-request time with models that cost nothing: recorded outputs (replay:)."""
+def overhead(router: str, questions, work: Path, n: int, escalate: bool = False) -> dict:
+    """Per-request time with models that cost nothing: recorded outputs (replay:). The student's
+    recorded tokens are certain (logprob 0), so a token-signal router keeps its answer and one model
+    is called; with `escalate` they are unlikely (logprob -20) and the teacher is called as well. A
+    router reading option scores escalates either way (a replay model scores no options)."""
     work.mkdir(parents=True, exist_ok=True)
+    student_lp = [-20.0, -20.0] if escalate else [0.0, 0.0]
     recs = {}
     for role in ("student", "teacher"):
         path = work / f"{role}-replay.jsonl"
         # any recorded answer will do: the model's cost is what this phase leaves out
         path.write_text("".join(json.dumps({"question": q.question, "output": f" {q.answer}\n#### {q.answer}",
-                                            "token_logprobs": [-0.05, -0.1] if role == "student" else None,
+                                            "token_logprobs": student_lp if role == "student" else None,
                                             "latency_s": 0.0}) + "\n" for q in questions))
         recs[role] = f"replay:{path}"
     proc, url = start(router, work / "log-replay", ["--student", recs["student"], "--teacher", recs["teacher"]])
@@ -227,6 +231,8 @@ def main() -> None:
     ap.add_argument("--overhead-requests", type=int, default=500)
     ap.add_argument("--overhead-repeats", type=int, default=5,
                     help="overhead runs (fresh server each): on a shared machine one run's p50 swings with the load")
+    ap.add_argument("--overhead-escalate", action="store_true",
+                    help="overhead runs with an unsure student, so every request calls both models")
     args = ap.parse_args()
     questions = load_questions(args.questions)
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,7 +254,8 @@ def main() -> None:
                 stop(proc)
         runs = []
         for k in range(args.overhead_repeats):
-            runs.append(overhead(args.router, questions, work / f"oh{k}", args.overhead_requests))
+            runs.append(overhead(args.router, questions, work / f"oh{k}", args.overhead_requests,
+                                 args.overhead_escalate))
             print(json.dumps({"overhead": runs[-1]}), flush=True)
     print()
     print(f"| mode | answered | lost / duplicated | late (> deadline + {MARGIN_S} s) | throughput | p50 | p95 "
