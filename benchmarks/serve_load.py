@@ -159,17 +159,27 @@ def log_rows(log_dir: Path, mode: str) -> list[dict]:
     return rows
 
 
-def batch_sizes(url: str) -> dict[str, float]:
-    text = httpx.get(url + "/metrics").text
+def batch_totals(metrics_text: str) -> dict[str, tuple[float, float]]:
+    """Per model, (questions batched, batches) so far, from the server's /metrics text: counted
+    since the server started, over every phase before this one too."""
     out = {}
     for model in ("student", "teacher"):
         s = c = 0.0
-        for line in text.splitlines():
+        for line in metrics_text.splitlines():
             if line.startswith(f'tourney_batch_size_sum{{model="{model}"}}'):
                 s = float(line.split()[-1])
             if line.startswith(f'tourney_batch_size_count{{model="{model}"}}'):
                 c = float(line.split()[-1])
-        out[model] = s / c if c else 0.0
+        out[model] = (s, c)
+    return out
+
+
+def mean_batches(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Mean batch per model over one phase: the totals' growth between its start and its end."""
+    out = {}
+    for model, (s, c) in after.items():
+        s0, c0 = before.get(model, (0.0, 0.0))
+        out[model] = (s - s0) / (c - c0) if c > c0 else 0.0
     return out
 
 
@@ -240,13 +250,15 @@ def main() -> None:
         figures = []
         proc, url = start(args.router, work / "log", ["--deadline-ms", str(args.deadline_ms)]) if args.modes else (None, "")
         try:
+            totals = batch_totals(httpx.get(url + "/metrics").text) if args.modes else {}
             for mode in args.modes:
                 f = load(url, mode, questions, args.requests, args.clients)
                 rows = log_rows(work / "log", mode)
                 ids = Counter(r["tourney"]["id"] for r in rows)
                 f["log_rows"], f["log_duplicates"] = len(rows), sum(c - 1 for c in ids.values() if c > 1)
                 f["correct_share"] = sum(r["correct"] for r in rows) / len(rows) if rows else None
-                f["mean_batch"] = batch_sizes(url)
+                now = batch_totals(httpx.get(url + "/metrics").text)
+                f["mean_batch"], totals = mean_batches(totals, now), now
                 figures.append(f)
                 print(json.dumps(f, default=str), flush=True)
         finally:
