@@ -1,6 +1,8 @@
 """routers.cascade with scripted backends: who answers, what is asked, how latency adds up."""
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from tourney.harness.types import Question
@@ -112,3 +114,18 @@ def test_teacher_without_an_answer_leaves_the_student_s():
     teacher = ScriptedBackend(spec="fake:t", outputs={q.id: ["I cannot say."] for q in QS})
     recs = Cascade(student, teacher, router(), "balanced").answer(QS[:2])
     assert recs[1].escalated and recs[1].routed_to == "student" and recs[1].answer == "9"
+
+
+def test_an_option_router_scores_the_students_options_and_escalates_the_doubtful_ones():
+    mc = [Question(id="sure", question="sure: which city is in France?", answer="A", choices=("Paris", "Rome")),
+          Question(id="doubtful", question="doubtful: which river is longest?", answer="B", choices=("Po", "Nile"))]
+    student = ScriptedBackend(spec="fake:s", outputs={"sure": [" Paris."], "doubtful": [" Po."]},
+                              choice_scores={"sure": [-0.1, -6.0], "doubtful": [-1.0, -1.1]})
+    teacher = ScriptedBackend(spec="fake:t", outputs={"sure": [" Paris."], "doubtful": [" Nile."]})
+    recs = Cascade(student, teacher, router("mc_probability", 0.9), "balanced").answer(mc)
+    assert len(student.score_calls) == 1 and len(student.score_calls[0]) == 2  # both answers' options, one call
+    assert recs[0].confidence == pytest.approx(1 / (1 + math.exp(-5.9)))
+    assert recs[1].confidence == pytest.approx(1 / (1 + math.exp(-0.1)))
+    assert teacher.asked() == ["doubtful"]
+    assert [(r.routed_to, r.answer) for r in recs] == [("student", "A"), ("teacher", "B")]
+    assert all(r.error is None for r in recs)

@@ -205,7 +205,7 @@ class Cascade:
         them (harness.option_scores); lm-eval contexts score their options in lm_eval_model."""
         from tourney.harness.option_scores import score_options
 
-        rendered, _ = self.student_settings.prompts(questions)
+        rendered, _ = self.student_settings.prompting().render(questions)
         outputs = [[r.output for r in rows] for rows in all_rows]
         for rows, logliks in zip(all_rows, score_options(self.student, questions, rendered, outputs)):
             for r, ll in zip(rows, logliks):
