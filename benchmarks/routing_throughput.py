@@ -35,15 +35,23 @@ def decision_overhead(router_path: str, student_run: str, repeats: int = 5) -> f
     return best
 
 
+ASKED = ("id", "question", "type", "choices")  # what a tournament hands over: no answer, no solution
+
+
+def questions_without_gold(lines: list[str]) -> str:
+    """The question lines as a submission receives them: the gold answer and solution left out,
+    a multiple-choice question's options kept (without them it would be asked as a bare question,
+    a shorter prompt than the tournament's)."""
+    return "".join(json.dumps({k: v for k, v in json.loads(x).items() if k in ASKED}) + "\n" for x in lines if x.strip())
+
+
 def submit_seconds(router: str, questions: str, mode: str, limit: int, work: Path,
                    batch_size: int) -> tuple[float, float]:
     """(whole command, answering only): the second is the submission's own spent_s, which leaves
     out starting Python and loading the models."""
     data = work / "questions.jsonl"
     if not data.exists():
-        lines = Path(questions).read_text().splitlines()[:limit]
-        data.write_text("".join(json.dumps({k: v for k, v in json.loads(x).items() if k in ("id", "question", "type")})
-                                + "\n" for x in lines))
+        data.write_text(questions_without_gold(Path(questions).read_text().splitlines()[:limit]))
     out = work / mode
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "tourney", "submit", "--questions", str(data), "--router", router,

@@ -92,6 +92,7 @@ def test_recorded_samples_without_logprobs_route_by_default(tmp_path):
     assert res.exit_code == 0, res.output
     raw = json.loads(router.read_text())
     table = raw["data"]["selection"]["candidates"]
+    assert f"chosen by cross-validated APGR on dev (best 3): {raw['data']['selection']['chosen']} " in res.output
     assert all(not any("logprob" in s for s in c["signals"]) for c in table)  # unavailable, never faked
     # the first sample is wrong exactly when the others outvote it: agreement with it ranks the
     # questions perfectly (0 < 0.25 < 1), the majority's share puts the wrong ones (0.8) above
@@ -127,6 +128,9 @@ def test_two_stage_policy_through_the_command_line(tmp_path):
               "share=0.3", "--signals", "answer_agreement", "--policy", "two-stage", "--per-type", "off", "--out", router)
     assert res.exit_code == 0, res.output
     assert "policy two-stage" in res.output
+    # the score is the one named; the question routers listed were tried for the first stage only
+    assert "chosen by cross-validated" not in res.output
+    assert "score as named by --signals; question routers tried for a first stage" in res.output
     raw = json.loads(router.read_text())
     assert raw["format"] == "tourney-router/2" and raw["pre"]["model"]["kind"] == "expected_gain"
     assert raw["pre"]["model"]["student"]["text"]["buckets"]  # hashed words, stored as numbers

@@ -212,8 +212,12 @@ def describe(bundle: RouterBundle) -> str:
     sel = bundle.data.get("selection")
     if sel and sel["candidates"]:
         top = [c for c in sel["candidates"] if c["eligible"]][:3]
-        lines.append("chosen by cross-validated APGR on dev (best 3): "
-                     + "; ".join(f"{c['name']} {c['cv_apgr']}" for c in top))
+        listed = "; ".join(f"{c['name']} {c['cv_apgr']}" for c in top)
+        if any(c["name"] == sel["chosen"] for c in sel["candidates"]):
+            lines.append(f"chosen by cross-validated APGR on dev (best 3): {listed}")
+        elif top:  # the score was named (--signals): the table holds only first-stage candidates
+            lines.append(f"score as named by --signals; question routers tried for a first stage, "
+                         f"cross-validated APGR on dev: {listed}")
     lines.append(f"target: {bundle.target} -> threshold {r.threshold:.6g}")
     for name, fig in (("dev", r.dev), ("held-out", r.heldout)):
         if fig is None:
