@@ -77,3 +77,42 @@ def test_a_bug_in_a_fit_is_not_taken_for_an_unfittable_candidate(monkeypatch):
     monkeypatch.setattr(sel, "_FITTED", {})  # fits cached by an earlier test would never call it
     with pytest.raises(ValueError, match="not aligned"):
         select_signals(data())
+
+
+def _mixed(n_options: int, n_open: int) -> RoutingData:
+    """Multiple-choice questions the option probability reads exactly, open ones min_logprob reads."""
+    rng = np.random.default_rng(1)
+    feats, right = [], []
+    for i in range(n_options + n_open):
+        h = float(rng.normal())
+        f = dict.fromkeys(FEATURE_NAMES)
+        if i < n_options:
+            f.update(mc_probability=float(1 / (1 + np.exp(-h))), min_logprob=float(rng.normal()))
+        else:
+            f.update(min_logprob=h)
+        f["option_or_token_probability"] = f["mc_probability"] if i < n_options else float(np.exp(h))
+        feats.append(f)
+        right.append(h > -0.5)
+    n = len(feats)
+    return RoutingData(
+        ids=[f"q{i}" for i in range(n)], types=["mc" if i < n_options else "open" for i in range(n)],
+        student_rows=[[row(0, question=f"question {i}")] for i in range(n)],
+        student_correct=np.array(right, dtype=float), teacher_correct=np.ones(n),
+        student_latency_first=np.ones(n), student_latency_all=np.ones(n), teacher_latency=np.full(n, 2.0),
+        features=feats)
+
+
+def test_the_mixed_signal_is_offered_only_where_a_set_mixes_options_and_open_questions():
+    assert "option_or_token_probability" in _mixed(100, 40).available_signals()
+    assert "option_or_token_probability" not in _mixed(0, 140).available_signals()  # open only
+    only_options = _mixed(140, 0)
+    assert "option_or_token_probability" not in only_options.available_signals()
+
+
+def test_the_mixed_signal_is_a_score_of_its_own_never_a_regression_feature():
+    d = _mixed(100, 40)
+    table = candidates(d)
+    assert any(c.signals == ("option_or_token_probability",) for c in table)
+    assert all("option_or_token_probability" not in c.signals for c in table if len(c.signals) > 1)
+    cv = {c.name: c.apgr for c in select_signals(d)}  # each kind read by the signal that knows it
+    assert cv["option_or_token_probability"] > max(cv["mc_probability"], cv["min_logprob"]) + 0.05

@@ -158,3 +158,16 @@ def test_answer_logprobs_without_an_accepted_hashes_line_take_the_last_marker():
     start = text.rindex("is 5") + 3
     lp = [-0.01 if i >= start else -5.0 for i in range(len(text))]
     assert SIGNALS["answer_logprob_min"]([row(output=text, token_logprobs=lp)], None) == pytest.approx(-0.01)
+
+
+def test_option_or_token_probability_reads_the_options_where_there_are_any():
+    import math
+
+    rows = [row(0, token_logprobs=[-0.1, -2.0])]
+    with_options = compute_signals(rows, ["option_or_token_probability", "mc_probability"],
+                                   choice_logliks=[math.log(0.7), math.log(0.2), math.log(0.1)])
+    assert with_options["option_or_token_probability"] == pytest.approx(with_options["mc_probability"])
+    assert with_options["option_or_token_probability"] == pytest.approx(0.7)
+    open_question = compute_signals(rows, ["option_or_token_probability"])
+    assert open_question["option_or_token_probability"] == pytest.approx(math.exp(-2.0))  # the weakest token
+    assert compute_signals([row(0)], ["option_or_token_probability"]) == {"option_or_token_probability": None}

@@ -34,7 +34,7 @@ from tourney.harness.types import DataError, SampleResult
 from tourney.routers.bundle import needs_samples
 from tourney.routers.calibrate import CalibratedRouter
 from tourney.routers.policy import TWO_STAGE, PolicyView, policy_view
-from tourney.routers.signals import FEATURE_NAMES, compute_signals, oriented
+from tourney.routers.signals import FEATURE_NAMES, MIXED_SIGNALS, compute_signals, oriented
 
 MULTI_SAMPLE = ("sum", "max")
 
@@ -92,7 +92,10 @@ class RoutingData:
     def available_signals(self) -> list[str]:
         """Signals and features with a value for at least one question, in FEATURE_NAMES order."""
         if self._avail is None:
-            self._avail = [n for n in FEATURE_NAMES if any(f[n] is not None for f in self.features)]
+            avail = [n for n in FEATURE_NAMES if any(f[n] is not None for f in self.features)]
+            mixed = (any(f["mc_probability"] is not None for f in self.features)
+                     and any(f["mc_probability"] is None and f["min_logprob"] is not None for f in self.features))
+            self._avail = [n for n in avail if mixed or n not in MIXED_SIGNALS]
         return list(self._avail)
 
     def signal_confidence(self, name: str) -> np.ndarray:

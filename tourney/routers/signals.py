@@ -209,6 +209,21 @@ def mc_margin(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None
     return probs[0] - (probs[1] if len(probs) > 1 else 0.0)
 
 
+def option_or_token_probability(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None) -> float | None:
+    """The best option's probability where the question has option scores, else the probability
+    of the first sample's least likely token (exp of min_logprob). For a set that mixes multiple
+    choice with open questions: mc_probability says nothing about an open question, and over a
+    mixed dev set that blank made the token signal win for every question, the multiple-choice
+    ones included (RESULTS.md, routing the distilled student and the teacher). Both are
+    probabilities of the weakest committed choice; a per-type map (routers.pertype) puts the two
+    kinds on one scale of expected gain. Offered only for sets holding both kinds (rundata)."""
+    p = mc_probability(rows, choice_logliks)
+    if p is not None:
+        return p
+    low = min_logprob(rows)
+    return math.exp(low) if low is not None else None
+
+
 # --- model-free question features ---------------------------------------------------------------
 
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
@@ -246,6 +261,7 @@ SIGNALS: dict[str, Signal] = {
     "mean_length": mean_length,
     "mc_probability": mc_probability,
     "mc_margin": mc_margin,
+    "option_or_token_probability": option_or_token_probability,
     **SOLUTION_SIGNALS,
 }
 # +1: larger means the student is more likely right; -1: larger means less likely.
@@ -253,7 +269,7 @@ ORIENTATION: dict[str, int] = {
     "mean_logprob": 1, "min_logprob": 1, "answer_logprob_mean": 1, "answer_logprob_min": 1,
     "entropy_proxy": -1, "self_consistency": 1, "answer_agreement": 1, "answer_agreement_entropy": -1,
     "length": -1, "mean_length": -1,
-    "mc_probability": 1, "mc_margin": 1,
+    "mc_probability": 1, "mc_margin": 1, "option_or_token_probability": 1,
     "question_numbers": -1, "question_words": -1, "question_op_words": -1,
     **SOLUTION_ORIENTATION,
 }
@@ -261,10 +277,13 @@ FEATURE_NAMES = (*SIGNALS, *QUESTION_FEATURES)
 # What a signal needs from the student's call: token logprobs of the first sample, several
 # samples, or option scores. The cascade draws exactly what the router reads.
 LOGPROB_SIGNALS = frozenset({"mean_logprob", "min_logprob", "answer_logprob_mean",
-                             "answer_logprob_min", "entropy_proxy"})
+                             "answer_logprob_min", "entropy_proxy", "option_or_token_probability"})
 SAMPLE_SIGNALS = frozenset({"self_consistency", "answer_agreement", "answer_agreement_entropy", "mean_length",
                             "mean_question_number_coverage"})
-CHOICE_SIGNALS = frozenset({"mc_probability", "mc_margin"})
+CHOICE_SIGNALS = frozenset({"mc_probability", "mc_margin", "option_or_token_probability"})
+# Read by a router as a single score, never as a regression feature (it repeats mc_probability
+# and min_logprob), and offered only where a set mixes questions with and without options.
+MIXED_SIGNALS = frozenset({"option_or_token_probability"})
 
 
 def check_names(names: Sequence[str]) -> None:
