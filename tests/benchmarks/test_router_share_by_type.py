@@ -1,24 +1,14 @@
 """benchmarks/router_share_by_type.py: per-type shares and the mix-predicted held-out share."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "router_share_by_type.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("router_share_by_type", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from benchmarks import router_share_by_type as script
 
 
 def test_a_held_out_mix_with_fewer_easy_questions_predicts_a_larger_share():
-    mod = load_script()
+    mod = script
     # dev: half easy (1 of 4 escalated), half hard (3 of 4); held-out: 1 easy, 3 hard, rates kept
     dev = mod.by_type(["easy"] * 4 + ["hard"] * 4, np.array([1, 0, 0, 0, 1, 1, 1, 0], dtype=bool))
     held = mod.by_type(["easy", "hard", "hard", "hard"], np.array([0, 1, 1, 0], dtype=bool))

@@ -1,20 +1,10 @@
 """benchmarks/routing_throughput.py hands `tourney submit` the questions as a tournament would."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
+from benchmarks import routing_throughput as script
 from tourney.routers.submit import load_submit_questions
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "routing_throughput.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("routing_throughput", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_questions_keep_their_options_and_lose_the_gold(tmp_path):
@@ -26,7 +16,7 @@ def test_questions_keep_their_options_and_lose_the_gold(tmp_path):
                     "solution": "2 + 3 = 5\n#### 5", "type": "one_step"}),
     ]
     out = tmp_path / "questions.jsonl"
-    out.write_text(load_script().questions_without_gold(lines))
+    out.write_text(script.questions_without_gold(lines))
 
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert rows == [
