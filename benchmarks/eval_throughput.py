@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from stub_server import Stub, Timing, load_answers  # noqa: E402
 from tests.stub_openai import stub_server  # noqa: E402
-from tourney.harness.pipeline import Prompting  # noqa: E402
+from tourney.harness.pipeline import Prompting, send_order  # noqa: E402
 from tourney.harness.questions import load_questions  # noqa: E402
 from tourney.harness.tournament import MINI_TEST  # noqa: E402
 from tourney.harness.types import Question  # noqa: E402
@@ -110,8 +110,7 @@ def send_orders(qs: list[Question]) -> dict[str, list[int]]:
     longest prompt first (its Collator sorts the rendered contexts); both stable, and both render
     the same prompts (tourney's templates; the lm-eval task above copies them)."""
     prompts, _ = Prompting().render(qs)
-    return {"tourney": sorted(range(len(qs)), key=lambda i: -len(qs[i].question)),
-            "lm-eval": sorted(range(len(qs)), key=lambda i: -len(prompts[i]))}
+    return {"tourney": send_order(qs), "lm-eval": sorted(range(len(qs)), key=lambda i: -len(prompts[i]))}
 
 
 def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:

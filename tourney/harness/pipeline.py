@@ -157,6 +157,16 @@ def _answer_in_process(backend: Backend, questions: Sequence[Question], prompts:
         flush()  # what arrived before a failure is kept
 
 
+def send_order(questions: Sequence[Question]) -> list[int]:
+    """The order a server's requests go in: longest question first. A long question tends to have
+    a long answer, and one started last would hold the end of the run while the other slots sit
+    idle. The question's own text, not the rendered prompt (what lm-eval sorts by): a
+    multiple-choice prompt is long for its options, whose answer is short, and sorting on it sent
+    a mixed set's long worked problems last (benchmarks/eval_throughput.py, RESULTS.md). Ties keep
+    question order. Rows are still written in question order, so the order changes no result."""
+    return sorted(range(len(questions)), key=lambda i: -len(questions[i].question))
+
+
 def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts: Sequence[Prompt],
                         cfg: GenConfig, record: Callable[[list[Answered]], None],
                         tick: Callable[[], None] | None) -> None:
@@ -183,13 +193,7 @@ def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts
         for a in answers:
             a._recorded.set_result(None)
 
-    # Longest questions first: a long question tends to have a long answer, and one started last
-    # would hold the end of the run while the other slots sit idle. The question's own text, not
-    # the rendered prompt (what lm-eval sorts by): a multiple-choice prompt is long for its
-    # options, whose answer is short, and sorting on it sent a mixed set's long worked problems
-    # last (benchmarks/eval_throughput.py, RESULTS.md). Ties keep question order. Rows are still
-    # written in question order at the end, so the order sent changes no result.
-    sent = sorted(range(len(prompts)), key=lambda i: -len(questions[i].question))
+    sent = send_order(questions)
 
     def produce() -> None:
         try:

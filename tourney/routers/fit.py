@@ -36,7 +36,7 @@ from tourney.routers.policy import (
 from tourney.routers.policy_select import Choice, choose
 from tourney.routers.rundata import RoutingData, routing_data
 from tourney.routers.select import Candidate, out_of_fold
-from tourney.routers.signals import FEATURE_NAMES, MIXED_SIGNALS
+from tourney.routers.signals import FEATURE_NAMES
 from tourney.routers.target import Target  # noqa: F401 -- re-exported
 
 SIGNAL_MODES = ("auto", "confidence", "gain", "combined")
@@ -112,8 +112,7 @@ def fixed_candidate(dev: RoutingData, signals: tuple[str, ...] | None, primary: 
             raise ConfigError(f"signal {signals[0]!r} has no value on the dev run {dev.student_run} "
                               "(no logprobs recorded? a single sample? no option scores?)")
         return Candidate(signals)
-    everything = [n for n in available if n not in MIXED_SIGNALS]  # a single score, never a feature
-    names = everything if signals is None or "combined" in signals else list(signals)
+    names = dev.regression_signals() if signals is None or "combined" in signals else list(signals)
     missing = [s for s in names if s not in available]
     if missing and (signals is None or "combined" not in signals):
         raise ConfigError(f"signal(s) {missing} have no value on the dev run {dev.student_run}")

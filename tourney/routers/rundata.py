@@ -98,6 +98,11 @@ class RoutingData:
             self._avail = [n for n in avail if mixed or n not in MIXED_SIGNALS]
         return list(self._avail)
 
+    def regression_signals(self) -> list[str]:
+        """The available signals a fitted router may read as features: all but MIXED_SIGNALS,
+        which repeat others and are read only as scores of their own."""
+        return [n for n in self.available_signals() if n not in MIXED_SIGNALS]
+
     def signal_confidence(self, name: str) -> np.ndarray:
         """One signal as a confidence (oriented); -inf where it is missing."""
         out = [oriented(name, f[name]) for f in self.features]

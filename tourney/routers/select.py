@@ -37,7 +37,7 @@ from tourney.routers.gain import GainRouter
 from tourney.routers.metrics import apgr, auroc, routing_curve
 from tourney.routers.rundata import RoutingData
 from tourney.routers.scores import step_between
-from tourney.routers.signals import MIXED_SIGNALS, QUESTION_FEATURES
+from tourney.routers.signals import QUESTION_FEATURES
 from tourney.routers.solution_features import SOLUTION_SIGNALS
 
 # Natural groups; a combined candidate is made of the available members of each (if 2 or more).
@@ -89,7 +89,7 @@ def candidates(dev: RoutingData) -> list[Candidate]:
     gain); confidence and gain routers over each group, the model's own signals and everything;
     the question router. Duplicates removed, order kept."""
     singles = dev.available_signals()
-    avail = [n for n in singles if n not in MIXED_SIGNALS]  # what regressions read
+    avail = dev.regression_signals()
     pick = lambda names: tuple(n for n in avail if n in names)  # noqa: E731
     own = tuple(n for n in avail if n not in QUESTION_FEATURES)
     out: list[Candidate] = []
