@@ -250,3 +250,56 @@ def test_the_order_sent_reads_the_question_not_the_options():
     backend = ThreadedServer(concurrency=1)
     answer_all(backend, [mc, problem], prompts, GenConfig(stop=stop), lambda answers: None)
     assert [prompts.index(p) for p in backend.asked] == [1, 0]
+
+
+@dataclass
+class CancellingServer(Backend):
+    """A server whose waiting slots are cancelled under the run loop: the shape of the race in
+    issue 27, made to happen every time. `generate_each` hands over two answers at once; the
+    recorder then cancels their futures (as a backend cancelling its waiting workers would) just
+    before the write fails, so the run loop's stop path meets futures that are settled already."""
+
+    spec: str = "fake:cancelling"
+    capabilities: Capabilities = field(default_factory=lambda: Capabilities(server=True, concurrency=2))
+
+    def generate(self, prompts, cfg):  # pragma: no cover -- answer_all uses generate_each
+        raise AssertionError
+
+    def generate_each(self, prompts, cfg, on_done):
+        futures = [on_done(i, [Generation(text="#### 1")]) for i in range(len(prompts))]
+        for f in futures:
+            try:
+                settle(f)
+            except BaseException:  # noqa: BLE001 -- stopped or cancelled: this slot is done
+                pass
+
+
+def test_a_stop_meeting_futures_settled_by_the_other_side_raises_the_real_error():
+    """Every future handed out is settled once, whoever gets there first (cancellation counts):
+    the caller sees the recording error, never InvalidStateError (issue 27)."""
+    qs = [Question(id=f"q{i}", question=f"What is {i}?", answer="1") for i in range(2)]
+    prompts, stop = Prompting().render(qs)
+
+    def record(answers: list) -> None:
+        for a in answers:
+            a._recorded.cancel()  # the backend's side settles first
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        answer_all(CancellingServer(), qs, prompts, GenConfig(stop=stop), record)
+
+
+def test_settle_once_keeps_the_first_outcome():
+    from concurrent.futures import Future
+
+    from tourney.models.types import settle_once
+
+    f: Future = Future()
+    assert settle_once(f, OSError("first"))
+    assert not settle_once(f)  # second side: no error, outcome unchanged
+    with pytest.raises(OSError, match="first"):
+        f.result()
+    g: Future = Future()
+    g.cancel()
+    assert not settle_once(g, OSError("late"))
+    assert g.cancelled()

@@ -537,3 +537,24 @@ def test_answer_all_over_a_server_stops_when_recording_fails(server: tuple[str, 
     with pytest.raises(OSError, match="disk full"):
         answer_all(make(url, concurrency=4), qs, prompts, GenConfig(stop=stop), record)
     assert len(state.bodies) < 40
+
+
+def test_a_failing_worker_never_settles_the_futures_the_caller_handed_out(server: tuple[str, FakeState]) -> None:
+    """When one slot's on_done fails, the other slots stop waiting, but the future a waiting slot
+    holds stays the caller's to settle: asyncio.wrap_future cancelled it, and a caller settling it
+    at that moment met InvalidStateError instead of its own error (issue 27). Deterministic: the
+    first answer's future is never settled by the test before the second answer fails."""
+    url, _ = server
+    handed: list[Future] = []
+
+    def on_done(i: int, gens: list) -> Future:
+        if handed:  # the second answer: its slot fails while the first slot waits on its future
+            raise OSError("disk full")
+        handed.append(Future())
+        return handed[0]
+
+    with pytest.raises(OSError, match="disk full"):
+        make(url, concurrency=2).generate_each(["a", "b"], GenConfig(), on_done)
+    assert len(handed) == 1
+    assert not handed[0].done()  # not cancelled: the caller settles it, exactly once
+    handed[0].set_exception(OSError("stopped"))  # what the run loop does next: no InvalidStateError

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 from tourney.harness.prompts import PromptTemplate, get_template, render, template_for, with_system
 from tourney.harness.scoring import choose_option, extract_answer, score
 from tourney.harness.types import Question, SampleResult
-from tourney.models.types import Backend, GenConfig, Generation, Prompt
+from tourney.models.types import Backend, GenConfig, Generation, Prompt, settle_once
 
 TICK_S = 0.25  # how often progress is refreshed while no answer arrives
 
@@ -191,7 +191,7 @@ def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts
             for a in answers:
                 unsettled.discard(a._recorded)
         for a in answers:
-            a._recorded.set_result(None)
+            settle_once(a._recorded)
 
     sent = send_order(questions)
 
@@ -234,8 +234,8 @@ def _answer_from_server(backend: Backend, questions: Sequence[Question], prompts
                 stopped = True
                 left = list(unsettled)
                 unsettled.clear()
-            for f in left:
-                f.set_exception(_Stopped())
+            for f in left:  # one a worker's cancellation settled first stays as it is
+                settle_once(f, _Stopped())
     worker.join()
     if failure:
         raise failure[0]

@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 import time
+from concurrent.futures import Future
 from typing import Annotated, Any, Awaitable, Callable, Coroutine, Optional, Sequence, TypeVar
 
 import aiohttp
@@ -200,7 +201,7 @@ class OpenAIBackend(Backend):
                 if left[i] == 0 and on_done is not None:
                     waiting = on_done(i, [g for g in samples[i] if g is not None])
                     if waiting is not None:  # the slot stays taken until the caller settles it
-                        await asyncio.wrap_future(waiting)
+                        await _settled(waiting)
 
         tasks = [asyncio.ensure_future(worker()) for _ in range(n_workers)]
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -345,3 +346,26 @@ class OpenAIBackend(Backend):
                 f"server at {self.base_url} did not return prompt logprobs for echo=true ({exc}); "
                 "it cannot score choices"
             ) from None
+
+
+async def _settled(waiting: Future) -> None:
+    """Wait until the caller settles `waiting`, raising its exception. Unlike
+    `asyncio.wrap_future`, cancelling this wait (a sibling worker failed and `_each` cancels the
+    rest) leaves the caller's future alone: it belongs to the caller, who settles it exactly once
+    (models.types.settle_once). wrap_future cancelled it from here, and a caller stopping at that
+    moment met InvalidStateError instead of its own error."""
+    loop = asyncio.get_running_loop()
+    woken: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: Future) -> None:
+        def set_woken() -> None:
+            if not woken.done():
+                woken.set_result(None)
+        try:
+            loop.call_soon_threadsafe(set_woken)
+        except RuntimeError:  # the loop has closed: nobody waits any more
+            pass
+
+    waiting.add_done_callback(wake)
+    await woken
+    waiting.result()  # its exception, if the caller failed it

@@ -5,7 +5,7 @@ Names follow OpenAI/vLLM (`max_tokens`, `top_p`, `stop`, `n`, `logprobs`) so use
 from __future__ import annotations
 
 import re
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
@@ -121,6 +121,23 @@ def settle(waiting: "Future[None] | None") -> None:
     """Wait for what `on_done` handed back (nothing, or a future), raising its exception."""
     if waiting is not None:
         waiting.result()
+
+
+def settle_once(future: "Future[None]", error: BaseException | None = None) -> bool:
+    """Settle `future` (a result of None, or `error`) unless it is settled already; whether this
+    call did it. A future handed out by `on_done` can be settled from two sides (the caller
+    recording or stopping, a backend's worker cancelled while it waits), and whoever comes second
+    must neither raise InvalidStateError nor replace the first outcome: cancellation counts as
+    settled. The check and the set are one step under the future's own lock, so no interleaving
+    of the two sides can fail."""
+    try:
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+    except InvalidStateError:  # settled first by the other side: its outcome stands
+        return False
+    return True
 
 
 class Backend(Protocol):
