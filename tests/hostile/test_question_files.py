@@ -25,7 +25,7 @@ CASES = {
     "deep nesting": ("q.jsonl", '{"question": "q", "answer": "1", "x": ' + "[" * 200_000 + "]" * 200_000 + "}",
                      ":1: JSON nested deeper"),
     "deep nesting (json)": ("q.json", "[" * 200_000 + "]" * 200_000, ": JSON nested deeper"),
-    "5,000-digit number": ("q.jsonl", '{"question": "q", "answer": ' + "9" * 5000 + "}", ":1: not acceptable JSON"),
+    "5,000-digit number": ("q.jsonl", '{"question": "q", "answer": ' + "9" * 5000 + "}", ":1: field 'answer': an integer of 5000 digits"),
     "5,000-digit string": ("q.jsonl", '{"question": "q", "answer": "' + "9" * 5000 + '"}', "field 'answer'"),
     "lone surrogate (escape)": ("q.jsonl", '{"question": "q\\ud800", "answer": "1"}', "field 'question': a lone surrogate"),
     "huge question": ("q.jsonl", json.dumps({"question": "x" * 300_000, "answer": "1"}), "field 'question': 300,000 characters"),
@@ -67,3 +67,10 @@ def test_the_cli_prints_one_line_and_exits_2(tmp_path, name):
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0]
     assert "Traceback" not in res.output
+
+
+def test_an_over_long_integer_in_a_question_line_names_line_and_field(tmp_path):
+    from tourney.harness.jsonl import loads
+
+    with pytest.raises(DataError, match=r"q.jsonl:3: field 'meta.0.n': an integer of 4001 digits"):
+        loads('{"id": "a", "meta": [{"n": ' + "7" * 4001 + "}]}", "q.jsonl:3")

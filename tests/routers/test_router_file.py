@@ -154,3 +154,50 @@ def test_router_objects_round_trip_and_stay_finite(tmp_path):
     with pytest.raises(DataError, match="r.json"):
         path.write_text(path.read_text().replace('"inf"', '"nan"'))
         CalibratedRouter.load(path)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda d: d["teacher"].update(spec="nosuch:thing"), "teacher model: field 'teacher.spec': unknown model spec"),
+    (lambda d: d["teacher"].update(spec="replay:/nonexistent/x.jsonl"),
+     "teacher model: field 'teacher.spec': cannot read replay file"),
+    (lambda d: d["student"].update(samples=2, temperature=0.0, spec="mini-student"),
+     "student model: field 'student.samples': more than one sample needs temperature > 0"),
+])
+def test_a_model_the_file_names_fails_naming_file_model_and_field(tmp_path, edit, words):
+    raw = good(tmp_path)
+    edit(raw)
+    assert words in one_line_error(tmp_path, write(tmp_path, raw))
+
+
+def test_a_spec_the_user_gives_fails_as_the_users_own(tmp_path):
+    res = _submit_teacher(tmp_path, write(tmp_path, good(tmp_path)), "--teacher", "replay:/nonexistent/y.jsonl")
+    assert res.exit_code == 2 and res.output.strip().splitlines() == [
+        "error: cannot read replay file /nonexistent/y.jsonl: No such file or directory"]
+
+
+def test_an_over_long_integer_names_its_field(tmp_path):
+    text = json.dumps(good(tmp_path)).replace('"seed": 0', '"seed": ' + "9" * 5000, 1)
+    line = one_line_error(tmp_path, write(tmp_path, text))
+    assert "field 'student.seed': an integer of 5000 digits (at most 4000)" in line
+
+
+@pytest.mark.parametrize("kind, value, relative, words", [
+    ("teacher_share", 1.5, False, "a teacher share is in [0, 1], got 1.5"),
+    ("teacher_share", -0.1, False, "a teacher share is in [0, 1], got -0.1"),
+    ("accuracy", 1.2, False, "an accuracy is in [0, 1], got 1.2"),
+    ("accuracy", -1.0, True, "a share of the teacher's accuracy is >= 0, got -1"),
+    ("latency", 0.0, False, "a latency budget is a positive number of seconds, got 0"),
+    ("latency", -2.0, False, "a latency budget is a positive number of seconds, got -2"),
+])
+def test_the_target_is_checked_against_its_kind(tmp_path, kind, value, relative, words):
+    raw = good(tmp_path)
+    raw.update(target_kind=kind, target_value=value, relative=relative)
+    assert f"field 'target_value': {words}" in one_line_error(tmp_path, write(tmp_path, raw))
+
+
+@pytest.mark.parametrize("kind, value, relative", [("accuracy", 1.01, True), ("latency", 0.25, False),
+                                                   ("teacher_share", 0.0, False), ("accuracy", 1.0, False)])
+def test_targets_that_fit_their_kind_are_read(tmp_path, kind, value, relative):
+    raw = good(tmp_path)
+    raw.update(target_kind=kind, target_value=value, relative=relative)
+    assert RouterBundle.load(write(tmp_path, raw)).router.target_value == value

@@ -101,10 +101,26 @@ MAX_DEPTH = 64  # JSON nesting no data file of ours needs more of; deeper is an 
 MAX_INT_DIGITS = 4000  # below Python's 4,300-digit int conversion limit, far above any answer
 
 
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ValueError(f"an integer of {len(text)} digits (at most {MAX_INT_DIGITS})")
-    return int(text)
+class _LongInt:
+    """Stands in for an integer longer than MAX_INT_DIGITS while the decoder runs, so that the
+    error can name the field that holds it (the decoder's own hook knows only the digits)."""
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _field_of(value: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str, ...], _LongInt] | None:
+    """The path to the first _LongInt in a decoded value (iterative: nesting is bounded anyway)."""
+    stack = [(path, value)]
+    while stack:
+        at, v = stack.pop()
+        if isinstance(v, _LongInt):
+            return at, v
+        if isinstance(v, dict):
+            stack.extend((at + (str(k),), x) for k, x in reversed(list(v.items())))
+        elif isinstance(v, list):
+            stack.extend((at + (str(i),), x) for i, x in reversed(list(enumerate(v))))
+    return None
 
 
 def _depth_over(text: str, limit: int) -> bool:
@@ -135,13 +151,27 @@ def loads(text: str, where: str, expected: str = "valid JSON") -> Any:
     file:line), never a RecursionError or a ValueError from deep inside the decoder."""
     if ("[" in text or "{" in text) and _depth_over(text, MAX_DEPTH):
         raise DataError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels; expected {expected}")
+    long_ints: list[_LongInt] = []
+
+    def bounded_int(digits: str) -> int | _LongInt:
+        if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+            long_ints.append(_LongInt(len(digits)))
+            return long_ints[-1]
+        return int(digits)
+
     try:
-        return json.loads(text, parse_int=_bounded_int)
+        value = json.loads(text, parse_int=bounded_int)
     except json.JSONDecodeError as e:
         loc = f"{where}:{e.lineno}" if "\n" in text else where
         raise DataError(f"{loc}: not valid JSON ({e.msg} at column {e.colno}); expected {expected}") from None
     except (ValueError, RecursionError) as e:
         raise DataError(f"{where}: not acceptable JSON ({e}); expected {expected}") from None
+    if long_ints:
+        path, found = _field_of(value) or ((), long_ints[0])
+        field = f"field '{'.'.join(path)}': " if path else ""
+        raise DataError(f"{where}: {field}an integer of {found.digits} digits (at most {MAX_INT_DIGITS}); "
+                        f"expected {expected}")
+    return value
 
 
 def split_lines(text: str) -> list[str]:

@@ -17,9 +17,10 @@ from tourney.harness.jsonl import json_safe
 from tourney.harness.pipeline import Prompting
 from tourney.harness.prompts import get_template
 from tourney.harness.rundir import RunDir
+from tourney.errors import BackendError, ConfigError
 from tourney.harness.types import DataError
 from tourney.models.registry import replays_recordings
-from tourney.models.types import GenConfig
+from tourney.models.types import Backend, GenConfig
 from tourney.routers.calibrate import CalibratedRouter
 
 from tourney.routers.router_file import FORMAT, ModelSettingsSchema  # noqa: F401 -- FORMAT re-exported
@@ -96,13 +97,21 @@ class ModelSettings:
         return d
 
     @classmethod
-    def from_router_file(cls, d: "ModelSettingsSchema", where: str) -> "ModelSettings":
+    def from_router_file(cls, d: "ModelSettingsSchema", where: str, role: str) -> "ModelSettings":
         """Settings a router file gives (validated by routers.router_file, options allow-listed
-        by routers.trust); built to send no API key (routers.trust)."""
+        by routers.trust); built to send no API key (routers.trust). Errors name the file, the
+        model and the field."""
+        from tourney.models.registry import parse_spec
+
+        try:
+            parse_spec(d.spec)  # a spec no backend reads fails here, naming its field, not when loaded
+        except BackendError as e:
+            raise DataError(f"{where}: {role} model: field '{role}.spec': {e}") from None
         try:
             return cls(**d.model_dump(), send_api_key=False)
         except (TypeError, ValueError) as e:
-            raise DataError(f"{where}: {e}") from None
+            named = str(e).replace("field '", f"field '{role}.", 1)  # "field 'samples'" -> "field 'teacher.samples'"
+            raise DataError(f"{where}: {role} model: {named}") from None
 
 
 @dataclass
@@ -114,6 +123,7 @@ class RouterBundle:
     teacher: ModelSettings | None = None
     target: str | None = None  # the target as the user typed it, e.g. "share=0.3"
     data: dict[str, Any] = field(default_factory=dict)  # runs used, split, question counts
+    source: str | None = None  # the router file it was read from; None when built in memory
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.router.to_dict(), "target": self.target,
@@ -135,10 +145,26 @@ class RouterBundle:
 
         where = str(path)
         raw = load_router_file(path)
-        settings = {role: None if value is None else ModelSettings.from_router_file(value, f"{where}: field {role!r}")
+        settings = {role: None if value is None else ModelSettings.from_router_file(value, where, role)
                     for role, value in (("student", raw.student), ("teacher", raw.teacher))}
         return cls(router=router_from_schema(raw, where), student=settings["student"], teacher=settings["teacher"],
-                   target=raw.target, data=dict(raw.data))
+                   target=raw.target, data=dict(raw.data), source=where)
+
+    def load_model(self, role: str, **options: Any) -> Backend:
+        """Build the backend of `role` ("student" or "teacher") with `options`. When the router
+        file chose what fails (its spec, or its model_args), the one-line error names the file,
+        the model and the field; a spec the user gave (with_specs) fails as the user's own."""
+        from tourney.models.registry import load_backend
+
+        settings = getattr(self, role)
+        try:
+            return load_backend(settings.spec, **options)
+        except (DataError, ConfigError, BackendError) as e:
+            from_options = isinstance(e, ConfigError) and "option" in str(e)
+            if self.source is None or (settings.send_api_key and not from_options):
+                raise
+            field = "model_args" if from_options else "spec"
+            raise DataError(f"{self.source}: {role} model: field '{role}.{field}': {e}") from None
 
     def with_specs(self, student: str | None = None, teacher: str | None = None) -> "RouterBundle":
         """The same bundle with model specs replaced (e.g. the same model served elsewhere). A
@@ -148,4 +174,4 @@ class RouterBundle:
                 return s
             return ModelSettings(spec=spec) if s is None else replace(s, spec=spec, send_api_key=True)
         return RouterBundle(self.router, swap(self.student, student), swap(self.teacher, teacher),
-                            self.target, dict(self.data))
+                            self.target, dict(self.data), self.source)

@@ -281,8 +281,6 @@ def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8, batch
     `concurrency` is the number of questions in flight: a server student gets room for all of
     their samples at once. With `request_timeout_s` (a submission's deadline) a server request
     never outlives its question: one attempt, closed at the timeout."""
-    from tourney.models.registry import load_backend
-
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     want_student = mode != "accuracy" or student_backup
@@ -293,11 +291,11 @@ def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8, batch
     student = teacher = None
     try:
         if want_student and bundle.student is not None:
-            student = load_backend(bundle.student.spec, **backend_options(
+            student = bundle.load_model("student", **backend_options(
                 bundle.student, concurrency=concurrency * bundle.student.samples, batch_size=batch_size,
                 request_timeout_s=request_timeout_s))
         if want_teacher:
-            teacher = load_backend(bundle.teacher.spec, **backend_options(
+            teacher = bundle.load_model("teacher", **backend_options(
                 bundle.teacher, concurrency=concurrency, batch_size=batch_size, request_timeout_s=request_timeout_s))
     except Exception:
         for b in (student, teacher):

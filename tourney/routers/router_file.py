@@ -217,6 +217,19 @@ class RouterFileSchema(Strict):
         return v
 
     @model_validator(mode="after")
+    def _target_fits_kind(self):
+        v, kind = self.target_value, self.target_kind
+        if kind == "teacher_share" and not 0.0 <= v <= 1.0:
+            raise ValueError(f"field 'target_value': a teacher share is in [0, 1], got {v:g}")
+        if kind == "accuracy" and not self.relative and not 0.0 <= v <= 1.0:
+            raise ValueError(f"field 'target_value': an accuracy is in [0, 1], got {v:g}")
+        if kind == "accuracy" and self.relative and v < 0:
+            raise ValueError(f"field 'target_value': a share of the teacher's accuracy is >= 0, got {v:g}")
+        if kind == "latency" and not v > 0:
+            raise ValueError(f"field 'target_value': a latency budget is a positive number of seconds, got {v:g}")
+        return self
+
+    @model_validator(mode="after")
     def _version(self):
         if self.format == FORMAT_V1:
             newer = [name for name, present in (

@@ -26,7 +26,7 @@ from typing import Any, Hashable, Sequence
 from tourney.errors import ConfigError
 from tourney.harness.pipeline import scored_rows
 from tourney.harness.types import Question, SampleResult
-from tourney.models.registry import load_backend, parse_spec
+from tourney.models.registry import parse_spec
 from tourney.models.types import Backend, Generation
 from tourney.routers.bundle import ModelSettings, RouterBundle
 from tourney.routers.calibrate import tie_jitter
@@ -205,9 +205,9 @@ def load_pair(cfg: ServeConfig) -> Pair:
     timeout = cfg.deadline_ms / 1000.0
     opts = [backend_options(s, concurrency=cfg.upstream_concurrency, batch_size=cfg.max_batch, request_timeout_s=timeout)
             for s in (bundle.student, bundle.teacher)]
-    student = load_backend(bundle.student.spec, **opts[0])
+    student = bundle.load_model("student", **opts[0])
     try:
-        teacher = load_backend(bundle.teacher.spec, **opts[1])
+        teacher = bundle.load_model("teacher", **opts[1])
     except Exception:
         student.close()
         raise
