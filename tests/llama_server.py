@@ -26,9 +26,17 @@ def missing_server_modules() -> list[str]:
     return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
 
 
+class PortTaken(RuntimeError):
+    """The child server could not bind its port: another process took it after free_port."""
+
+
+PORT_ATTEMPTS = 5  # a child server that lost its port to another process is started again this often
+
+
 def free_port() -> int:
-    """A port free on 127.0.0.1 right now. Another process could take it before the server binds;
-    on loopback in a test run that race is rare, and start_llama_server reports it clearly."""
+    """A port free on 127.0.0.1 right now, for a child server that takes a port number (llama.cpp's
+    server cannot bind port 0 and say which it got). Another process can take it before the child
+    binds: wait_ready then raises PortTaken, and the starters below try again on a new port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -62,6 +70,16 @@ def start_llama_server(
 ) -> LlamaServer:
     """Start the server and return once GET /v1/models answers 200; raise RuntimeError with the
     server's log tail if it exits or does not answer within `timeout_s`."""
+    for attempt in range(PORT_ATTEMPTS):
+        try:
+            return _start_llama_server(model_path, n_ctx, alias, timeout_s, extra_args, log_dir)
+        except PortTaken:
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_llama_server(model_path, n_ctx, alias, timeout_s, extra_args, log_dir) -> LlamaServer:
     port = free_port()
     log_path = Path(log_dir or tempfile.mkdtemp(prefix="llama-server-")) / f"server-{port}.log"
     cmd = [
@@ -93,7 +111,10 @@ def wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float, what:
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log_tail()}")
+            tail = log_tail()
+            if "address already in use" in tail.lower():
+                raise PortTaken(f"{what} could not bind its port:\n{tail}")
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{tail}")
         try:
             if httpx.get(f"{base_url}/models", timeout=request_timeout_s).status_code == 200:
                 return

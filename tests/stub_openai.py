@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from tests.llama_server import free_port, wait_ready
+from tests.llama_server import PORT_ATTEMPTS, PortTaken, free_port, wait_ready
 
 STUB = Path(__file__).resolve().parents[1] / "benchmarks" / "stub_server.py"
 
@@ -43,21 +43,35 @@ class StubServer:
 @contextmanager
 def stub_server(data: str | Path, timeout_s: float = 30.0, system: str | None = None,
                 **timing: float) -> Iterator[StubServer]:
-    port = free_port()
-    log_path = Path(tempfile.mkdtemp(prefix="stub-server-")) / "server.log"
     args = [f"--{k.replace('_', '-')}={v}" for k, v in timing.items()] + ([f"--system={system}"] if system else [])
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([sys.executable, str(STUB), "--data", str(data), "--port", str(port), *args],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = StubServer(proc, f"http://127.0.0.1:{port}/v1", log_path)
+    for attempt in range(PORT_ATTEMPTS):  # again on a new port when another process took this one
+        port = free_port()
+        log_path = Path(tempfile.mkdtemp(prefix="stub-server-")) / "server.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen([sys.executable, str(STUB), "--data", str(data), "--port", str(port), *args],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        server = StubServer(proc, f"http://127.0.0.1:{port}/v1", log_path)
+        try:
+            wait_ready(proc, server.base_url, timeout_s, "stub server", lambda: log_path.read_text()[-2000:],
+                       poll_s=0.1, request_timeout_s=1.0)
+            break
+        except PortTaken:
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+        except BaseException:
+            _stop(proc)
+            raise
     try:
-        wait_ready(proc, server.base_url, timeout_s, "stub server", lambda: log_path.read_text()[-2000:],
-                   poll_s=0.1, request_timeout_s=1.0)
         yield server
     finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
         proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)

@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from tests.llama_server import free_port, wait_ready
+from tests.llama_server import PORT_ATTEMPTS, PortTaken, free_port, wait_ready
 
 
 def make_app(model_path: str, alias: str, max_logprobs: int = 20, flaky: int = 0):
@@ -151,26 +151,39 @@ class ShapedServer:
 def vllm_shaped_server(model_path: str | Path, *, alias: str = "teacher", max_logprobs: int = 20, flaky: int = 0,
                        timeout_s: float = 120.0) -> Iterator[ShapedServer]:
     """Start the server on 127.0.0.1, wait until /v1/models answers, stop it afterwards."""
-    port = free_port()
-    log_path = Path(tempfile.mkdtemp(prefix="shaped-server-")) / "server.log"
-    cmd = [sys.executable, "-m", "tests.vllm_shaped_server", "--model", str(model_path), "--port", str(port),
-           "--alias", alias, "--max-logprobs", str(max_logprobs), "--flaky", str(flaky)]
     root = Path(__file__).resolve().parents[1]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-    server = ShapedServer(proc, f"http://127.0.0.1:{port}/v1", alias, log_path)
+    for attempt in range(PORT_ATTEMPTS):  # again on a new port when another process took this one
+        port = free_port()
+        log_path = Path(tempfile.mkdtemp(prefix="shaped-server-")) / "server.log"
+        cmd = [sys.executable, "-m", "tests.vllm_shaped_server", "--model", str(model_path), "--port", str(port),
+               "--alias", alias, "--max-logprobs", str(max_logprobs), "--flaky", str(flaky)]
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    env={**os.environ, "OMP_NUM_THREADS": "1"})
+        server = ShapedServer(proc, f"http://127.0.0.1:{port}/v1", alias, log_path)
+        try:
+            wait_ready(proc, server.base_url, timeout_s, "vLLM-shaped server", server.log_tail)
+            break
+        except PortTaken:
+            if attempt == PORT_ATTEMPTS - 1:
+                raise
+        except BaseException:
+            _stop(proc)
+            raise
     try:
-        wait_ready(proc, server.base_url, timeout_s, "vLLM-shaped server", server.log_tail)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def main() -> None:

@@ -146,11 +146,10 @@ def test_a_failure_while_recording_stops_the_workers():
     def record(answers):
         raise OSError("disk full")
 
-    t = time.monotonic()
     with pytest.raises(OSError, match="disk full"):
         answer_all(backend, qs, prompts, GenConfig(stop=stop), record)
-    time.sleep(0.5)  # the workers notice within a tick and send nothing more
-    assert backend.started < 40 and time.monotonic() - t < 5
+    time.sleep(0.5)  # room for a worker that did not stop to send the rest (0.2 s of requests)
+    assert backend.started < 40
 
 
 def test_server_runs_resume_per_question(tmp_path):

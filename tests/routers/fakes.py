@@ -11,19 +11,26 @@ from typing import Sequence
 from tourney.models.types import Backend, Capabilities, GenConfig, Generation
 
 
+GATE_TIMEOUT_S = 120.0  # a gate never released (a failed test) still lets the call end
+
+
 @dataclass
 class ScriptedBackend(Backend):
     """Answers a prompt with the outputs scripted for the question text it contains.
 
     `outputs[q]` lists one output per sample (the last repeats when more are asked for);
     `logprobs[q]` is every sample's token_logprobs; `latency_s` is what each Generation reports;
-    `sleep_s` really sleeps per call (a slow model); `fail` holds questions whose request fails."""
+    `sleep_s` really sleeps per call (a slow model); `gate`, when given, holds every call until
+    it is set (a model busy for as long as a test needs, with no guessed length of time);
+    `started` is set once a call has begun; `fail` holds questions whose request fails."""
 
     spec: str = "fake:scripted"
     outputs: dict[str, list[str]] = field(default_factory=dict)
     logprobs: dict[str, list[float]] = field(default_factory=dict)
     latency_s: float = 0.1
     sleep_s: float = 0.0
+    gate: threading.Event | None = None
+    started: threading.Event = field(default_factory=threading.Event)
     fail: set[str] = field(default_factory=set)
     choice_scores: dict[str, list[float]] = field(default_factory=dict)
     calls: list[tuple[list[str], GenConfig]] = field(default_factory=list)
@@ -42,6 +49,9 @@ class ScriptedBackend(Backend):
         keys = [self._key(p) for p in prompts]
         with self._lock:
             self.calls.append((keys, cfg))
+        self.started.set()
+        if self.gate is not None:
+            self.gate.wait(GATE_TIMEOUT_S)
         if self.sleep_s:
             time.sleep(self.sleep_s)
         out = []

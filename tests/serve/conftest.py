@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -14,13 +14,14 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
-from tests.serve.fakes import free_port
+from tests.waiting import wait_until
 from tourney.cli.main import main
 from tourney.harness.questions import load_questions
 
 DEV = Path(__file__).resolve().parents[2] / "tourney" / "harness" / "data" / "mini" / "dev.jsonl"
 N_DEV = 40  # calibration questions: enough for a threshold, few enough for a 2-core CPU
 START_TIMEOUT_S = 300.0  # loading two models on a busy 2-core machine
+LISTENING = re.compile(r"tourney serve: listening on (http://\S+)")
 
 
 def cli(*args) -> str:
@@ -58,27 +59,36 @@ class Served:
 
 
 def start_serve(router: Path, work: Path, extra: Sequence[str] = (), env: dict | None = None) -> Served:
-    port = free_port()
-    out = work / f"serve-{port}.log"
-    cmd = [sys.executable, "-m", "tourney", "serve", "--router", str(router), "--port", str(port),
+    """`tourney serve --port 0` in a child process: the kernel picks the port, and the URL is read
+    from the line the server prints once it listens (no port looked up first that another process
+    could take)."""
+    out = work / f"serve-{len(list(work.glob('serve-*.log')))}.log"
+    cmd = [sys.executable, "-m", "tourney", "serve", "--router", str(router), "--port", "0",
            "--log-dir", str(work / "log"), *extra]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     with out.open("wb") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env)
-    served = Served(proc, f"http://127.0.0.1:{port}", work / "log", out)
-    end = time.monotonic() + START_TIMEOUT_S
-    while True:
+    served = Served(proc, "", work / "log", out)
+
+    def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"tourney serve exited with {proc.returncode}:\n{served.output()}")
+        if not served.url:
+            found = LISTENING.search(out.read_text(errors="replace"))
+            if not found:
+                return False
+            served.url = found.group(1).removesuffix("/v1")
         try:
-            if httpx.get(served.url + "/health", timeout=2).status_code == 200:
-                return served
+            return httpx.get(served.url + "/health", timeout=5).status_code == 200
         except httpx.HTTPError:
-            pass
-        if time.monotonic() > end:
-            stop_serve(served)
-            raise RuntimeError(f"tourney serve not ready after {START_TIMEOUT_S:g} s:\n{served.output()}")
-        time.sleep(0.25)
+            return False
+
+    try:
+        wait_until(ready, "tourney serve to answer /health", timeout_s=START_TIMEOUT_S)
+    except AssertionError:
+        stop_serve(served)
+        raise RuntimeError(f"tourney serve not ready after {START_TIMEOUT_S:g} s:\n{served.output()}") from None
+    return served
 
 
 def stop_serve(served: Served, timeout_s: float = 60) -> int:

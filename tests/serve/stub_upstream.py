@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ from typing import Iterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from tests.serve.fakes import free_port
+from tests.serve.fakes import uvicorn_thread
 
 
 def make_stub(stall_s: float = 5.0, slow_s: float = 1.0) -> tuple[FastAPI, Counter, dict]:
@@ -81,18 +80,6 @@ def make_stub(stall_s: float = 5.0, slow_s: float = 1.0) -> tuple[FastAPI, Count
 @contextmanager
 def stub_upstream(**kw) -> Iterator[tuple[str, Counter, dict]]:
     """(base URL ending in /v1, the count of requests per prompt, when the shells answers ended)."""
-    import uvicorn
-
     app, seen, marks = make_stub(**kw)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    end = time.monotonic() + 20
-    while not server.started and time.monotonic() < end:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/v1", seen, marks
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with uvicorn_thread(app, lifespan="off") as (url, _):
+        yield url + "/v1", seen, marks

@@ -17,11 +17,12 @@ openai = pytest.importorskip("openai", reason="the openai client is needed (pip 
 
 from tests.serve.conftest import dev_questions, start_serve, stop_serve  # noqa: E402
 from tests.serve.stub_upstream import stub_upstream  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 DEADLINE_MS = 5000  # well above a student batch on a busy 2-core CPU: only the stub makes fallbacks
-MARGIN_S = 0.5  # the answer is decided by the deadline; composing and sending it takes a little more
+STALL_S = 12.0  # a stalled teacher says nothing this long: an answer that came sooner did not wait for it
 
 
 def metric_sum(text: str, name: str, **labels: str) -> float:
@@ -39,7 +40,7 @@ def pick(item: str, n: int):
 
 @pytest.fixture(scope="module")
 def faulty(mini_router, tmp_path_factory):
-    with stub_upstream(stall_s=12.0, slow_s=1.0) as (url, seen, marks):
+    with stub_upstream(stall_s=STALL_S, slow_s=1.0) as (url, seen, marks):
         served = start_serve(mini_router, tmp_path_factory.mktemp("faulty"),
                              ["--teacher", f"openai:stub@{url}", "--deadline-ms", str(DEADLINE_MS)])
         try:
@@ -67,7 +68,7 @@ def test_every_request_is_answered_and_every_fallback_marked_and_counted(faulty)
     for (mode, kind, q), r, wall in results:
         d = r.model_extra["tourney"]
         assert d["answer"] and d["model"] in ("student", "teacher"), (kind, d["error"])  # answered, never an error
-        assert wall <= DEADLINE_MS / 1000 + MARGIN_S
+        assert wall < STALL_S  # decided at the deadline, not when the stalled teacher would have answered
         marked += d["fallback"]
         if d["escalated"] and kind == "eggs":  # HTTP 500 every time: retried, then the student stands
             assert d["model"] == "student" and d["fallback"] and not d["deadline_fallback"] and d["attempts"] >= 2
@@ -118,10 +119,7 @@ def test_sigterm_drains_requests_in_flight(mini_router, tmp_path):
             t = threading.Thread(target=lambda: out.update(r=httpx.post(
                 served.base_url + "/completions", json={"model": "teacher", "prompt": q.question}, timeout=30)))
             t.start()
-            for _ in range(100):  # the request reached the stub: it is in flight
-                if any(q.question in text for text in seen):
-                    break
-                time.sleep(0.02)
+            wait_until(lambda: any(q.question in text for text in seen), "the request to reach the stub")
             served.process.send_signal(signal.SIGTERM)
             t.join(30)
             assert out["r"].status_code == 200 and out["r"].json()["tourney"]["answer"] == "42"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +14,7 @@ import pytest
 openai = pytest.importorskip("openai", reason="the openai client is needed (pip install 'tourney[serve]')")
 
 from tests.serve.conftest import cli, dev_questions, write_questions  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 from tourney.harness.rundir import read_results  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -115,13 +115,10 @@ def test_metrics_count_modes_outcomes_and_latencies(client, mini_server):
         assert name in text, name
 
 
-def rows_when_written(path: Path, ids: set[str], timeout_s: float = 10) -> list:
+def rows_when_written(path: Path, ids: set[str]) -> list:
     """The log's rows once every id in `ids` is there (the writer flushes every 100 ms)."""
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        if path.exists() and ids <= {r.id for r in read_results(path)}:
-            break
-        time.sleep(0.1)
+    wait_until(lambda: path.exists() and ids <= {r.id for r in read_results(path)}, f"{len(ids)} rows in {path}",
+               poll_s=0.1)
     return read_results(path)
 
 
