@@ -152,13 +152,8 @@ class FileTemplate:
         return (self.spec.fewshot_delimiter + head,) if head else ()
 
     def reads(self, field: str) -> set[str]:
-        source = self._source(field)
+        source = _source(self.spec, field)
         return set(meta.find_undeclared_variables(ENV.parse(source))) if source else set()
-
-    def _source(self, field: str) -> str:
-        if field == "choice_format":
-            return CHOICE_PRESETS.get(self.spec.choice_format, self.spec.choice_format)
-        return getattr(self.spec, field) or ""
 
     def fill(self, field: str, values: dict[str, Any]) -> str:
         """One field rendered; a failure is one ConfigError naming the file and the field."""
@@ -220,12 +215,16 @@ class FileTemplate:
         return messages + [{"role": "user", "content": asked}]
 
 
+def _source(spec: TemplateSpec, field: str) -> str:
+    """A field's Jinja source, a choice preset written out."""
+    source = getattr(spec, field) or ""
+    return CHOICE_PRESETS.get(source, source) if field == "choice_format" else source
+
+
 def _compile(spec: TemplateSpec, path: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field, allowed in FIELDS.items():
-        source = getattr(spec, field)
-        if field == "choice_format":
-            source = CHOICE_PRESETS.get(source, source)
+        source = _source(spec, field)
         if not source:
             continue
         try:
