@@ -29,7 +29,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Annotated, Any, Literal, Sequence
 
 from jinja2 import StrictUndefined, TemplateError, meta, nodes
 from jinja2.exceptions import SecurityError
@@ -106,7 +106,7 @@ class TemplateSpec(Strict):
     choice_delimiter: str = "\n"
     target_delimiter: str = " "
     fewshot_delimiter: str = "\n\n"
-    until: list[str] | None = None  # None: "fewshot_delimiter + the doc_to_text's opening words"
+    until: list[Annotated[str, Field(min_length=1)]] | None = None  # None: fewshot_delimiter + doc_to_text's opening
     num_fewshot: int = Field(0, ge=0, le=64)
     fewshot_config: FewshotConfig = Field(default_factory=FewshotConfig)
     chat: bool = False
