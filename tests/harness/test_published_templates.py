@@ -63,3 +63,17 @@ def test_mmlu_pro_is_the_published_5_shot_prompt(tmp_path: Path) -> None:
                  "D. Nothing\nAnswer: Let's think step by step.")
     assert prompts == [expected]
     assert stop == ("Question:",)
+
+
+def test_mmlu_pro_validation_split_is_read_as_released(tmp_path: Path) -> None:
+    # MMLU-Pro's own field names, its "N/A" padding options, and integer question ids.
+    native = [{"question_id": 70 + i, "question": f"Which gate is number {i}?", "options": ["AND", "OR", "NOT", "N/A"],
+               "answer": "B", "answer_index": 1, "category": "computer science", "src": "cot_lib-x",
+               "cot_content": f"A: Let's think step by step. Gate {i} is OR. The answer is (B)."} for i in range(5)]
+    path = tmp_path / "validation.jsonl"
+    path.write_text("".join(json.dumps(s) + "\n" for s in native))
+    question = Question(id="t1", question="What does a compiler produce?", answer="C", type="computer science",
+                        choices=("Images", "Sound", "Machine code", "Nothing"))
+    [prompt], _ = Prompting(template="mmlu_pro", fewshot=FewshotOptions(path=str(path))).render([question])
+    assert prompt.count("Options:\nA. AND\nB. OR\nC. NOT\nAnswer: Let's think step by step. Gate") == 5
+    assert "N/A" not in prompt and "about computer science." in prompt

@@ -86,9 +86,25 @@ def template_samples(name: str, samples: Sequence[Any]) -> tuple[Question, ...]:
                  for i, s in enumerate(samples))
 
 
+def mmlu_pro_record(raw: dict[str, Any]) -> dict[str, Any]:
+    """A record of MMLU-Pro's own release (TIGER-Lab/MMLU-Pro: `options`, `cot_content`,
+    `category`, `question_id`) in the project's field names, its "N/A" padding options dropped as
+    the benchmark's own preprocess does; other records pass unchanged."""
+    if "options" not in raw or "choices" in raw:
+        return raw
+    out = {k: v for k, v in raw.items() if k not in ("options", "cot_content", "category", "question_id")}
+    options = raw["options"]
+    out["choices"] = [o for o in options if o != "N/A"] if isinstance(options, list) else options
+    for theirs, ours in (("cot_content", "solution"), ("category", "type"), ("question_id", "id")):
+        if theirs in raw and ours not in raw:
+            out[ours] = raw[theirs]
+    return out
+
+
 def load_exemplars(path: str) -> tuple[Question, ...]:
-    """An exemplar file: any question file (harness.questions); each keeps its file:line."""
+    """An exemplar file: any question file (harness.questions), or MMLU-Pro's validation split as
+    released (`hf:TIGER-Lab/MMLU-Pro:validation`, or a local copy); each keeps its file:line."""
     from tourney.harness.questions import load_questions
 
-    return tuple(load_questions(path))
+    return tuple(load_questions(path, adapt=mmlu_pro_record))
 
