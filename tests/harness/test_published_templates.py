@@ -72,7 +72,8 @@ def test_mmlu_pro_validation_split_is_read_as_released(tmp_path: Path) -> None:
                "cot_content": f"A: Let's think step by step. Gate {i} is OR. The answer is (B)."} for i in range(5)]
     path = tmp_path / "validation.jsonl"
     path.write_text("".join(json.dumps(s) + "\n" for s in native))
-    question = Question(id="t1", question="What does a compiler produce?", answer="C", type="computer science",
+    # The recorded outputs' questions spell the category computer_science: the same type.
+    question = Question(id="t1", question="What does a compiler produce?", answer="C", type="computer_science",
                         choices=("Images", "Sound", "Machine code", "Nothing"))
     [prompt], _ = Prompting(template="mmlu_pro", fewshot=FewshotOptions(path=str(path))).render([question])
     assert prompt.count("Options:\nA. AND\nB. OR\nC. NOT\nAnswer: Let's think step by step. Gate") == 5

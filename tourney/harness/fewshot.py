@@ -5,7 +5,8 @@ Exemplars are questions with worked solutions, read from any question file the p
 (`--fewshot FILE`, harness.questions), or the fixed ones a template ships (GSM8K's eight). Each
 question gets `k` of them:
 
-- by `type`: only exemplars of the question's own type (MMLU-Pro: five of the same category);
+- by `type`: only exemplars of the question's own type (MMLU-Pro: five of the same category;
+  "computer science" and "computer_science" are one type, see same_type);
   by `all`: from the whole pool;
 - `first_n`: the first k in file order (the published MMLU-Pro and GSM8K-CoT prompts), or
   `random`: k drawn with a generator seeded by (seed, question id), so a question gets the same
@@ -54,7 +55,7 @@ class ExemplarPool:
         if self.k == 0:
             return []
         pool = [e for e in self.exemplars if e.id != question.id and e.question != question.question
-                and (self.by == "all" or e.type == question.type)]
+                and (self.by == "all" or same_type(e.type, question.type))]
         if len(pool) < self.k:
             which = f" of type {question.type!r}" if self.by == "type" else ""
             raise ConfigError(f"{self.origin}: {len(pool)} exemplar(s){which} for question {question.id!r}, "
@@ -64,6 +65,14 @@ class ExemplarPool:
             return pool[: self.k]
         digest = hashlib.sha256(f"{self.seed}\x00{question.id}".encode()).digest()
         return random.Random(int.from_bytes(digest[:8], "big")).sample(pool, self.k)
+
+
+def same_type(a: str, b: str) -> bool:
+    """Type names as datasets spell them: MMLU-Pro's release says "computer science", files
+    derived from it "computer_science"; case, "_" and "-" against a space do not make another type."""
+    def key(t: str) -> str:
+        return " ".join(t.replace("_", " ").replace("-", " ").casefold().split())
+    return key(a) == key(b)
 
 
 def check_exemplars(exemplars: Sequence[Question], origin: str, needs_solution: bool) -> None:
