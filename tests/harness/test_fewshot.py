@@ -14,6 +14,7 @@ from tourney.harness.runner import EvalConfig, prepare_run, run_eval
 from tourney.harness.questions import load_questions
 from tourney.harness.types import Question
 from tests.fakes import EchoMathBackend
+from tests.models.test_openai_backend import server  # noqa: F401 -- the fake OpenAI server fixture
 
 TEMPLATE = ('doc_to_text: "Question: {{ question }}\\nAnswer:"\ndoc_to_target: "{{ solution }}"\n'
             'num_fewshot: 2\nfewshot_config: {sampler: first_n, by: type}\n')
@@ -122,3 +123,23 @@ def test_other_exemplars_refuse_to_resume_the_run(files: dict[str, Path]) -> Non
     files["template"].write_text(TEMPLATE.replace("Answer:", "A:"))
     with pytest.raises(DataError, match="template_sha256"):
         prepare_run(cfg(), questions)
+
+
+def test_multiturn_exemplars_reach_a_chat_server(files: dict[str, Path], server) -> None:  # noqa: F811
+    from click.testing import CliRunner
+
+    from tourney.cli.main import main
+
+    url, state = server
+    res = CliRunner().invoke(main, ["eval", "--model", f"openai:ok@{url}", "--data", str(files["data"]), "--limit", "1",
+                                    "--out", str(files["data"].parent / "run"), "--template", str(files["template"]),
+                                    "--fewshot", str(files["shots"]), "--chat", "--fewshot-as-multiturn",
+                                    "--system-prompt", "Be brief."], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    [body] = state.bodies
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Question: Shot 3?\nAnswer:"}, {"role": "assistant", "content": "Step 3.\n#### 3"},
+        {"role": "user", "content": "Question: Shot 4?\nAnswer:"}, {"role": "assistant", "content": "Step 4.\n#### 4"},
+        {"role": "user", "content": "Question: Ann has 0 cats?\nAnswer:"}]
+    assert body["stop"] == ["\n\nQuestion:"]
