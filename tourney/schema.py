@@ -65,3 +65,42 @@ def parse(model: type[M], data: Any, where: str, error: type[Exception] = DataEr
 def parse_option(model: type[M], data: Any, where: str) -> M:
     """`parse` for command-line options and config files: raises ConfigError."""
     return parse(model, data, where, error=ConfigError)
+
+
+def read_mapping(path: Any, what: str) -> dict[str, Any]:
+    """The top-level mapping of a .yaml/.yml, .toml or .json file a user wrote (a recipe, a prompt
+    template); every failure is one ConfigError naming the file, `what` saying what it should be.
+    YAML is read with safe_load: a file builds no Python objects."""
+    import json
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the {what} file ({getattr(exc, 'strerror', None) or exc})") from None
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            import yaml
+
+            raw = yaml.safe_load(text)
+        elif suffix == ".toml":
+            raw = tomllib.loads(text)
+        elif suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raise ConfigError(f"{path}: a {what} is .yaml, .yml, .toml or .json, not {suffix or 'no suffix'!r}")
+    except ConfigError:
+        raise
+    except Exception as exc:  # yaml.YAMLError, TOMLDecodeError, JSONDecodeError: the parser's own words
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path}: not valid {suffix.lstrip('.').upper()}: {first}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of field: value at the top, got {type(raw).__name__}")
+    return raw

@@ -89,3 +89,16 @@ def test_server_scores_equal_in_process(remote, local) -> None:
     prompts, choices = ["Question: Mia has 7 pens.\nAnswer:"], [[" 7", " 12", " 7 pens"]]
     over_http, in_process = remote.score_choices(prompts, choices), local.score_choices(prompts, choices)
     assert over_http[0] == pytest.approx(in_process[0], abs=1e-3)
+
+
+def test_stop_sequences_reach_the_server(remote, local) -> None:
+    # A stop taken from the middle of the greedy output (not its end: a stop completed by the last
+    # allowed token ends as "length" in llama.cpp): the server must end before it, leaving the stop
+    # out, as the in-process backend and a replay of the uncut text (harness.test_stop) do.
+    [[whole]] = remote.generate(PROMPTS[:1], GenConfig(max_tokens=12))
+    assert len(whole.text) >= 6, whole.text
+    stop = whole.text[len(whole.text) // 2: len(whole.text) // 2 + 2]
+    cfg = GenConfig(max_tokens=12, stop=(stop,))
+    [[r]], [[g]] = remote.generate(PROMPTS[:1], cfg), local.generate(PROMPTS[:1], cfg)
+    assert r.text == g.text == whole.text[: whole.text.find(stop)]
+    assert r.finish_reason == g.finish_reason == "stop"

@@ -32,14 +32,15 @@ def main(debug: bool) -> None:
 
 EVAL_SECTIONS: dict[str, tuple[str, ...]] = {
     "Model and data": ("model", "data", "out", "limit", "model_args"),
-    "Prompting": ("template", "chat", "system_prompt"),
-    "Generation": ("samples", "max_tokens", "temperature", "top_p", "seed", "logprobs", "gen_kwargs"),
+    "Prompting": ("template", "chat", "system_prompt", "fewshot", "num_fewshot", "fewshot_by", "fewshot_as_multiturn"),
+    "Generation": ("samples", "max_tokens", "temperature", "top_p", "seed", "logprobs", "stop", "gen_kwargs"),
     "Throughput": ("concurrency", "batch_size"),
     "Run folder": ("overwrite", "log_samples"),
 }
 # lm-eval's --gen_kwargs names -> ours; anything else is refused with this list.
 GEN_KWARGS = {"temperature": "temperature", "top_p": "top_p", "max_gen_toks": "max_tokens",
-              "max_tokens": "max_tokens", "max_new_tokens": "max_tokens", "seed": "seed", "do_sample": None}
+              "max_tokens": "max_tokens", "max_new_tokens": "max_tokens", "seed": "seed", "do_sample": None,
+              "until": "stop"}
 
 
 def gen_overrides(ctx: click.Context, gen_kwargs: tuple[str, ...]) -> dict[str, Any]:
@@ -58,6 +59,11 @@ def gen_overrides(ctx: click.Context, gen_kwargs: tuple[str, ...]) -> dict[str, 
             continue
         if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
             raise ConfigError(f"--gen_kwargs {key} and --{name.replace('_', '-')} both given; give one")
+        if name == "stop":  # until="Q:" or until=["Q:","</s>"], as lm-eval writes it
+            value = [value] if isinstance(value, str) else value
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"--gen_kwargs until: expected a string or a list of strings, got {value!r}")
+            value = tuple(value)
         out[name] = value
     return out
 
@@ -71,10 +77,20 @@ def gen_overrides(ctx: click.Context, gen_kwargs: tuple[str, ...]) -> dict[str, 
 @click.option("--model-arg", "--model_args", "--model-args", "model_args", multiple=True,
               help="Backend option key=value, repeatable or comma-joined as in lm-eval (device=cuda,dtype=bfloat16); "
                    "a backend names its valid options when given another.")
-@click.option("--template", default=None, help="Prompt template name (base, cot-chat, mc-base, mc-chat); default: chosen per question.")
+@click.option("--template", default=None,
+              help="Prompt template: a built-in name (base, cot-chat, mc-base, mc-chat), a shipped one (mmlu_pro, "
+                   "gsm8k_cot), or a .yaml/.toml template file; default: chosen per question.")
 @click.option("--chat/--no-chat", default=False, show_default=True, help="Send chat messages (instruct models).")
 @click.option("--system-prompt", "--system_instruction", "system_prompt", default=None,
               help="System message before each question (chat templates; needs --chat or a chat --template).")
+@click.option("--fewshot", default=None,
+              help="Exemplar file (any question file, with worked solutions) for the template's few-shot layout.")
+@click.option("--num-fewshot", "--num_fewshot", "num_fewshot", type=click.IntRange(min=0, max=64), default=None,
+              help="Exemplars before each question. [default: the template's]")
+@click.option("--fewshot-by", "fewshot_by", type=click.Choice(["type", "all"]), default=None,
+              help="Exemplars of the question's own type (MMLU-Pro: its category), or from all. [default: the template's]")
+@click.option("--fewshot-as-multiturn", "--fewshot_as_multiturn", "fewshot_as_multiturn", is_flag=True,
+              help="Chat: each exemplar as a user turn and an assistant turn (lm-eval's flag).")
 @click.option("--samples", type=click.IntRange(min=1), default=1, show_default=True, help="Samples per question.")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True, help="Generation budget per sample, in tokens.")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Sampling temperature; 0 is greedy.")
@@ -83,8 +99,11 @@ def gen_overrides(ctx: click.Context, gen_kwargs: tuple[str, ...]) -> dict[str, 
 @click.option("--logprobs", type=click.IntRange(min=0, max=20), default=None,
               help="Record token logprobs: 0 = each chosen token's logprob (what the routing signals read), "
                    "k = also the top-k alternatives. [default: none recorded]")
+@click.option("--stop", multiple=True,
+              help="Stop sequence, repeatable (lm-eval's until); also cuts recorded outputs of replay: models. "
+                   "[default: the template's]")
 @click.option("--gen_kwargs", "--gen-kwargs", "gen_kwargs", multiple=True,
-              help="lm-eval's generation settings: temperature, top_p, max_gen_toks, seed, do_sample (a=1,b=2).")
+              help="lm-eval's generation settings: temperature, top_p, max_gen_toks, seed, do_sample, until (a=1,b=2).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=8, show_default=True,
               help="Requests kept in flight from the first question to the last (server backends).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
@@ -94,8 +113,9 @@ def gen_overrides(ctx: click.Context, gen_kwargs: tuple[str, ...]) -> dict[str, 
               help="Accepted for lm-eval users; every sample is always logged (OUT/results.jsonl).")
 @click.pass_context
 @friendly_errors
-def eval_cmd(ctx, model, data, out, limit, model_args, template, chat, system_prompt, samples, max_tokens,
-             temperature, top_p, seed, logprobs, gen_kwargs, concurrency, batch_size, overwrite, log_samples) -> None:
+def eval_cmd(ctx, model, data, out, limit, model_args, template, chat, system_prompt, fewshot, num_fewshot, fewshot_by,
+             fewshot_as_multiturn, samples, max_tokens, temperature, top_p, seed, logprobs, stop, gen_kwargs,
+             concurrency, batch_size, overwrite, log_samples) -> None:
     """Evaluate a model on a question set; write results.jsonl and report.{json,md,html}."""
     from tourney.harness.questions import load_questions
     from tourney.harness.report import render_run_markdown
@@ -106,10 +126,12 @@ def eval_cmd(ctx, model, data, out, limit, model_args, template, chat, system_pr
     args = default_options(model, chat, batch_size, concurrency)
     args.update(parse_model_args(model_args))
     gen = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
-           **gen_overrides(ctx, gen_kwargs)}
+           "stop": tuple(stop) if stop else None, **gen_overrides(ctx, gen_kwargs)}
     cfg = parse_option(EvalConfig, dict(model=model, data=data, out=out, limit=limit, samples=samples, **gen,
                                         logprobs=logprobs, template=template, chat=chat, system_prompt=system_prompt,
-                                        model_args=args), "tourney eval")
+                                        model_args=args, fewshot=fewshot, num_fewshot=num_fewshot,
+                                        fewshot_by=fewshot_by, fewshot_as_multiturn=fewshot_as_multiturn),
+                       "tourney eval")
     questions = load_questions(data, limit=limit)  # bad data fails before a model is loaded
     prepare_run(cfg, questions, overwrite)  # ... and so does a wrong --out
     report = with_backend(model, args, f"eval {model}", lambda backend, progress: run_eval(

@@ -25,9 +25,13 @@ import queue
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
+from tourney.errors import ConfigError
+from tourney.harness.fewshot import ExemplarPool, FewshotOptions, check_exemplars, load_exemplars, template_samples
 from tourney.harness.prompts import PromptTemplate, get_template, render, template_for, with_system
+from tourney.harness.templates import FileTemplate, find_template_file, shipped_templates
+from tourney.harness.questions import data_sha256
 from tourney.harness.scoring import choose_option, extract_answer, score
 from tourney.harness.types import Question, SampleResult
 from tourney.models.types import Backend, GenConfig, Generation, Prompt, settle_once
@@ -37,22 +41,79 @@ TICK_S = 0.25  # how often progress is refreshed while no answer arrives
 
 @dataclass(frozen=True)
 class Prompting:
-    """How questions become prompts: a named template for all, or one chosen per question."""
+    """How questions become prompts: a named template for all, or one chosen per question; a
+    template file (harness.templates) with its few-shot exemplars (harness.fewshot)."""
 
-    template: str | None = None  # a harness.prompts.TEMPLATES name; None: chosen per question
+    template: str | None = None  # a built-in name, a shipped template's name, or a template file; None: per question
     chat: bool = False  # chat messages (instruct models) rather than raw text
     system: str | None = None  # system message before each question (chat templates only)
+    stop: tuple[str, ...] | None = None  # stop sequences given by the user; None: the template's own
+    fewshot: FewshotOptions | None = None  # few-shot settings given by the user; None: the template's
 
     def template_for(self, question: Question) -> PromptTemplate:
         chosen = get_template(self.template) if self.template else template_for(question, self.chat)
         return with_system(chosen, self.system)
 
+    def file_template(self) -> FileTemplate | None:
+        """The template file named by `template` (a shipped name or a path), else None."""
+        return find_template_file(self.template) if self.template else None
+
     def render(self, questions: Sequence[Question]) -> tuple[list[Prompt], tuple[str, ...]]:
-        """Each question's prompt, and one stop list for a call over all of them (the union of
-        their templates' stops: a list mixes templates only when the data mixes question kinds)."""
+        """Each question's prompt, and one stop list for a call over all of them (the user's, else
+        the union of their templates' stops: a list mixes templates only when the data mixes
+        question kinds)."""
+        file = self.file_template()
+        if file is not None:
+            pool = self.exemplar_pool(file)
+            chat = self.chat or file.chat
+            fs = self.fewshot or FewshotOptions()
+            if fs.multiturn and not chat:
+                raise ConfigError("--fewshot-as-multiturn puts exemplars in chat turns: add --chat "
+                                  f"(or use a chat template; {file.name!r} is not one)")
+            prompts: list[Prompt] = [file.render(q, pool.choose(q) if pool else (), chat=chat,
+                                                 multiturn=fs.multiturn, system=self.system) for q in questions]
+            return prompts, self.stop if self.stop is not None else file.stop
+        if self.fewshot is not None and (self.fewshot.path or self.fewshot.k):
+            raise ConfigError(f"few-shot exemplars need a template file that lays them out (--template "
+                              f"{', '.join(shipped_templates()) or 'FILE'} or a .yaml/.toml file); "
+                              f"{self.template or 'the built-in template'!r} has no exemplar layout")
         templates = [self.template_for(q) for q in questions]
         stop = tuple(dict.fromkeys(s for t in templates for s in t.stop))
-        return [render(t, q) for t, q in zip(templates, questions)], stop
+        return [render(t, q) for t, q in zip(templates, questions)], self.stop if self.stop is not None else stop
+
+    def exemplar_pool(self, file: FileTemplate) -> ExemplarPool | None:
+        """The exemplars and the rule that picks them; None when the run is zero-shot."""
+        fs = self.fewshot or FewshotOptions()
+        k = fs.k if fs.k is not None else file.spec.num_fewshot
+        if k == 0:
+            return None
+        if fs.path:
+            exemplars, origin = load_exemplars(fs.path), fs.path
+        elif file.spec.fewshot_config.samples:
+            exemplars, origin = template_samples(file.name, file.spec.fewshot_config.samples), f"template {file.name}"
+        else:
+            raise ConfigError(f"template {file.name!r} shows {k} exemplar(s) before each question: give them with "
+                              "--fewshot FILE (questions with worked solutions), or pass --num-fewshot 0")
+        check_exemplars(exemplars, origin, "solution" in file.reads("doc_to_target"))
+        return ExemplarPool(exemplars, k, fs.by or file.spec.fewshot_config.by, file.spec.fewshot_config.sampler,
+                            fs.seed, origin)
+
+    def identity(self) -> dict[str, Any]:
+        """What, beyond the template's name, decides the prompts: the template file's bytes, the
+        exemplars (file bytes, count, rule), the user's stop sequences. Only what is set, so
+        runs recorded before these options existed still resume."""
+        out: dict[str, Any] = {}
+        file = self.file_template()
+        if file is not None:
+            out["template_sha256"] = file.sha256
+            pool = self.exemplar_pool(file)
+            if pool is not None:
+                fs = self.fewshot or FewshotOptions()
+                out["fewshot"] = {"file": fs.path or "template", "sha256": data_sha256(fs.path, pool.exemplars) if fs.path else None,
+                                  "k": pool.k, "by": pool.by, "sampler": pool.sampler, "multiturn": fs.multiturn}
+        if self.stop is not None:
+            out["stop"] = list(self.stop)
+        return out
 
 
 def predict(question: Question, text: str) -> str | None:
@@ -79,7 +140,7 @@ def scored_rows(question: Question, gens: Sequence[Generation]) -> list[SampleRe
             prediction=prediction, gold=question.answer, correct=correct,
             latency_s=round(g.latency_s, 6), ttft_s=None if g.ttft_s is None else round(g.ttft_s, 6),
             prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens, error=g.error,
-            finish_reason=g.finish_reason, token_logprobs=g.token_logprobs,
+            finish_reason=g.finish_reason, token_logprobs=g.token_logprobs, raw_output=g.raw_text, cut_at=g.cut_at,
         ))
     return rows
 

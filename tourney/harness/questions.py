@@ -33,7 +33,7 @@ import json
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from tourney.errors import ConfigError
 from tourney.harness.jsonl import loads, split_lines
@@ -346,8 +346,10 @@ def _records(path: str) -> tuple[str, Iterator[Record]]:
     return p.stem, readers[suffix](p)
 
 
-def load_questions(path: str, limit: int | None = None, allow_unlabeled: bool = False) -> list[Question]:
+def load_questions(path: str, limit: int | None = None, allow_unlabeled: bool = False,
+                   adapt: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> list[Question]:
     """All questions in `path` (or the first `limit`), in file order. See the module doc.
+    `adapt` rewrites each record (an object) before it is read: another dataset's field names.
 
     With `allow_unlabeled`, a record with no `answer` (or an empty one) is kept with `answer=""`:
     a teacher can reason about unlabeled questions, and a tournament's questions have no gold.
@@ -366,6 +368,8 @@ def load_questions(path: str, limit: int | None = None, allow_unlabeled: bool = 
         unlabeled = allow_unlabeled and isinstance(raw, dict) and raw.get("answer") in (None, "")
         if unlabeled:  # a placeholder satisfies the parser's checks, then is removed
             raw = {**raw, "answer": "A" if raw.get("choices") else "0"}
+        if adapt is not None and isinstance(raw, dict):
+            raw = adapt(raw)
         q = _to_question(raw, loc, f"{stem}-{index:05d}")
         if unlabeled:
             q = replace(q, answer="")

@@ -18,12 +18,13 @@ one row per (id, sample), so a resumed run leaves the same file as an uninterrup
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Sequence
+from typing import Annotated, Any, Callable, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tourney.harness.pipeline import Answered, Prompting, answer_all, scored_rows
-from tourney.harness.prompts import get_template
+from tourney.harness.fewshot import FewshotOptions
+from tourney.harness.templates import resolve_template
 from tourney.harness.questions import data_sha256, load_questions
 from tourney.harness.report import write_reports
 from tourney.harness.rundir import GenerationMeta, RunDir, RunMeta, now_stamp, package_version
@@ -54,25 +55,32 @@ class EvalConfig(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     seed: int = 0  # per-request seed (sample s gets seed + s where the backend takes one)
     logprobs: int | None = Field(None, ge=0, le=20)  # None: none; 0: chosen-token logprobs; k: also top-k
-    template: str | None = None  # prompt template name; None: picked per question (base/chat, MC or not)
+    template: str | None = None  # prompt template: built-in or shipped name, or a file; None: picked per question
     chat: bool = False  # send chat messages (instruct models) rather than raw text
     system_prompt: str | None = None  # system message before each question (chat templates only)
     # Backend options the backend was built with (device, dtype, batch_size, concurrency, ...):
     # those that can change outputs are part of the identity (models.registry.output_options).
     model_args: dict[str, Any] = Field(default_factory=dict)
+    # Stop sequences (lm-eval's `until`); None: the template's own.
+    stop: tuple[Annotated[str, Field(min_length=1)], ...] | None = None
+    fewshot: str | None = None  # exemplar file (questions with worked solutions); None: the template's
+    num_fewshot: int | None = Field(None, ge=0, le=64)  # exemplars per question; None: the template's
+    fewshot_by: Literal["type", "all"] | None = None  # pick exemplars of the question's type, or from all
+    fewshot_as_multiturn: bool = False  # exemplars as user/assistant turns (chat)
 
     @model_validator(mode="after")
     def _consistent(self) -> "EvalConfig":
         if self.samples > 1 and self.temperature == 0.0 and not replays_recordings(self.model):
             raise ValueError("samples > 1 with temperature 0 would repeat one greedy answer; set --temperature")
-        if self.template is not None:
-            get_template(self.template)  # an unknown name lists the known ones
-        if self.system_prompt is not None and not (self.chat or (self.template and get_template(self.template).chat)):
+        template = resolve_template(self.template) if self.template is not None else None  # unknown: listed
+        if self.system_prompt is not None and not (self.chat or (template is not None and template.chat)):
             raise ValueError("a system prompt is part of chat messages: add --chat (or a chat --template)")
         return self
 
     def prompting(self) -> Prompting:
-        return Prompting(template=self.template, chat=self.chat, system=self.system_prompt)
+        return Prompting(template=self.template, chat=self.chat, system=self.system_prompt, stop=self.stop,
+                         fewshot=FewshotOptions(path=self.fewshot, k=self.num_fewshot, by=self.fewshot_by,
+                                                multiturn=self.fewshot_as_multiturn, seed=self.seed))
 
     def gen_config(self, stop: tuple[str, ...]) -> GenConfig:
         return GenConfig(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p,
@@ -87,7 +95,8 @@ class EvalConfig(BaseModel):
                 "top_p": self.top_p, "seed": self.seed, "logprobs": self.logprobs, "template": self.template,
                 "chat": self.chat, "model_args": output_options(self.model_args),
                 # Only when set, so runs recorded before the option existed still resume.
-                **({"system_prompt": self.system_prompt} if self.system_prompt is not None else {})}
+                **({"system_prompt": self.system_prompt} if self.system_prompt is not None else {}),
+                **self.prompting().identity()}
 
     def run_meta(self, data_sha: str, n_questions: int) -> RunMeta:
         return RunMeta(
@@ -119,6 +128,7 @@ def prepare_run(cfg: EvalConfig, questions: Sequence[Question], overwrite: bool 
     """Create cfg.out, or check that it holds this very run (harness.rundir.check_same_run).
     Commands call it before loading a model, so a wrong directory fails in a second."""
     data_sha = data_sha256(cfg.data, questions)
+    cfg.prompting().render(questions)  # a template or exemplar problem fails here, before a model loads
     return RunDir.start(cfg.out, cfg.run_meta(data_sha, len(questions)), overwrite=overwrite)
 
 

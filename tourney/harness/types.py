@@ -55,9 +55,15 @@ class SampleResult(BaseModel):
     # Multiple choice, when logprobs were asked: each option letter's log-likelihood where the
     # output commits to its answer (harness.option_scores), in letter order.
     choice_logliks: list[float] | None = None
+    # Where a recorded output was cut at a stop sequence (a replay, models.replay_backend): the
+    # whole output, and the character offset in it where `output` ends. Absent when not cut.
+    raw_output: str | None = None
+    cut_at: int | None = Field(None, ge=0)
 
     def to_dict(self) -> dict:
-        return self.model_dump()
+        # The cut fields only where a cut happened: rows of uncut runs stay as they always were.
+        drop = {name for name in ("raw_output", "cut_at") if getattr(self, name) is None}
+        return self.model_dump(exclude=drop or None)
 
     @classmethod
     def from_dict(cls, row: dict) -> "SampleResult":

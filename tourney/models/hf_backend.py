@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Sequence
 
 from tourney.models.options import AtLeastOne, Device, checked_options
-from tourney.models.types import Backend, BackendError, Capabilities, GenConfig, Generation, ModelSpec, Prompt
+from tourney.models.types import (Backend, BackendError, Capabilities, GenConfig, Generation, ModelSpec, Prompt,
+                                  cut_at_stop)
 
 
 def _pick_device(device: str) -> str:
@@ -246,12 +247,11 @@ class HFBackend(Backend):
         emitted_end = n < len(ids)  # the EOS at position n is this row's own last step
         ids = ids[:n]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        for stop in cfg.stop:
-            cut = text.find(stop)
-            if cut != -1:
-                # The token completing the stop string (position n - 1) ended the row; what follows
-                # is padding.
-                text, finish, emitted_end = text[:cut], "stop", False
+        cut = cut_at_stop(text, cfg.stop)
+        if cut is not None:
+            # The token completing the stop string (position n - 1) ended the row; what follows
+            # is padding.
+            text, finish, emitted_end = text[:cut], "stop", False
         end_step = n if emitted_end else n - 1
         end_step = min(max(end_step, 0), len(steps) - 1) if steps else -1
         return Generation(text=text, finish_reason=finish, latency_s=steps[end_step] if steps else 0.0,

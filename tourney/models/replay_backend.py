@@ -8,6 +8,10 @@ without the model. Two line shapes are read:
 
 Recorded timings, token counts and logprobs travel into the Generation, so speed and confidence
 metrics computed on a replay match those of the original run.
+
+Stop sequences (GenConfig.stop) are applied to the recorded text, so a raw generation that ran
+on past its answer (a base model writing the next few-shot question) is read as a live run with
+those stops would have returned it; the whole recording stays in `raw_text`.
 """
 from __future__ import annotations
 
@@ -17,7 +21,8 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from tourney.models.options import checked_options
-from tourney.models.types import Backend, BackendError, Capabilities, GenConfig, Generation, ModelSpec, Prompt, clean_text
+from tourney.models.types import (Backend, BackendError, Capabilities, GenConfig, Generation, ModelSpec, Prompt,
+                                  clean_text, cut_at_stop)
 
 
 class QuestionLike(Protocol):  # the harness's Question, without importing the harness
@@ -162,6 +167,19 @@ def load_replay_file(path: Path) -> list[_Entry]:
     return list(entries.values())
 
 
+def _stopped(gen: Generation, stop: Sequence[str]) -> Generation:
+    """A recorded output as a live run with these stop sequences would have returned it: cut
+    before the first stop, the whole recording kept in raw_text with the offset of the cut.
+    A recording holds no token boundaries, so its token counts, logprobs and timings stay those
+    of the whole output."""
+    cut = cut_at_stop(gen.text, stop)
+    if cut is None:
+        return gen
+    gen.raw_text, gen.cut_at = gen.text, cut
+    gen.text, gen.finish_reason = gen.text[:cut], "stop"
+    return gen
+
+
 class ReplayBackend(Backend):
     """Answers from a JSONL file of recorded outputs; fails loudly on anything not recorded."""
 
@@ -216,14 +234,15 @@ class ReplayBackend(Backend):
             entry = self._find(question)
         return len(entry.samples) if entry else 0
 
-    def _take(self, entry: _Entry, n: int, name: str) -> list[Generation]:
+    def _take(self, entry: _Entry, cfg: GenConfig, name: str) -> list[Generation]:
+        n = cfg.n
         if n > len(entry.samples):
             raise BackendError(
                 f"{name} has {len(entry.samples)} recorded sample(s) in {self.path} ({entry.where}) "
                 f"but {n} were asked for"
             )
         # Fresh copies, so callers that annotate a Generation never alter the recording.
-        return [Generation(**g.to_dict()) for _, g in entry.samples[:n]]
+        return [_stopped(Generation(**g.to_dict()), cfg.stop) for _, g in entry.samples[:n]]
 
     def generate_questions(self, questions: Sequence[QuestionLike], cfg: GenConfig) -> list[list[Generation]]:
         out = []
@@ -231,7 +250,7 @@ class ReplayBackend(Backend):
             entry = self._find(q)
             if entry is None:
                 raise BackendError(f"question {q.id!r} is not recorded in replay file {self.path}")
-            out.append(self._take(entry, cfg.n, f"question {q.id!r}"))
+            out.append(self._take(entry, cfg, f"question {q.id!r}"))
         return out
 
     def generate(self, prompts: Sequence[Prompt], cfg: GenConfig) -> list[list[Generation]]:
@@ -246,7 +265,7 @@ class ReplayBackend(Backend):
                 raise BackendError(
                     f"prompt {k} ({prompt[:60]!r}) matches no recorded 'prompt' or 'question' in {self.path}"
                 )
-            out.append(self._take(entry, cfg.n, f"prompt {k}"))
+            out.append(self._take(entry, cfg, f"prompt {k}"))
         return out
 
     def score_choices(self, prompts: Sequence[Prompt], choices: Sequence[Sequence[str]]) -> list[list[float]]:

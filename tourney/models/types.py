@@ -54,6 +54,10 @@ class Generation:
     error: str | None = None  # set when the request failed after its retries; text is then ""
     batch_latency_s: float | None = None  # wall time of the whole batch it was generated in (in-process)
     replaced_surrogates: int = 0  # lone UTF-16 surrogates in the text, replaced by U+FFFD (see clean_text)
+    # Set where the text was cut at a stop sequence after generation (recorded outputs, cut_at_stop):
+    # the whole output, and the character offset in it where `text` ends.
+    raw_text: str | None = None
+    cut_at: int | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -68,7 +72,17 @@ class Generation:
             "error": self.error,
             "batch_latency_s": self.batch_latency_s,
             "replaced_surrogates": self.replaced_surrogates,
+            "raw_text": self.raw_text,
+            "cut_at": self.cut_at,
         }
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> int | None:
+    """Where generation with these stop sequences would have ended `text`: the start of the
+    earliest stop sequence in it (the stop itself is not part of the output, as in vLLM, llama.cpp
+    and OpenAI), or None when none occurs."""
+    found = [i for i in (text.find(s) for s in stop if s) if i != -1]
+    return min(found) if found else None
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

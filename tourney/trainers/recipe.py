@@ -16,15 +16,13 @@ the file and its key.
 """
 from __future__ import annotations
 
-import json
-import tomllib
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
 from tourney.errors import ConfigError
-from tourney.schema import describe
+from tourney.schema import describe, read_mapping
 
 C = TypeVar("C")
 
@@ -53,36 +51,8 @@ def field_aliases(cls: type) -> dict[str, str]:
 
 
 def read_recipe(path: str | Path) -> dict[str, Any]:
-    """The top-level mapping of a .yaml/.yml, .toml or .json file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: recipe file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the recipe file ({exc.strerror or exc})") from None
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(text)  # safe_load: a recipe builds no Python objects
-        elif suffix == ".toml":
-            raw = tomllib.loads(text)
-        elif suffix == ".json":
-            raw = json.loads(text)
-        else:
-            raise ConfigError(f"{path}: a recipe is .yaml, .yml, .toml or .json, not {suffix or 'no suffix'!r}")
-    except ConfigError:
-        raise
-    except Exception as exc:  # yaml.YAMLError, TOMLDecodeError, JSONDecodeError: the parser's own words
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{path}: not valid {suffix.lstrip('.').upper()}: {first}") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of field: value at the top, got {type(raw).__name__}")
-    return raw
+    """The top-level mapping of a .yaml/.yml, .toml or .json file (tourney.schema.read_mapping)."""
+    return read_mapping(path, "recipe")
 
 
 def recipe_values(cls: type, path: str | Path) -> dict[str, Any]:
