@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= dev,llamacpp,train,lmeval
 
-.PHONY: setup demo test test-rest test-all lint wheel-check floor-check bench clean
+.PHONY: setup demo test test-rest test-random test-all lint wheel-check floor-check bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +27,11 @@ test-rest: setup
 	$(VENV)/bin/pytest -q -m "(slow or integration) and not e2e"
 
 test-all: test test-rest
+
+# The fast set in a random order (pytest-random-order; the seed is printed, `-p random_order
+# --random-order-seed=N` repeats it): a test that passes only after another is a defect.
+test-random: setup
+	$(VENV)/bin/pytest -q -p random_order --random-order-bucket=global -m "not slow and not integration"
 
 # pyflakes + pycodestyle errors (the rule set is pinned in pyproject.toml); seconds.
 lint: setup
