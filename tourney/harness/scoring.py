@@ -17,6 +17,7 @@ from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 from typing import Sequence
 
+from tourney.harness.grading_choice import ANSWERED, HEDGE, STATUSES, UNPARSED, read_choice
 from tourney.harness.mathverify import verify_equal
 from tourney.harness.prompts import _THINK_TAG, LETTERS, strip_thinking
 from tourney.harness.types import Question
@@ -71,6 +72,16 @@ _EXPR_CONTINUES = re.compile(r"\s*(?:\*\*|\^|[-+*/×÷x]|\\times|\\cdot|\\div)\s
 class Score:
     prediction: str | None  # the extracted answer, normalised; None when nothing was found
     correct: bool
+    # "answered", "unparsed", "hedge" (several options named: no prediction, never correct) or
+    # "conflicting" (statements disagree: the first counts); see harness.grading_choice. Left
+    # out, it follows from the prediction: answered when there is one, else unparsed.
+    status: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is None:
+            self.status = ANSWERED if self.prediction is not None else UNPARSED
+        elif self.status not in STATUSES:
+            raise ValueError(f"unknown grading status {self.status!r}; expected one of {STATUSES}")
 
 
 def _clean(text: str) -> str:
@@ -279,52 +290,10 @@ def numbers_equal(pred: str | None, gold: str) -> bool:
     return verify_equal(pred, gold)
 
 
-# Choice letters. A capital "A" or "I" followed by a lower-case word is the article or pronoun
-# ("A man buys...", "I think"), and a bare lower-case letter is taken only when it is marked
-# ("(b)", "**b**", "\boxed{b}") or ends a phrase right after an answer marker ("answer is b.").
-_CAP = r"\b(A(?!\s+[a-z])|I(?!\s+[a-z])|[B-HJ-Z])\b(?!['’])"
-_LETTER = (
-    r"(?:\(([A-Za-z])\)|\\boxed\{([A-Za-z])\}|\*\*([A-Za-z])\*\*|" + _CAP
-    + r"|\b([a-z])\b(?=\s*(?:[.,;:)!]|$)))"
-)
-_CHOICE_MARKER = re.compile(
-    r"(?:\banswer\s*(?:is|would\s+be|will\s+be|should\s+be)?"
-    r"|\b(?:correct|right|best)\s+(?:option|choice)(?:\s+is)?|\b(?:option|choice)\s+is)"
-    r"\s*[:=]?[\s*$]*(?:(?:option|choice|letter)\s+)?" + _LETTER,
-    re.MULTILINE,
-)
-_CHOICE_MARKER_CI = re.compile(r"\b(?:answer|option|choice|correct|right|best|is|letter)\b", re.IGNORECASE)
-_MARKED_LETTER = re.compile(r"\(([A-Za-z])\)|\\boxed\{([A-Za-z])\}|\*\*\(?([A-Za-z])\)?[.:]?\*\*")
-_LINE_START_LETTER = re.compile(r"^\s*\**\(?([A-Z])\)?\**\s*(?:[.:)]|$)", re.MULTILINE)
-_BARE_LETTER = re.compile(_CAP)
-
-
-def _letter(m: re.Match[str]) -> str:
-    return next(g for g in m.groups() if g).upper()
-
-
 def extract_choice(text: str, n_choices: int) -> str | None:
-    """The chosen letter (A, B, ...) among the first `n_choices`, or None.
-
-    Tried in order: an answer marker ("The answer is (B)", "Answer: B", "correct option is B"),
-    the last one; a marked letter ("\\boxed{B}", "**B**", "(b)"), the last one; a letter opening a
-    line ("B." / "(B)" / "B"), the first one; finally the last capital letter standing alone that
-    is not the article "A".
-    """
-    valid = LETTERS[:n_choices]
-    text = strip_thinking(text)
-    if not text or n_choices < 1:
-        return None
-    # Markers are found case-insensitively, but the letter after them keeps its case rules.
-    folded = _CHOICE_MARKER_CI.sub(lambda m: m.group(0).lower(), text)
-    for m in reversed(list(_CHOICE_MARKER.finditer(folded))):
-        if _letter(m) in valid:
-            return _letter(m)
-    for pattern, pick_last in ((_MARKED_LETTER, True), (_LINE_START_LETTER, False), (_BARE_LETTER, True)):
-        hits = [_letter(m) for m in pattern.finditer(text) if _letter(m) in valid]
-        if hits:
-            return hits[-1] if pick_last else hits[0]
-    return None
+    """The chosen letter (A, B, ...) among the first `n_choices`, or None (nothing read, or a
+    hedge). The rules, statements first, are harness.grading_choice's."""
+    return read_choice(text, n_choices).letter
 
 
 _TEXT_MARKER = re.compile(r"\banswer\s*(?:is|:)", re.IGNORECASE)
@@ -356,16 +325,26 @@ def extract_choice_text(text: str, choices: Sequence[str]) -> str | None:
     return LETTERS[hits[0]] if len(hits) == 1 else None
 
 
+def read_option(question: Question, output: str) -> Score:
+    """The option an output picks, unscored (correct False): its letter (harness.grading_choice),
+    else the option it names by its text. A hedge stays a hedge: its text is not read either."""
+    choices = question.choices or ()
+    reading = read_choice(output, len(choices))
+    if reading.letter is None and reading.status != HEDGE:
+        return Score(extract_choice_text(output, choices), False)
+    return Score(reading.letter, False, reading.status)
+
+
 def choose_option(question: Question, output: str) -> str | None:
     """The option an output picks: its letter (extract_choice), else the option it names by text."""
-    choices = question.choices or ()
-    return extract_choice(output, len(choices)) or extract_choice_text(output, choices)
+    return read_option(question, output).prediction
 
 
 def score(question: Question, output: str) -> Score:
     """Extract the answer from `output` and compare it with the question's gold answer."""
     if question.is_multiple_choice:
-        letter = choose_option(question, output)
-        return Score(letter, letter is not None and letter == question.answer.strip().upper())
+        read = read_option(question, output)
+        gold = question.answer.strip().upper()
+        return Score(read.prediction, read.prediction is not None and read.prediction == gold, read.status)
     pred = extract_answer(output)
     return Score(pred, numbers_equal(pred, question.answer))
