@@ -17,12 +17,13 @@ from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 from typing import Sequence
 
+from tourney.harness.continuation import continuation_start
 from tourney.harness.grading_choice import ANSWERED, HEDGE, STATUSES, UNPARSED, read_choice
 from tourney.harness.mathverify import verify_equal
 from tourney.harness.prompts import _THINK_TAG, LETTERS, strip_thinking
 from tourney.harness.types import Question
 
-REL_TOL = 1e-6  # relative tolerance when either side is not a whole number
+REL_TOL = 1e-6  # relative to the gold, when the gold is not a whole number (numbers_equal)
 MAX_DIGITS = 100  # a longer digit run is noise, not an answer (and would hit int/str limits)
 
 # A number as people and models write it. The look-behind keeps "x2", "v1.5" and the "3" of "5-3"
@@ -214,6 +215,24 @@ def _is_hashes_answer(span: str) -> bool:
     return bool(m and (m.group("int") or m.group("frac")))
 
 
+def _answer_stated_at(text: str) -> int | None:
+    """Where the output's first answer statement ends (a `#### N` line, a box, "the answer is N",
+    "Answer: N"), or None: where the continuation cut may start looking (harness.continuation)."""
+    firsts = (
+        next((m.end() for m in _HASHES.finditer(text) if _is_hashes_answer(_clean(m.group(1)).strip())), None),
+        next((m.end() for m in _BOXED.finditer(text)), None),
+        *(next((m.end() for m in p.finditer(text) if _first_value(_clean(m.group(1)))), None)
+          for p in (_ANSWER_IS, _ANSWER_COLON)),
+    )
+    return min((e for e in firsts if e is not None), default=None)
+
+
+def without_continuation(text: str) -> str:
+    """`text` up to the exemplar a model invented after stating its answer (harness.continuation)."""
+    cut = continuation_start(text, _answer_stated_at(text))
+    return text if cut is None else text[:cut]
+
+
 def hashes_answer_span(text: str) -> tuple[int, int] | None:
     """Where in `text` (as given, thinking included) extract_answer reads a `#### N` answer: the
     character span of the first accepted `####` line's content, the line it scores. None when
@@ -227,6 +246,7 @@ def hashes_answer_span(text: str) -> tuple[int, int] | None:
     start = closes[-1] if closes else 0
     opens = [t.start() for t in tags if not t.group(1) and t.start() >= start]
     end = opens[0] if opens else len(text)
+    end = start + len(without_continuation(text[start:end]))
     for m in _HASHES.finditer(text, start, end):
         if _is_hashes_answer(_clean(m.group(1)).strip()):
             return m.start(1), m.end(1)
@@ -243,9 +263,10 @@ def extract_answer(text: str) -> str | None:
     3. "the (final) answer is N" (the last one, as models correct themselves);
     4. "Answer: N" or a line starting "A: N" (the last one);
     5. the last number anywhere.
-    Thinking blocks are removed first, so numbers inside them never count.
+    Thinking blocks are removed first, so numbers inside them never count, and so is an exemplar
+    the model invented after stating its answer (harness.continuation).
     """
-    text = strip_thinking(text)
+    text = without_continuation(strip_thinking(text))
     if not text:
         return None
     for span in _HASHES.findall(text):
@@ -274,9 +295,14 @@ def _to_fraction(text: str) -> Fraction | None:
 def numbers_equal(pred: str | None, gold: str) -> bool:
     """Whether a predicted answer equals the gold one.
 
-    Whole numbers must match exactly; when either side has a fractional part the match is within
-    a relative 1e-6 (so 1/3 equals 0.3333333 but not 0.33). Anything our parser cannot read as a number, such as
-    `\\sqrt{2}`, is left to math-verify.
+    - An integer gold needs that exact integer: "1000000.5" is not 1000000, however close.
+    - A gold with a fractional part ("0.5", "1/3") accepts a prediction within REL_TOL (1e-6) of
+      the gold's own size: |pred - gold| <= 1e-6 * |gold|, so "0.3333333" equals 1/3, "0.33"
+      does not, and "2.5000001" equals 2.5.
+    - Anything our parser cannot read as a number (`\\sqrt{2}`, `2^{\\sqrt{4}}`) is left to
+      math-verify under its time bound (harness.mathverify); the gold is handed over in its
+      normalised spelling, so an integer gold is compared as an integer (math-verify's own
+      rounding applies only where a side is a decimal). Not shown equal in time: not equal.
     """
     if pred is None:
         return False
@@ -284,10 +310,10 @@ def numbers_equal(pred: str | None, gold: str) -> bool:
     if p is not None and g is not None:
         if p == g:
             return True
-        if p.denominator == 1 and g.denominator == 1:
+        if g.denominator == 1:
             return False
-        return abs(p - g) <= REL_TOL * max(abs(p), abs(g))
-    return verify_equal(pred, gold)
+        return abs(p - g) <= REL_TOL * abs(g)
+    return verify_equal(pred, _format(g) if g is not None else gold)
 
 
 def extract_choice(text: str, n_choices: int) -> str | None:
