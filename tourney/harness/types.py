@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -55,6 +55,10 @@ class SampleResult(BaseModel):
     # Multiple choice, when logprobs were asked: each option letter's log-likelihood where the
     # output commits to its answer (harness.option_scores), in letter order.
     choice_logliks: list[float] | None = None
+    # How the grader read the output (harness.grading_choice): "answered", "unparsed", "hedge"
+    # (several options named: no prediction, never correct) or "conflicting" (statements disagree:
+    # the first counts). None for a failed request, and in rows written before it was recorded.
+    status: Literal["answered", "unparsed", "hedge", "conflicting"] | None = None
 
     def to_dict(self) -> dict:
         return self.model_dump()
