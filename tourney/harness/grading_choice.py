@@ -4,8 +4,8 @@ How it decides (README "How grading decides"):
 
 1. **Statements beat stray letters.** An answer statement is an answer marker followed by an
    option ("The answer is (B)", "Answer: B", "answer: (B)", "The correct option is B", "the best
-   choice is **B**"), a boxed letter (`\\boxed{B}`), or a bold letter alone on its line (`**B**`).
-   When an output has one, letters elsewhere (in the reasoning, in a list of options) are not read.
+   choice is **B**") or a boxed letter (`\\boxed{B}`). When an output has one, letters elsewhere
+   (in the reasoning, in a list of options) are not read.
 2. **A hedge is no answer.** One statement that names several options, joined by "or", "and",
    "nor", commas, slashes, "&", a range ("A-C", "A to C"), with or without parentheses, bold or
    boxes ("(C) or (D)", "(A, G)", "either B or D", "both A and C", `\\boxed{C or D}`), has status
@@ -18,10 +18,12 @@ How it decides (README "How grading decides"):
    next exemplar), rarely a self-correction. If the first statement is a hedge, the output is a hedge.
 4. **The continuation cut** (harness.continuation): once a statement has been made, text from a
    line that opens a new exemplar ("Question:", "Q:", ...) is not read at all.
-5. **No statement**: the last marked letter (`(b)`, `**B**`), else the first letter opening a
-   line ("B." / "(B)"), else the last capital letter standing alone that is not the article "A"
-   or the pronoun "I". The letter read this way is a hedge too when it stands in a list of
-   options ("C or D").
+5. **No statement: a line that is nothing but options** ("**B**", "(B)", "B.", "C or D"): the
+   last such line; several options on it are a hedge.
+6. **Otherwise a stray letter**: the last marked letter (`(b)`, `**B**`), else the first letter
+   opening a line ("B. because ..."), else the last capital letter standing alone that is not
+   the article "A" or the pronoun "I". It is a hedge when it stands in a list of options
+   ("it is **C** or **D**"), or a marked list of several comes after it.
 
 Only letters among the question's options count; a statement naming a letter past them is not a
 statement. Everything is regular expressions over the text; nothing in it is evaluated.
@@ -68,6 +70,7 @@ _JOINED = (  # a separator and the option after it
     + r"|,[ \t]*(?:(?:option|choice|letter)s?[ \t]+)?" + _item(after_comma=True) + r")"
 )
 _ITEM_RE = re.compile(_ITEM, re.MULTILINE)
+_WRAPPED = re.compile(r"\(|\*\*|__|\\boxed|\\fbox")
 _LIST = re.compile(_ITEM + r"(?:" + _JOINED + r")*", re.MULTILINE)
 
 # Answer markers, matched on text whose marker words were lower-cased (see `_fold`).
@@ -79,9 +82,9 @@ _MARKER = (
 )
 _FILLER = r"[ \t*_$:]*(?:(?:either|both|one[ \t]+of)[ \t]+)?(?:(?:option|choice|letter)s?[ \t]*:?[ \t]*)?"
 _STATEMENT = re.compile(_MARKER + _FILLER + r"(?=(" + _LIST.pattern + r"))", re.MULTILINE)
-_BOXED = re.compile(r"(\\(?:boxed|fbox)\s*\{)")
-_BOLD_LINE = re.compile(r"^[ \t>*-]*?((\*\*|__)[ \t]*\(?[A-Za-z]\)?[ \t]*[.:]?[ \t]*\2)[ \t]*\.?[ \t]*$",
-                        re.MULTILINE)
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# A line that is nothing but options: "**B**", "(B)", "B.", "C or D" (rule 5).
+_LONE_LINE = re.compile(r"^[ \t>*-]*?(" + _LIST.pattern + r")[ \t]*[.:]?[ \t]*$", re.MULTILINE)
 _LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 # "I and III", "(i), (ii)": roman numerals of a question's numbered statements, not option I.
 _ROMAN_NEXT = re.compile(r"[ \t]*(?:,|/|&|\band\b|\bor\b)[ \t]*\(?(?:II|III|IV|VI{0,3}|IX|ii|iii|iv|vi{0,3}|ix)\b")
@@ -89,7 +92,7 @@ _MARKER_WORDS = re.compile(
     r"\b(?:answers?|option|choice|correct|right|best|final|is|are|would|will|should|must|be|letter|"
     r"either|both|one|of)\b", re.IGNORECASE)
 
-# Fallbacks when no statement is made (rule 5).
+# Fallbacks when no statement is made (rule 6).
 _MARKED_LETTER = re.compile(r"\(([A-Za-z])\)|\\boxed\{([A-Za-z])\}|\*\*\(?([A-Za-z])\)?[.:]?\*\*")
 _LINE_START_LETTER = re.compile(r"^[ \t]*\**\(?([A-Z])\)?\**\s*(?:[.:)]|$)", re.MULTILINE)
 _BARE_LETTER = re.compile(r"\b(A(?!\s+[a-z])|I(?!\s+[a-z])|[B-HJ-Z])\b(?!['’])")
@@ -132,19 +135,18 @@ def _statements(text: str) -> list[_Statement]:
         if _ROMAN_NEXT.match(text, end):
             continue  # "the correct options are (i) and (iii)": numbered statements, not an option
         found.setdefault(m.start(), _Statement(m.start(), end, _letters(m.group(1))))
-    for pattern in (_BOXED, _BOLD_LINE):
-        for m in pattern.finditer(text):
-            pos = m.start(1)
-            if any(s.start <= pos < s.end for s in found.values()):
-                continue  # already inside a marker's statement ("The answer is \boxed{B}")
-            lst = _LIST.match(text, pos)  # the box or bold line, and any options joined to it
-            if lst:
-                found.setdefault(pos, _Statement(pos, lst.end(), _letters(lst.group(0))))
+    for m in _BOXED.finditer(text):
+        pos = m.start()
+        if any(s.start <= pos < s.end for s in found.values()):
+            continue  # already inside a marker's statement ("The answer is \boxed{B}")
+        lst = _LIST.match(text, pos)  # the box, and any options joined to it
+        if lst:
+            found.setdefault(pos, _Statement(pos, lst.end(), _letters(lst.group(0))))
     return [found[k] for k in sorted(found)]
 
 
 def _fallback(text: str, valid: str) -> tuple[str | None, int | None]:
-    """Rule 5: (letter, its position) from marked, line-opening or bare letters."""
+    """Rule 6: (letter, its position) from marked, line-opening or bare letters."""
     for pattern, pick_last in ((_MARKED_LETTER, True), (_LINE_START_LETTER, False), (_BARE_LETTER, True)):
         hits = [m for m in pattern.finditer(text) if next(g for g in m.groups() if g).upper() in valid]
         if hits:
@@ -153,13 +155,17 @@ def _fallback(text: str, valid: str) -> tuple[str | None, int | None]:
     return None, None
 
 
-def _in_a_list(text: str, pos: int) -> bool:
-    """Whether the letter read at `pos` stands in a list naming several options ("C or D")."""
+def _hedged_from(text: str, pos: int) -> bool:
+    """Whether the letter read at `pos` stands in a list naming several options ("C or D"), or a
+    list of several that is marked ("(A or B)", "**C/D**") or opens its line ("A or B. Good
+    luck.") comes after it: without a statement, the output's last word on the options is what it
+    answers. (An unmarked pair inside a sentence is more often algebra, "R and H", than options.)"""
     line_start = text.rfind("\n", 0, pos) + 1
     for m in _LIST.finditer(text, line_start):
-        if m.start() > pos:
-            break
-        if m.start() <= pos < m.end() and len(_letters(m.group(0))) > 1:
+        if m.end() <= pos or len(_letters(m.group(0))) < 2:
+            continue
+        opens_line = not text[text.rfind("\n", 0, m.start()) + 1: m.start()].strip(" \t>*-")
+        if m.start() <= pos or opens_line or _WRAPPED.search(m.group(0)):
             return True
     return False
 
@@ -183,9 +189,14 @@ def read_choice(output: str, n_choices: int) -> ChoiceReading:
             return ChoiceReading(None, HEDGE, letters, cut is not None)
         named = {x for s in stated for x in s.letters}
         return ChoiceReading(first[0], CONFLICTING if len(named) > 1 else ANSWERED, letters, cut is not None)
+    lone = [m for m in _LONE_LINE.finditer(text) if _letters(m.group(1)) and
+            (len(_letters(m.group(1))) > 1 or _letters(m.group(1))[0] in valid)]
+    if lone:
+        named = _letters(lone[-1].group(1))
+        return ChoiceReading(None, HEDGE) if len(named) > 1 else ChoiceReading(named[0], ANSWERED)
     letter, pos = _fallback(text, valid)
     if letter is None:
         return ChoiceReading(None, UNPARSED)
-    if pos is not None and _in_a_list(text, pos):
+    if pos is not None and _hedged_from(text, pos):
         return ChoiceReading(None, HEDGE)
     return ChoiceReading(letter, ANSWERED)
