@@ -38,6 +38,7 @@ from tourney.harness.prompts import LETTERS, strip_thinking
 
 ANSWERED, UNPARSED, HEDGE, CONFLICTING = "answered", "unparsed", "hedge", "conflicting"
 STATUSES = (ANSWERED, UNPARSED, HEDGE, CONFLICTING)
+STATEMENT, OPTION_LINE, STRAY = "statement", "option line", "stray letter"  # rules 1-4, 5, 6
 
 # One option named: a letter, optionally wrapped in parentheses, bold or a box. A bare capital
 # "A" or "I" before a lower-case word is the article or pronoun ("A man", "I think") unless that
@@ -71,6 +72,7 @@ _JOINED = (  # a separator and the option after it
 )
 _ITEM_RE = re.compile(_ITEM, re.MULTILINE)
 _WRAPPED = re.compile(r"\(|\*\*|__|\\boxed|\\fbox")
+_CAPITAL_OR_WRAPPED = re.compile(r"[A-Z]|\(|\*\*|__|\\boxed|\\fbox")
 _LIST = re.compile(_ITEM + r"(?:" + _JOINED + r")*", re.MULTILINE)
 
 # Answer markers, matched on text whose marker words were lower-cased (see `_fold`).
@@ -89,7 +91,7 @@ _LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 # "I and III", "(i), (ii)": roman numerals of a question's numbered statements, not option I.
 _ROMAN_NEXT = re.compile(r"[ \t]*(?:,|/|&|\band\b|\bor\b)[ \t]*\(?(?:II|III|IV|VI{0,3}|IX|ii|iii|iv|vi{0,3}|ix)\b")
 _MARKER_WORDS = re.compile(
-    r"\b(?:answers?|option|choice|correct|right|best|final|is|are|would|will|should|must|be|letter|"
+    r"\b(?:answers?|option|choice|correct|right|best|final|options|choices|letters|is|are|would|will|should|must|be|letter|"
     r"either|both|one|of)\b", re.IGNORECASE)
 
 # Fallbacks when no statement is made (rule 6).
@@ -107,6 +109,8 @@ class ChoiceReading:
     status: str  # one of STATUSES
     statements: tuple[tuple[str, ...], ...] = ()
     cut: bool = False  # whether the continuation cut removed the output's end (harness.continuation)
+    source: str | None = None  # which rule read it: STATEMENT, OPTION_LINE or STRAY (None: nothing read)
+    at: int | None = None  # where in `as_read(output)` the answer read (or the hedge) starts
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,11 @@ class _Statement:
     start: int
     end: int
     letters: tuple[str, ...]  # distinct, in order of mention, upper case
+
+
+def as_read(output: str) -> str:
+    """The text the rules read: thinking removed, LaTeX text wrappers unwrapped, marker words folded."""
+    return _fold(strip_thinking(output))
 
 
 def _fold(text: str) -> str:
@@ -173,7 +182,7 @@ def _hedged_from(text: str, pos: int) -> bool:
 def read_choice(output: str, n_choices: int) -> ChoiceReading:
     """The option `output` picks among the first `n_choices` letters, by the module's rules."""
     valid = LETTERS[:n_choices]
-    text = _fold(strip_thinking(output))
+    text = as_read(output)
     if not text or n_choices < 1:
         return ChoiceReading(None, UNPARSED)
     # A statement naming only letters past the options says nothing about them; a hedge that
@@ -186,17 +195,21 @@ def read_choice(output: str, n_choices: int) -> ChoiceReading:
     if stated:
         first = stated[0].letters
         if len(first) > 1:
-            return ChoiceReading(None, HEDGE, letters, cut is not None)
+            return ChoiceReading(None, HEDGE, letters, cut is not None, STATEMENT, stated[0].start)
         named = {x for s in stated for x in s.letters}
-        return ChoiceReading(first[0], CONFLICTING if len(named) > 1 else ANSWERED, letters, cut is not None)
-    lone = [m for m in _LONE_LINE.finditer(text) if _letters(m.group(1)) and
-            (len(_letters(m.group(1))) > 1 or _letters(m.group(1))[0] in valid)]
+        status = CONFLICTING if len(named) > 1 else ANSWERED
+        return ChoiceReading(first[0], status, letters, cut is not None, STATEMENT, stated[0].start)
+    # A lone lower-case letter ("b" closing a line of algebra) is a variable, not an option line.
+    lone = [m for m in _LONE_LINE.finditer(text) if _letters(m.group(1)) and _CAPITAL_OR_WRAPPED.search(m.group(1))
+            and (len(_letters(m.group(1))) > 1 or _letters(m.group(1))[0] in valid)]
     if lone:
-        named = _letters(lone[-1].group(1))
-        return ChoiceReading(None, HEDGE) if len(named) > 1 else ChoiceReading(named[0], ANSWERED)
+        named, at = _letters(lone[-1].group(1)), lone[-1].start(1)
+        if len(named) > 1:
+            return ChoiceReading(None, HEDGE, source=OPTION_LINE, at=at)
+        return ChoiceReading(named[0], ANSWERED, source=OPTION_LINE, at=at)
     letter, pos = _fallback(text, valid)
     if letter is None:
         return ChoiceReading(None, UNPARSED)
     if pos is not None and _hedged_from(text, pos):
-        return ChoiceReading(None, HEDGE)
-    return ChoiceReading(letter, ANSWERED)
+        return ChoiceReading(None, HEDGE, source=STRAY, at=pos)
+    return ChoiceReading(letter, ANSWERED, source=STRAY, at=pos)
