@@ -212,7 +212,7 @@ def excerpt(g: Graded, width: int = 150) -> str:
     """The part of an output a disagreement turns on: around the benchmark's explicit match, else
     around what we read, else the end."""
     m = _EXPLICIT.search(g.output)
-    text = g.output if m or g.reading.at is None else as_read(g.output)
+    text = g.output if m or g.reading.at is None else as_read(g.output, fold=False)
     mid = m.start() if m else g.reading.at if g.reading.at is not None else len(text)
     start = max(0, mid - width // 2)
     s = text[start: start + width]

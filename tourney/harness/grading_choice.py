@@ -75,7 +75,7 @@ _WRAPPED = re.compile(r"\(|\*\*|__|\\boxed|\\fbox")
 _CAPITAL_OR_WRAPPED = re.compile(r"[A-Z]|\(|\*\*|__|\\boxed|\\fbox")
 _LIST = re.compile(_ITEM + r"(?:" + _JOINED + r")*", re.MULTILINE)
 
-# Answer markers, matched on text whose marker words were lower-cased (see `_fold`).
+# Answer markers, matched on text whose marker words were lower-cased (see `as_read`).
 _MARKER = (
     r"(?:\banswers?[ \t]*(?:(?:choice|option|letter)[ \t]+)?"
     r"(?:(?:is|are|would[ \t]+be|will[ \t]+be|should[ \t]+be|must[ \t]+be)[ \t]*[:=]?|[:=])"
@@ -120,15 +120,11 @@ class _Statement:
     letters: tuple[str, ...]  # distinct, in order of mention, upper case
 
 
-def as_read(output: str) -> str:
-    """The text the rules read: thinking removed, LaTeX text wrappers unwrapped, marker words folded."""
-    return _fold(strip_thinking(output))
-
-
-def _fold(text: str) -> str:
-    """Marker words in lower case, LaTeX text wrappers unwrapped (`\\text{B}` is B), everything
-    else as written (a letter's case matters)."""
-    return _MARKER_WORDS.sub(lambda m: m.group(0).lower(), _LATEX_TEXT.sub(r"\1", text))
+def as_read(output: str, fold: bool = True) -> str:
+    """The text the rules read: thinking removed, LaTeX text wrappers unwrapped, marker words
+    lower-cased (`fold=False` keeps their case, at the same offsets: for showing it)."""
+    text = _LATEX_TEXT.sub(r"\1", strip_thinking(output))
+    return _MARKER_WORDS.sub(lambda m: m.group(0).lower(), text) if fold else text
 
 
 def _letters(span: str) -> tuple[str, ...]:
