@@ -31,6 +31,7 @@ def mc(gold: str, n: int = 10) -> Question:
     ("The answer is $\\boxed{\\text{J}}$", "J"),
     ("The answer is A because the others fail.", "A"),
     ("The answer is (B), C is wrong.", "B"),  # a new clause after a comma is not a listed option
+    ("The answer is (B) - A is wrong.", "B"),  # nor after a dash
     ("The answer is (I).", "I"),
 ])
 def test_a_statement_names_the_answer(output, letter):
@@ -42,6 +43,7 @@ def test_a_statement_names_the_answer(output, letter):
     "The answer is (C) or (D).",
     "The answer is (A, G).",
     "The answer is A and B.",
+    "The answer is A or B is correct.",
     "The answer is A-C.",
     "The answer is either B or D.",
     "The answer is both A and C.",

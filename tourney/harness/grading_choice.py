@@ -51,8 +51,8 @@ _WRAP_CLOSE = r"[ \t]*(?:\*\*|__|\}|\$){0,3}"
 
 
 def _item(after_comma: bool) -> str:
-    """A pattern for one option named. After a comma a bare letter followed by a word is the
-    subject of a new clause ("The answer is (B), C is wrong"), not a listed option."""
+    """A pattern for one option named. After a comma or a dash a bare letter followed by a word is
+    the subject of a new clause ("The answer is (B), C is wrong"), not a listed option."""
     not_a_word_after = r"(?![ \t]+(?!" + (_LIST_JOINS if after_comma else _JOINS) + r")[a-z])"
     return (
         r"(?:" + _WRAP_OPEN + r"\([ \t]*([A-Za-z])[ \t]*\)"  # (B), **(b)**, \boxed{(B)}
@@ -65,10 +65,11 @@ def _item(after_comma: bool) -> str:
 
 
 _ITEM = _item(after_comma=False)
-_JOINED = (  # a separator and the option after it
-    r"[ \t]*(?:(?:,[ \t]*(?:or|and)\b|/|&|\+|-|–|—|\band/or\b|\bor\b|\band\b|\bnor\b|\bto\b|\bthrough\b"
+_JOINED = (  # a separator and the option after it: words and slashes join options; after a comma
+    # or a dash a letter followed by a word starts a new clause ("(B) - A is wrong", "(B), C is wrong")
+    r"[ \t]*(?:(?:,[ \t]*(?:or|and)\b|/|&|\+|\band/or\b|\bor\b|\band\b|\bnor\b|\bto\b|\bthrough\b"
     r"|\bvs\.?)[ \t]*(?:(?:option|choice|letter)s?[ \t]+)?" + _ITEM
-    + r"|,[ \t]*(?:(?:option|choice|letter)s?[ \t]+)?" + _item(after_comma=True) + r")"
+    + r"|(?:,|-|–|—)[ \t]*(?:(?:option|choice|letter)s?[ \t]+)?" + _item(after_comma=True) + r")"
 )
 _ITEM_RE = re.compile(_ITEM, re.MULTILINE)
 _WRAPPED = re.compile(r"\(|\*\*|__|\\boxed|\\fbox")
