@@ -14,6 +14,9 @@ argument for our side (CLASSES). Each disagreement gets the first class whose te
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/grading_agreement.py \\
         --mmlupro ../shared/data/mmlupro-recorded --gsm8k ../shared/data/gsm8k-recorded/dev.jsonl
+    # the same beside the grader of an older checkout (before/after columns):
+    mkdir ../before && git archive COMMIT tourney | tar -x -C ../before
+    .venv/bin/python benchmarks/grading_agreement.py ... --baseline ../before
     # any other trio (for example another MMLU-Pro pair):
     .venv/bin/python benchmarks/grading_agreement.py --questions Q.jsonl --verdicts V.jsonl \\
         --replay student=S.jsonl --replay teacher=T.jsonl
@@ -25,7 +28,11 @@ letter A-J standing alone, else a random letter (TIGER-AI-Lab/MMLU-Pro, evaluate
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +104,8 @@ class ModelFigures:
     agree_explicit_single: int = 0
     statuses: Counter = field(default_factory=Counter)
     classes: Counter = field(default_factory=Counter)
+    base_agree: int = 0  # the same two agreements by the --baseline grader
+    base_agree_explicit: int = 0
 
 
 def benchmark_stage(text: str) -> tuple[str, str | None]:
@@ -185,19 +194,23 @@ def with_continuation(output: str, nxt: Question, nxt_output: str) -> str:
             f"Answer: Let's think step by step.{nxt_output}")
 
 
-def figures(rows: list[Graded]) -> tuple[dict[str, ModelFigures], dict[str, Graded]]:
-    """Per model figures, and one example per disagreement class (the first met)."""
+def figures(rows: list[Graded], baseline: list[bool] | None = None) -> tuple[dict[str, ModelFigures], dict[str, Graded]]:
+    """Per model figures, and one example per disagreement class (the first met). `baseline`:
+    another grader's verdicts on the same rows (baseline_verdicts)."""
     per: dict[str, ModelFigures] = {}
     examples: dict[str, Graded] = {}
-    for g in rows:
+    for i, g in enumerate(rows):
         f = per.setdefault(g.model, ModelFigures())
         same = g.ours.correct == g.bench_correct
+        base_same = baseline is not None and baseline[i] == g.bench_correct
         f.n += 1
         f.agree += same
+        f.base_agree += base_same
         f.statuses[g.ours.status] += 1
         if g.stage == "explicit":
             f.n_explicit += 1
             f.agree_explicit += same
+            f.base_agree_explicit += base_same
             if g.ours.status != "hedge":
                 f.n_explicit_single += 1
                 f.agree_explicit_single += same
@@ -224,15 +237,19 @@ def _pct(k: int, n: int) -> str:
     return f"{k / n:.4f} ({k}/{n})" if n else "n/a"
 
 
-def choice_markdown(label: str, rows: list[Graded]) -> str:
-    per, examples = figures(rows)
+def choice_markdown(label: str, rows: list[Graded], baseline: list[bool] | None = None) -> str:
+    per, examples = figures(rows, baseline)
+    base_head = " baseline: agreement | baseline: explicit |" if baseline is not None else ""
     lines = [f"### {label}", "",
              "| model | outputs | agreement | explicit \"answer is (X)\" | explicit, one option | "
-             "answered / unparsed / hedge / conflicting |", "|---|---|---|---|---|---|"]
+             "answered / unparsed / hedge / conflicting |" + base_head,
+             "|---|---|---|---|---|---|" + "---|---|" * (baseline is not None)]
     for model, f in per.items():
         st = "/".join(str(f.statuses.get(s, 0)) for s in ("answered", "unparsed", "hedge", "conflicting"))
+        base = (f" {_pct(f.base_agree, f.n)} | {_pct(f.base_agree_explicit, f.n_explicit)} |"
+                if baseline is not None else "")
         lines.append(f"| {model} | {f.n} | {_pct(f.agree, f.n)} | {_pct(f.agree_explicit, f.n_explicit)} | "
-                     f"{_pct(f.agree_explicit_single, f.n_explicit_single)} | {st} |")
+                     f"{_pct(f.agree_explicit_single, f.n_explicit_single)} | {st} |" + base)
     lines += ["", "| class | " + " | ".join(per) + " | example (gold; benchmark; ours) | why ours |",
               "|---|" + "---|" * len(per) + "---|---|"]
     for c, (what, why) in CLASSES.items():
@@ -246,29 +263,59 @@ def choice_markdown(label: str, rows: list[Graded]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gsm8k_markdown(path: Path) -> str:
+def gsm8k_markdown(path: Path, baseline_src: Path | None = None) -> str:
     """Agreement with GSM8K's recorded `is_correct`, per system, and each disagreement's direction."""
     questions = load_questions(str(path))
     raw = [row for _, _, row in iter_objects(path)]
+    items = [(q, name, str(rec["output"]), bool(rec["is_correct"]))
+             for q, row in zip(questions, raw, strict=True) for name, rec in (row.get("systems") or {}).items()]
+    base = (baseline_verdicts(baseline_src, path, [(q.id, out) for q, _, out, _ in items])
+            if baseline_src else [False] * len(items))
     per: dict[str, list[int]] = {}
     dis: dict[str, list[tuple[str, str, str | None]]] = {}
-    for q, row in zip(questions, raw, strict=True):
-        for name, rec in (row.get("systems") or {}).items():
-            ours = score(q, str(rec["output"]))
-            f = per.setdefault(name, [0, 0])
-            f[0] += 1
-            f[1] += ours.correct == bool(rec["is_correct"])
-            if ours.correct != bool(rec["is_correct"]):
-                key = "ours correct, recorded wrong" if ours.correct else "ours wrong, recorded correct"
-                dis.setdefault(key, []).append((str(rec["output"])[-120:], q.answer, ours.prediction))
-    n, k = sum(v[0] for v in per.values()), sum(v[1] for v in per.values())
-    lines = ["### GSM8K recorded solutions", "", "| system | outputs | agreement |", "|---|---|---|"]
-    lines += [f"| {name} | {v[0]} | {_pct(v[1], v[0])} |" for name, v in per.items()]
-    lines += [f"| all | {n} | {_pct(k, n)} |", ""]
+    for (q, name, output, recorded), base_correct in zip(items, base):
+        ours = score(q, output)
+        f = per.setdefault(name, [0, 0, 0])
+        f[0] += 1
+        f[1] += ours.correct == recorded
+        f[2] += base_correct == recorded
+        if ours.correct != recorded:
+            key = "ours correct, recorded wrong" if ours.correct else "ours wrong, recorded correct"
+            dis.setdefault(key, []).append((output[-120:], q.answer, ours.prediction))
+    n, k, kb = (sum(v[i] for v in per.values()) for i in range(3))
+    extra = " baseline: agreement |" if baseline_src else ""
+    lines = ["### GSM8K recorded solutions", "", "| system | outputs | agreement |" + extra,
+             "|---|---|---|" + "---|" * bool(baseline_src)]
+    lines += [f"| {name} | {v[0]} | {_pct(v[1], v[0])} |" + (f" {_pct(v[2], v[0])} |" if baseline_src else "")
+              for name, v in per.items()]
+    lines += [f"| all | {n} | {_pct(k, n)} |" + (f" {_pct(kb, n)} |" if baseline_src else ""), ""]
     for key, items in dis.items():
         tail, gold, pred = items[0]
         lines.append(f"- {key}: {len(items)}; e.g. `…{tail.replace(chr(10), '⏎')}` (gold {gold}, ours {pred})")
     return "\n".join(lines) + "\n"
+
+
+# Run in a child process with only the baseline checkout on its path, so that two versions of the
+# package never meet in one interpreter. It reads (question id, output) pairs on stdin.
+_BASELINE_CHILD = """
+import json, sys
+from tourney.harness.questions import load_questions
+from tourney.harness.scoring import score
+qs = {q.id: q for q in load_questions(sys.argv[1])}
+print(json.dumps([bool(score(qs[i], t).correct) for i, t in json.load(sys.stdin)]))
+"""
+
+
+def baseline_verdicts(src: Path, questions: Path, items: list[tuple[str, str]]) -> list[bool]:
+    """Verdicts of the grader in another checkout `src` (for example the commit before a change,
+    exported with `git archive COMMIT tourney | tar -x -C DIR`) on (question id, output) pairs,
+    for a before/after table."""
+    env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
+    res = subprocess.run([sys.executable, "-c", _BASELINE_CHILD, str(Path(questions).resolve())],
+                         input=json.dumps(items), capture_output=True, text=True, env=env, cwd=str(Path(src).resolve()))
+    if res.returncode != 0:
+        raise DataError(f"the baseline grader in {src} failed: {res.stderr.strip().splitlines()[-1:]}")
+    return json.loads(res.stdout)
 
 
 def _replay_arg(text: str) -> tuple[str, Path]:
@@ -276,6 +323,10 @@ def _replay_arg(text: str) -> tuple[str, Path]:
     if not sep or not model:
         raise argparse.ArgumentTypeError(f"expected MODEL=PATH, got {text!r}")
     return model, Path(path)
+
+
+def _baseline(src: Path | None, questions: Path, rows: list[Graded]) -> list[bool] | None:
+    return baseline_verdicts(src, questions, [(g.question.id, g.output) for g in rows]) if src else None
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -286,6 +337,8 @@ def main(argv: list[str] | None = None) -> str:
     ap.add_argument("--verdicts", type=Path, help="one trio: the benchmark's verdicts")
     ap.add_argument("--replay", type=_replay_arg, action="append", default=[], help="one trio: MODEL=REPLAY.jsonl")
     ap.add_argument("--label", default="recorded outputs", help="one trio: its heading")
+    ap.add_argument("--baseline", type=Path,
+                    help="also grade with the tourney package of another checkout (a folder), for before/after")
     ap.add_argument("--continuation", action="store_true",
                     help="also grade every output followed by an invented next exemplar (how base models run on)")
     args = ap.parse_args(argv)
@@ -294,18 +347,20 @@ def main(argv: list[str] | None = None) -> str:
         for pair in sorted(p for p in args.mmlupro.iterdir() if (p / "benchmark_verdicts.jsonl").is_file()):
             replays = {m: pair / f"{m}.jsonl" for m in ("student", "teacher") if (pair / f"{m}.jsonl").is_file()}
             for cont in (False, True) if args.continuation else (False,):
-                rows = grade_choice_trio(args.mmlupro / "questions.jsonl", replays, pair / "benchmark_verdicts.jsonl", cont)
+                qfile = args.mmlupro / "questions.jsonl"
+                rows = grade_choice_trio(qfile, replays, pair / "benchmark_verdicts.jsonl", cont)
                 tail = ", each followed by an invented next exemplar" if cont else ""
-                parts.append(choice_markdown(f"MMLU-Pro recorded: {pair.name}{tail}", rows))
+                parts.append(choice_markdown(f"MMLU-Pro recorded: {pair.name}{tail}", rows,
+                                             _baseline(args.baseline, qfile, rows)))
     if args.questions or args.verdicts or args.replay:
         if not (args.questions and args.verdicts and args.replay):
             ap.error("a trio needs --questions, --verdicts and at least one --replay")
         for cont in (False, True) if args.continuation else (False,):
             rows = grade_choice_trio(args.questions, dict(args.replay), args.verdicts, cont)
             tail = ", each followed by an invented next exemplar" if cont else ""
-            parts.append(choice_markdown(args.label + tail, rows))
+            parts.append(choice_markdown(args.label + tail, rows, _baseline(args.baseline, args.questions, rows)))
     if args.gsm8k:
-        parts.append(gsm8k_markdown(args.gsm8k))
+        parts.append(gsm8k_markdown(args.gsm8k, args.baseline))
     if not parts:
         ap.error("nothing to measure: give --mmlupro, --gsm8k or a trio")
     text = "\n".join(parts)

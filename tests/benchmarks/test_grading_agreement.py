@@ -79,3 +79,16 @@ def test_gsm8k_agreement_per_system(tmp_path):
     md = script.gsm8k_markdown(path)
     assert "| small | 1 | 1.0000 (1/1) |" in md and "| big | 1 | 0.0000 (0/1) |" in md
     assert "ours wrong, recorded correct: 1" in md  # 4.5 is not the integer 4
+
+
+def test_a_baseline_checkout_grades_in_its_own_process(tmp_path):
+    from pathlib import Path
+
+    q, replays, v = _write(tmp_path, STUDENT)
+    rows = script.grade_choice_trio(q, replays, v)
+    root = Path(script.__file__).resolve().parents[1]  # this checkout, as its own baseline
+    assert script.baseline_verdicts(root, q, [(g.question.id, g.output) for g in rows]) == [g.ours.correct for g in rows]
+    md = script.choice_markdown("tiny", rows, [True] * len(rows))
+    assert "| 2/2/1/0 | 0.4000 (2/5) | 0.6667 (2/3) |" in md  # baseline columns: all marked correct
+    with pytest.raises(DataError, match="the baseline grader in"):
+        script.baseline_verdicts(tmp_path, q, [("q0", "x")])  # no tourney package there
