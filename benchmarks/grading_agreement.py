@@ -299,6 +299,10 @@ def gsm8k_markdown(path: Path, baseline_src: Path | None = None) -> str:
 # package never meet in one interpreter. It reads (question id, output) pairs on stdin.
 _BASELINE_CHILD = """
 import json, sys
+from pathlib import Path
+import tourney
+if not Path(tourney.__file__).resolve().is_relative_to(Path(sys.argv[2])):
+    sys.exit(f"no tourney package there (would import {tourney.__file__})")
 from tourney.harness.questions import load_questions
 from tourney.harness.scoring import score
 qs = {q.id: q for q in load_questions(sys.argv[1])}
@@ -311,7 +315,7 @@ def baseline_verdicts(src: Path, questions: Path, items: list[tuple[str, str]]) 
     exported with `git archive COMMIT tourney | tar -x -C DIR`) on (question id, output) pairs,
     for a before/after table."""
     env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
-    res = subprocess.run([sys.executable, "-c", _BASELINE_CHILD, str(Path(questions).resolve())],
+    res = subprocess.run([sys.executable, "-c", _BASELINE_CHILD, str(Path(questions).resolve()), str(Path(src).resolve())],
                          input=json.dumps(items), capture_output=True, text=True, env=env, cwd=str(Path(src).resolve()))
     if res.returncode != 0:
         raise DataError(f"the baseline grader in {src} failed: {res.stderr.strip().splitlines()[-1:]}")
