@@ -318,7 +318,8 @@ def baseline_verdicts(src: Path, questions: Path, items: list[tuple[str, str]]) 
     res = subprocess.run([sys.executable, "-c", _BASELINE_CHILD, str(Path(questions).resolve()), str(Path(src).resolve())],
                          input=json.dumps(items), capture_output=True, text=True, env=env, cwd=str(Path(src).resolve()))
     if res.returncode != 0:
-        raise DataError(f"the baseline grader in {src} failed: {res.stderr.strip().splitlines()[-1:]}")
+        last = (res.stderr.strip().splitlines() or ["no message"])[-1]
+        raise DataError(f"the baseline grader in {src} failed: {last}")
     return json.loads(res.stdout)
 
 
