@@ -44,6 +44,8 @@ def test_a_statement_names_the_answer(output, letter):
     "The answer is (A, G).",
     "The answer is A and B.",
     "The answer is A or B is correct.",
+    "The answer is (C), or maybe (D).",
+    "The answer is (c) or possibly (d).",
     "The answer is A-C.",
     "The answer is either B or D.",
     "The answer is both A and C.",
@@ -138,3 +140,14 @@ def test_no_hedge_ever_scores(letters, wrap, sep, lead, grouped, tail, prefix):
 def test_a_single_option_stated_is_read(letter, wrap, lead, tail):
     out = lead + wrap[0].format(letter) + tail
     assert score(mc(letter), out) == Score(letter, True, ANSWERED), out
+
+
+@settings(max_examples=200, deadline=None)
+@given(letters=st.lists(st.sampled_from("abcdefghij"), min_size=2, max_size=3, unique=True),
+       wrap=st.sampled_from([w for w in _WRAPS if "(" in w[0] or "*" in w[0] or "boxed" in w[0]]),
+       sep=st.sampled_from(_SEPS), lead=st.sampled_from(_LEADS))
+def test_no_lower_case_hedge_scores_either(letters, wrap, sep, lead):
+    out = lead + sep.join(wrap[0].format(x) for x in letters) + "."
+    for gold in letters:
+        s = score(mc(gold.upper()), out)
+        assert not s.correct and s.prediction is None, (out, s)

@@ -56,7 +56,7 @@ def _item(after_comma: bool) -> str:
     not_a_word_after = r"(?![ \t]+(?!" + (_LIST_JOINS if after_comma else _JOINS) + r")[a-z])"
     return (
         r"(?:" + _WRAP_OPEN + r"\([ \t]*([A-Za-z])[ \t]*\)"  # (B), **(b)**, \boxed{(B)}
-        + r"|(?:\*\*|__|\\boxed\s*\{|\\fbox\s*\{)[ \t]*([A-Za-z])(?=[ \t]*(?:\*\*|__|\}))"  # **b**, \boxed{b}
+        + r"|(?:\$|\*\*|__){0,2}[ \t]*(?:\*\*|__|\\boxed\s*\{|\\fbox\s*\{)[ \t]*([A-Za-z])(?=[ \t]*(?:\*\*|__|\}))"  # **b**, \boxed{b}
         + r"|" + _WRAP_OPEN + r"\(?(?<![\w'’])(?:(A|I)(?![\w'’])" + not_a_word_after
         + r"|([B-HJ-Z])(?![\w'’])" + (not_a_word_after if after_comma else "") + r")\)?"  # B, but not "A man"
         + r"|(?<![\w'’])([a-z])(?![\w'’])(?=[ \t]*(?:[.,;:)!]|$))"  # answer is b.
@@ -68,7 +68,8 @@ _ITEM = _item(after_comma=False)
 _JOINED = (  # a separator and the option after it: words and slashes join options; after a comma
     # or a dash a letter followed by a word starts a new clause ("(B) - A is wrong", "(B), C is wrong")
     r"[ \t]*(?:(?:,[ \t]*(?:or|and)\b|/|&|\+|\band/or\b|\bor\b|\band\b|\bnor\b|\bto\b|\bthrough\b"
-    r"|\bvs\.?)[ \t]*(?:(?:option|choice|letter)s?[ \t]+)?" + _ITEM
+    r"|\bvs\.?)[ \t]*(?:(?:maybe|perhaps|possibly|probably|also|even|alternatively)[ \t]+)?"
+    r"(?:(?:option|choice|letter)s?[ \t]+)?" + _ITEM
     + r"|(?:,|-|–|—)[ \t]*(?:(?:option|choice|letter)s?[ \t]+)?" + _item(after_comma=True) + r")"
 )
 _ITEM_RE = re.compile(_ITEM, re.MULTILINE)
