@@ -74,7 +74,7 @@ _JOINED = (  # a separator and the option after it: words and slashes join optio
 )
 _ITEM_RE = re.compile(_ITEM, re.MULTILINE)
 _WRAPPED = re.compile(r"\(|\*\*|__|\\boxed|\\fbox")
-_CAPITAL_OR_WRAPPED = re.compile(r"[A-Z]|\(|\*\*|__|\\boxed|\\fbox")
+_CAPITAL_OR_WRAPPED = re.compile(r"[A-Z]|" + _WRAPPED.pattern)
 _LIST = re.compile(_ITEM + r"(?:" + _JOINED + r")*", re.MULTILINE)
 
 # Answer markers, matched on text whose marker words were lower-cased (see `as_read`).
@@ -93,7 +93,7 @@ _LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 # "I and III", "(i), (ii)": roman numerals of a question's numbered statements, not option I.
 _ROMAN_NEXT = re.compile(r"[ \t]*(?:,|/|&|\band\b|\bor\b)[ \t]*\(?(?:II|III|IV|VI{0,3}|IX|ii|iii|iv|vi{0,3}|ix)\b")
 _MARKER_WORDS = re.compile(
-    r"\b(?:answers?|option|choice|correct|right|best|final|options|choices|letters|is|are|would|will|should|must|be|letter|"
+    r"\b(?:answers?|options?|choices?|letters?|correct|right|best|final|is|are|would|will|should|must|be|"
     r"either|both|one|of)\b", re.IGNORECASE)
 
 # Fallbacks when no statement is made (rule 6).
