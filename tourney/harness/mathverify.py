@@ -23,9 +23,13 @@ from dataclasses import dataclass
 
 TIMEOUT_S = 2  # seconds per comparison (math-verify's SIGALRM timeouts take whole seconds)
 MAX_LEN = 200  # characters per answer sent to sympy
-# An exponent that is not a short literal (x^{y^z}, 10^{1000}, x^{n+1}) can make sympy build a
-# number of unbounded size before any timeout fires inside a C loop.
-_RISKY_POWER = re.compile(r"(\^|\*\*)\s*(\{[^}]*[\^{]|\{?\s*-?\d{3,}|\{[^}]*[a-zA-Z\\])")
+# An exponent that can be large (a tower x^{y^z}, a long literal 10^{1000}, a product 99^{99\cdot 99})
+# can make sympy build a number of unbounded size before any timeout fires inside a C loop. An
+# exponent made of short literals, roots, fractions, sums and symbols stays small
+# (`2^{\sqrt{4}}`, `e^{i\pi}`, `x^{n+1}`): it is the exponent's text up to its closing brace
+# (one level of nested braces, as in `\sqrt{4}`) that is screened.
+_EXPONENT = re.compile(r"(?:\^|\*\*)\s*(\{(?:[^{}]|\{[^{}]*\})*\}?|\(?[^\s{}]*)")
+_RISKY_IN_EXPONENT = re.compile(r"\d{3,}|\^|\*|\\cdot|\\times|!|\{[^{}]*\{[^{}]*\{")
 _RISKY_OTHER = re.compile(r"!|\\binom|\\prod|\\sum|\\int|\\lim|\\infty")
 
 
@@ -44,7 +48,9 @@ _worker: tuple[mp.process.BaseProcess, object] | None = None
 
 def admissible(text: str) -> bool:
     """Whether an answer is short and tame enough to hand to sympy at all."""
-    return len(text) <= MAX_LEN and not _RISKY_POWER.search(text) and not _RISKY_OTHER.search(text)
+    if len(text) > MAX_LEN or _RISKY_OTHER.search(text):
+        return False
+    return not any(_RISKY_IN_EXPONENT.search(m.group(1)) for m in _EXPONENT.finditer(text))
 
 
 def _wrap(s: str) -> str:

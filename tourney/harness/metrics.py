@@ -119,6 +119,8 @@ class GroupSummary:
     completion_tokens_mean: float | None  # successful samples only
     errors: int  # samples whose `error` is set
     unparsed: int = 0  # samples answered (no error) in which the grader found no answer to score
+    hedged: int = 0  # answered samples that named several options in one statement (never correct)
+    conflicting: int = 0  # answered samples whose answer statements disagree (the first counted)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, with nan turned into None so that it is valid JSON."""
@@ -187,7 +189,9 @@ def summarize_group(rows: Sequence[SampleResult]) -> GroupSummary:
         tokens_per_s=total_tokens / total_latency if total_latency > 0 else None,
         completion_tokens_mean=total_tokens / len(ok) if ok else None,
         errors=n - len(ok),
-        unparsed=sum(1 for r in ok if r.prediction is None),
+        unparsed=sum(1 for r in ok if r.prediction is None and r.status != "hedge"),
+        hedged=sum(1 for r in ok if r.status == "hedge"),
+        conflicting=sum(1 for r in ok if r.status == "conflicting"),
     )
 
 

@@ -32,7 +32,7 @@ from tourney.harness.fewshot import ExemplarPool, FewshotOptions, check_exemplar
 from tourney.harness.prompts import PromptTemplate, get_template, render, template_for, with_system
 from tourney.harness.templates import FileTemplate, find_template_file, shipped_templates
 from tourney.harness.questions import data_sha256
-from tourney.harness.scoring import choose_option, extract_answer, score
+from tourney.harness.scoring import Score, extract_answer, read_option, score
 from tourney.harness.types import Question, SampleResult
 from tourney.models.types import Backend, GenConfig, Generation, Prompt, settle_once
 
@@ -118,9 +118,14 @@ class Prompting:
 
 def predict(question: Question, text: str) -> str | None:
     """The final answer in a model output (a choice letter for multiple choice), or None."""
+    return read_answer(question, text).prediction
+
+
+def read_answer(question: Question, text: str) -> Score:
+    """The answer in a model output and how it was read (`status`), unscored (correct False)."""
     if question.is_multiple_choice:
-        return choose_option(question, text)
-    return extract_answer(text)
+        return read_option(question, text)
+    return Score(extract_answer(text), False)
 
 
 def scored_rows(question: Question, gens: Sequence[Generation]) -> list[SampleResult]:
@@ -129,18 +134,17 @@ def scored_rows(question: Question, gens: Sequence[Generation]) -> list[SampleRe
     answer is only extracted and `correct` is False."""
     rows = []
     for s, g in enumerate(gens):
-        prediction, correct = None, False
-        if g.error is None and question.answer:
-            sc = score(question, g.text)
-            prediction, correct = sc.prediction, sc.correct
-        elif g.error is None:
-            prediction = predict(question, g.text)
+        prediction, correct, status = None, False, None
+        if g.error is None:
+            sc = score(question, g.text) if question.answer else read_answer(question, g.text)
+            prediction, correct, status = sc.prediction, sc.correct, sc.status
         rows.append(SampleResult(
             id=question.id, question=question.question, type=question.type, sample=s, output=g.text,
             prediction=prediction, gold=question.answer, correct=correct,
             latency_s=round(g.latency_s, 6), ttft_s=None if g.ttft_s is None else round(g.ttft_s, 6),
             prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens, error=g.error,
             finish_reason=g.finish_reason, token_logprobs=g.token_logprobs, raw_output=g.raw_text, cut_at=g.cut_at,
+            status=status,
         ))
     return rows
 

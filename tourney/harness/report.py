@@ -112,6 +112,14 @@ def _unparsed(g: dict[str, Any]) -> str:
     return f"{g.get('unparsed', 0)} of {answered} answered samples had no answer the grader could read"
 
 
+def _hedged_conflicting(g: dict[str, Any]) -> list[tuple[str, str]]:
+    """The multiple-choice grader's two other verdicts (harness.grading_choice), when any occurred."""
+    if not (g.get("hedged") or g.get("conflicting")):
+        return []
+    return [("hedged / conflicting", f"{g.get('hedged', 0)} hedged (named several options: never correct), "
+             f"{g.get('conflicting', 0)} conflicting (answer statements disagree: the first counts)")]
+
+
 def _header_facts(report: dict[str, Any]) -> list[tuple[str, str]]:
     gen = report.get("generation") or {}
     if isinstance(gen, dict):
@@ -131,6 +139,7 @@ def _header_facts(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("settings", settings or "n/a"),
         ("questions", questions),
         ("unparsed answers", _unparsed(report["overall"])),
+        *_hedged_conflicting(report["overall"]),
         ("started", str(report.get("started_at"))),
         ("tourney", str(report.get("package_version"))),
     ]

@@ -17,11 +17,13 @@ from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
 from typing import Sequence
 
+from tourney.harness.continuation import continuation_start
+from tourney.harness.grading_choice import ANSWERED, HEDGE, STATUSES, UNPARSED, read_choice
 from tourney.harness.mathverify import verify_equal
 from tourney.harness.prompts import _THINK_TAG, LETTERS, strip_thinking
 from tourney.harness.types import Question
 
-REL_TOL = 1e-6  # relative tolerance when either side is not a whole number
+REL_TOL = 1e-6  # relative to the gold, when the gold is not a whole number (numbers_equal)
 MAX_DIGITS = 100  # a longer digit run is noise, not an answer (and would hit int/str limits)
 
 # A number as people and models write it. The look-behind keeps "x2", "v1.5" and the "3" of "5-3"
@@ -71,6 +73,16 @@ _EXPR_CONTINUES = re.compile(r"\s*(?:\*\*|\^|[-+*/×÷x]|\\times|\\cdot|\\div)\s
 class Score:
     prediction: str | None  # the extracted answer, normalised; None when nothing was found
     correct: bool
+    # "answered", "unparsed", "hedge" (several options named: no prediction, never correct) or
+    # "conflicting" (statements disagree: the first counts); see harness.grading_choice. Left
+    # out, it follows from the prediction: answered when there is one, else unparsed.
+    status: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is None:
+            self.status = ANSWERED if self.prediction is not None else UNPARSED
+        elif self.status not in STATUSES:
+            raise ValueError(f"unknown grading status {self.status!r}; expected one of {STATUSES}")
 
 
 def _clean(text: str) -> str:
@@ -203,6 +215,24 @@ def _is_hashes_answer(span: str) -> bool:
     return bool(m and (m.group("int") or m.group("frac")))
 
 
+def _answer_stated_at(text: str) -> int | None:
+    """Where the output's first answer statement ends (a `#### N` line, a box, "the answer is N",
+    "Answer: N"), or None: where the continuation cut may start looking (harness.continuation)."""
+    firsts = (
+        next((m.end() for m in _HASHES.finditer(text) if _is_hashes_answer(_clean(m.group(1)).strip())), None),
+        next((m.end() for m in _BOXED.finditer(text)), None),
+        *(next((m.end() for m in p.finditer(text) if _first_value(_clean(m.group(1)))), None)
+          for p in (_ANSWER_IS, _ANSWER_COLON)),
+    )
+    return min((e for e in firsts if e is not None), default=None)
+
+
+def without_continuation(text: str) -> str:
+    """`text` up to the exemplar a model invented after stating its answer (harness.continuation)."""
+    cut = continuation_start(text, _answer_stated_at(text))
+    return text if cut is None else text[:cut]
+
+
 def hashes_answer_span(text: str) -> tuple[int, int] | None:
     """Where in `text` (as given, thinking included) extract_answer reads a `#### N` answer: the
     character span of the first accepted `####` line's content, the line it scores. None when
@@ -216,6 +246,7 @@ def hashes_answer_span(text: str) -> tuple[int, int] | None:
     start = closes[-1] if closes else 0
     opens = [t.start() for t in tags if not t.group(1) and t.start() >= start]
     end = opens[0] if opens else len(text)
+    end = start + len(without_continuation(text[start:end]))
     for m in _HASHES.finditer(text, start, end):
         if _is_hashes_answer(_clean(m.group(1)).strip()):
             return m.start(1), m.end(1)
@@ -232,9 +263,10 @@ def extract_answer(text: str) -> str | None:
     3. "the (final) answer is N" (the last one, as models correct themselves);
     4. "Answer: N" or a line starting "A: N" (the last one);
     5. the last number anywhere.
-    Thinking blocks are removed first, so numbers inside them never count.
+    Thinking blocks are removed first, so numbers inside them never count, and so is an exemplar
+    the model invented after stating its answer (harness.continuation).
     """
-    text = strip_thinking(text)
+    text = without_continuation(strip_thinking(text))
     if not text:
         return None
     for span in _HASHES.findall(text):
@@ -263,9 +295,14 @@ def _to_fraction(text: str) -> Fraction | None:
 def numbers_equal(pred: str | None, gold: str) -> bool:
     """Whether a predicted answer equals the gold one.
 
-    Whole numbers must match exactly; when either side has a fractional part the match is within
-    a relative 1e-6 (so 1/3 equals 0.3333333 but not 0.33). Anything our parser cannot read as a number, such as
-    `\\sqrt{2}`, is left to math-verify.
+    - An integer gold needs that exact integer: "1000000.5" is not 1000000, however close.
+    - A gold with a fractional part ("0.5", "1/3") accepts a prediction within REL_TOL (1e-6) of
+      the gold's own size: |pred - gold| <= 1e-6 * |gold|, so "0.3333333" equals 1/3, "0.33"
+      does not, and "2.5000001" equals 2.5.
+    - Anything our parser cannot read as a number (`\\sqrt{2}`, `2^{\\sqrt{4}}`) is left to
+      math-verify under its time bound (harness.mathverify); the gold is handed over in its
+      normalised spelling, so an integer gold is compared as an integer (math-verify's own
+      rounding applies only where a side is a decimal). Not shown equal in time: not equal.
     """
     if pred is None:
         return False
@@ -273,58 +310,16 @@ def numbers_equal(pred: str | None, gold: str) -> bool:
     if p is not None and g is not None:
         if p == g:
             return True
-        if p.denominator == 1 and g.denominator == 1:
+        if g.denominator == 1:
             return False
-        return abs(p - g) <= REL_TOL * max(abs(p), abs(g))
-    return verify_equal(pred, gold)
-
-
-# Choice letters. A capital "A" or "I" followed by a lower-case word is the article or pronoun
-# ("A man buys...", "I think"), and a bare lower-case letter is taken only when it is marked
-# ("(b)", "**b**", "\boxed{b}") or ends a phrase right after an answer marker ("answer is b.").
-_CAP = r"\b(A(?!\s+[a-z])|I(?!\s+[a-z])|[B-HJ-Z])\b(?!['’])"
-_LETTER = (
-    r"(?:\(([A-Za-z])\)|\\boxed\{([A-Za-z])\}|\*\*([A-Za-z])\*\*|" + _CAP
-    + r"|\b([a-z])\b(?=\s*(?:[.,;:)!]|$)))"
-)
-_CHOICE_MARKER = re.compile(
-    r"(?:\banswer\s*(?:is|would\s+be|will\s+be|should\s+be)?"
-    r"|\b(?:correct|right|best)\s+(?:option|choice)(?:\s+is)?|\b(?:option|choice)\s+is)"
-    r"\s*[:=]?[\s*$]*(?:(?:option|choice|letter)\s+)?" + _LETTER,
-    re.MULTILINE,
-)
-_CHOICE_MARKER_CI = re.compile(r"\b(?:answer|option|choice|correct|right|best|is|letter)\b", re.IGNORECASE)
-_MARKED_LETTER = re.compile(r"\(([A-Za-z])\)|\\boxed\{([A-Za-z])\}|\*\*\(?([A-Za-z])\)?[.:]?\*\*")
-_LINE_START_LETTER = re.compile(r"^\s*\**\(?([A-Z])\)?\**\s*(?:[.:)]|$)", re.MULTILINE)
-_BARE_LETTER = re.compile(_CAP)
-
-
-def _letter(m: re.Match[str]) -> str:
-    return next(g for g in m.groups() if g).upper()
+        return abs(p - g) <= REL_TOL * abs(g)
+    return verify_equal(pred, _format(g) if g is not None else gold)
 
 
 def extract_choice(text: str, n_choices: int) -> str | None:
-    """The chosen letter (A, B, ...) among the first `n_choices`, or None.
-
-    Tried in order: an answer marker ("The answer is (B)", "Answer: B", "correct option is B"),
-    the last one; a marked letter ("\\boxed{B}", "**B**", "(b)"), the last one; a letter opening a
-    line ("B." / "(B)" / "B"), the first one; finally the last capital letter standing alone that
-    is not the article "A".
-    """
-    valid = LETTERS[:n_choices]
-    text = strip_thinking(text)
-    if not text or n_choices < 1:
-        return None
-    # Markers are found case-insensitively, but the letter after them keeps its case rules.
-    folded = _CHOICE_MARKER_CI.sub(lambda m: m.group(0).lower(), text)
-    for m in reversed(list(_CHOICE_MARKER.finditer(folded))):
-        if _letter(m) in valid:
-            return _letter(m)
-    for pattern, pick_last in ((_MARKED_LETTER, True), (_LINE_START_LETTER, False), (_BARE_LETTER, True)):
-        hits = [_letter(m) for m in pattern.finditer(text) if _letter(m) in valid]
-        if hits:
-            return hits[-1] if pick_last else hits[0]
-    return None
+    """The chosen letter (A, B, ...) among the first `n_choices`, or None (nothing read, or a
+    hedge). The rules, statements first, are harness.grading_choice's."""
+    return read_choice(text, n_choices).letter
 
 
 _TEXT_MARKER = re.compile(r"\banswer\s*(?:is|:)", re.IGNORECASE)
@@ -356,16 +351,26 @@ def extract_choice_text(text: str, choices: Sequence[str]) -> str | None:
     return LETTERS[hits[0]] if len(hits) == 1 else None
 
 
+def read_option(question: Question, output: str) -> Score:
+    """The option an output picks, unscored (correct False): its letter (harness.grading_choice),
+    else the option it names by its text. A hedge stays a hedge: its text is not read either."""
+    choices = question.choices or ()
+    reading = read_choice(output, len(choices))
+    if reading.letter is None and reading.status != HEDGE:
+        return Score(extract_choice_text(output, choices), False)
+    return Score(reading.letter, False, reading.status)
+
+
 def choose_option(question: Question, output: str) -> str | None:
     """The option an output picks: its letter (extract_choice), else the option it names by text."""
-    choices = question.choices or ()
-    return extract_choice(output, len(choices)) or extract_choice_text(output, choices)
+    return read_option(question, output).prediction
 
 
 def score(question: Question, output: str) -> Score:
     """Extract the answer from `output` and compare it with the question's gold answer."""
     if question.is_multiple_choice:
-        letter = choose_option(question, output)
-        return Score(letter, letter is not None and letter == question.answer.strip().upper())
+        read = read_option(question, output)
+        gold = question.answer.strip().upper()
+        return Score(read.prediction, read.prediction is not None and read.prediction == gold, read.status)
     pred = extract_answer(output)
     return Score(pred, numbers_equal(pred, question.answer))

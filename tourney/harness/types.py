@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -59,6 +59,10 @@ class SampleResult(BaseModel):
     # whole output, and the character offset in it where `output` ends. Absent when not cut.
     raw_output: str | None = None
     cut_at: int | None = Field(None, ge=0)
+    # How the grader read the output (harness.grading_choice): "answered", "unparsed", "hedge"
+    # (several options named: no prediction, never correct) or "conflicting" (statements disagree:
+    # the first counts). None for a failed request, and in rows written before it was recorded.
+    status: Literal["answered", "unparsed", "hedge", "conflicting"] | None = None
 
     def to_dict(self) -> dict:
         # The cut fields only where a cut happened: rows of uncut runs stay as they always were.
