@@ -67,7 +67,7 @@ def test_old_rows_without_the_cut_fields_still_load(tmp_path: Path) -> None:
     path = write(tmp_path / "results.jsonl", [row])
     [loaded] = read_results(path)
     assert loaded.raw_output is None and loaded.cut_at is None and loaded.to_dict() == {
-        **row, "error": None, "finish_reason": None, "token_logprobs": None, "choice_logliks": None}
+        **row, "error": None, "finish_reason": None, "token_logprobs": None, "choice_logliks": None, "status": None}
 
 
 @pytest.mark.parametrize("flags, sent", [
