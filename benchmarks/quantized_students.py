@@ -66,7 +66,7 @@ def train(work: Path, rows: Path, name: str, args, qat: bool) -> Path:
     if not (out / "final" / "config.json").exists():
         tourney("distill", "train", "--student", "mini-distilled", "--teacher", "mini-distilled", "--data", rows,
                 "--method", "kd", "--alpha", 1.0, "--epochs", args.epochs, "--lr", args.lr,
-                "--batch-size", args.batch_size, "--max-len", 256, "--seed", 0, "--out", out,
+                "--batch-size", args.batch_size, "--max-len", 256, "--seed", args.seed, "--out", out,
                 *(["--qat", "q4_0"] if qat else []))
     return out
 
@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0, help="training seed (data order); another seed writes table-sN.md")
     ap.add_argument("--no-control", dest="control", action="store_false",
                     help="skip the same training without --qat (quantized after training)")
     args = ap.parse_args()
@@ -100,11 +101,13 @@ def main() -> None:
     rows = work / "rows.jsonl"
     if not rows.exists():
         tourney("distill", "labels", "--run", answers, "--data", questions, "--cot", "--out", rows)
-    qat = train(work, rows, "qat-q4_0", args, qat=True)
-    files["distilled-q4_0-qat"] = qat / "final-q4_0.gguf"
+    sfx = f"-s{args.seed}" if args.seed else ""
+    qat, qat_name, ctl_name = train(work, rows, f"qat-q4_0{sfx}", args, qat=True), f"q4_0-qat{sfx}", f"q4_0-kd-ptq{sfx}"
+    files[f"distilled-{qat_name}"] = qat / "final-q4_0.gguf"
     if args.control:
-        control = train(work, rows, "kd-f32", args, qat=False)
-        files["distilled-q4_0-kd-ptq"] = export(str(control / "final"), work / "gguf" / "distilled-kd-q4_0.gguf", "q4_0")
+        control = train(work, rows, f"kd-f32{sfx}", args, qat=False)
+        files[f"distilled-{ctl_name}"] = export(str(control / "final"), work / "gguf" / f"distilled-kd-q4_0{sfx}.gguf",
+                                                "q4_0")
 
     reports = {name: evaluate(path, test, work / "eval" / name, args.limit) for name, path in files.items()}
     tests = {}
@@ -112,19 +115,19 @@ def main() -> None:
         model, _, kind = name.partition("-")
         if kind != "f32":
             tests[name] = regress(work, f"{model}-f32", name)
-    tests["distilled-q4_0-qat-vs-ptq"] = regress(work, "distilled-q4_0", "distilled-q4_0-qat")
+    tests[f"distilled-{qat_name}-vs-ptq"] = regress(work, "distilled-q4_0", f"distilled-{qat_name}")
     right = {name: correctness(work / "eval" / name) for name in reports}
-    recovered = gap_recovered(right["distilled-q4_0-qat"], right["distilled-q4_0"], right["distilled-f32"])
+    recovered = gap_recovered(right[f"distilled-{qat_name}"], right["distilled-q4_0"], right["distilled-f32"])
     if args.control:
-        tests["distilled-q4_0-qat-vs-kd-ptq"] = regress(work, "distilled-q4_0-kd-ptq", "distilled-q4_0-qat")
-    write_table(work, reports, files, tests, recovered)
+        tests[f"distilled-{qat_name}-vs-kd-ptq"] = regress(work, f"distilled-{ctl_name}", f"distilled-{qat_name}")
+    write_table(work, reports, files, tests, recovered, stem=f"table{sfx}")
 
 
 def _cell(g: dict | None) -> str:
     return "-" if g is None else f"{g['accuracy']:.3f} [{g['ci95'][0]:.2f}, {g['ci95'][1]:.2f}]"
 
 
-def write_table(work: Path, reports: dict, files: dict, tests: dict, recovered: tuple) -> None:
+def write_table(work: Path, reports: dict, files: dict, tests: dict, recovered: tuple, stem: str = "table") -> None:
     lines = ["| file | " + " | ".join(TYPES) + " | overall [95% CI] | MiB | tokens/s | p50 latency ms |",
              "|---" * (len(TYPES) + 5) + "|"]
     for name, rep in reports.items():
@@ -143,8 +146,8 @@ def write_table(work: Path, reports: dict, files: dict, tests: dict, recovered: 
     point, low, high = recovered
     lines += ["", f"Share of the q4_0 drop (distilled f32 -> q4_0) that quantization-aware distillation recovers: "
               f"{point:.2f} [{low:.2f}, {high:.2f}] (paired bootstrap 95%)."]
-    (work / "table.md").write_text("\n".join(lines) + "\n")
-    (work / "table.json").write_text(json.dumps({"reports": {k: v["overall"] for k, v in reports.items()},
+    (work / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    (work / f"{stem}.json").write_text(json.dumps({"reports": {k: v["overall"] for k, v in reports.items()},
                                                  "by_type": {k: v["by_type"] for k, v in reports.items()},
                                                  "sizes": {k: files[k].stat().st_size for k in files},
                                                  "tests": tests, "recovered": recovered}, indent=2) + "\n")
