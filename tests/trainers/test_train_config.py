@@ -43,6 +43,7 @@ SAMPLES: dict[str, tuple[Any, dict[str, Any]]] = {
     "logging_steps": (1, {}), "report_to": ("tensorboard", {}), "bf16": (False, {}),
     "gradient_checkpointing": (True, {}), "deterministic": (True, {}), "merge": (False, {}),
     "save_total_limit": (2, {}),
+    "qat": ("q4_0", {}),
 }
 
 

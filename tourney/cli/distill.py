@@ -123,6 +123,7 @@ TRAIN_SECTIONS: dict[str, tuple[str, ...]] = {
                                     "gate_stop", "gate_alpha", "gate_min_delta"),
     "Runtime and logging": ("logging_steps", "report_to", "bf16", "gradient_checkpointing", "deterministic",
                             "merge", "save_total_limit"),
+    "Quantization-aware training": ("qat",),
     "What to run": ("dry_run", "store_only"),  # options of the command, not of the training configuration
 }
 RUN_OPTIONS = ("config_file", "dry_run", "store_only")

@@ -17,6 +17,7 @@ from tourney.cli.common import (DEBUG, SectionedCommand, friendly_errors, parse_
                                 with_backend)
 from tourney.errors import ConfigError
 from tourney.models.registry import default_options
+from tourney.models.gguf_quantize import DTYPES as GGUF_DTYPES
 
 FAILED_REQUESTS_EXIT = 3  # the run ended, but some requests failed after their retries: run it again
 
@@ -207,15 +208,22 @@ def mini_data(out: str) -> None:
 @main.command("export-gguf")
 @click.argument("checkpoint")
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--dtype", type=click.Choice(["f32", "f16"]), default="f32", show_default=True,
-              help="Weight precision in the GGUF file.")
+@click.option("--dtype", type=click.Choice(GGUF_DTYPES),
+              default="f32", show_default=True,
+              help="Weight type: f32/f16 written directly; the others through llama.cpp's own quantizer "
+                   "(needs llama-cpp-python), which reports matrices it stored in another type.")
 @friendly_errors
 def export_gguf_cmd(checkpoint: str, out: str, dtype: str) -> None:
     """Export a Qwen3-family checkpoint (a folder or a mini alias) to GGUF for llama.cpp."""
     from tourney.models.gguf_export import export_gguf
+    from tourney.models.gguf_quantize import QUANT_TYPES, describe, export_quantized
     from tourney.models.registry import ALIASES
 
     path = ALIASES.get(checkpoint, checkpoint).removeprefix("hf:")
+    if dtype in QUANT_TYPES:
+        for line in describe(export_quantized(path, out, dtype)):
+            click.echo(line)
+        return
     click.echo(f"wrote {export_gguf(path, out, dtype=dtype)}")
 
 

@@ -102,6 +102,9 @@ def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, limit, warmu
                                           router=router_path, limit=limit, warmup=warmup), "tourney submit")
     qs = load_submit_questions(questions)  # bad data fails before a model is loaded
     bundle = RouterBundle.load(router_path).with_specs(student_spec, teacher_spec)
+    warning = bundle.student_warning(router_path)
+    if warning:
+        click.echo(warning, err=True)
     cascade = load_cascade(bundle, mode, concurrency=concurrency or SERVER_CONCURRENCY, batch_size=max(batch_size, 16),
                            request_timeout_s=deadline_ms / 1000.0,
                            student_backup=mode != "accuracy" or budget_s is not None)

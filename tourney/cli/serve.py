@@ -45,5 +45,8 @@ def serve_cmd(router_path, host, port, deadline_ms, api_key_env, student_spec, t
                       batch_window_ms=batch_window_ms, upstream_concurrency=upstream_concurrency,
                       max_inflight=max_inflight, max_body_bytes=max_body_bytes, log_dir=log_dir,
                       log_questions=log_questions, shadow_share=shadow_share, drain_s=drain_s)
-    RouterBundle.load(router_path)  # a bad router file fails here, in one line, before the server starts
+    # a bad router file fails here, in one line, before the server starts
+    warning = RouterBundle.load(router_path).with_specs(student_spec, teacher_spec).student_warning(router_path)
+    if warning:
+        click.echo(warning, err=True)
     serve(cfg, on_ready=lambda url: click.echo(f"tourney serve: listening on {url}", err=True))

@@ -123,13 +123,25 @@ class RouterBundle:
     teacher: ModelSettings | None = None
     target: str | None = None  # the target as the user typed it, e.g. "share=0.3"
     data: dict[str, Any] = field(default_factory=dict)  # runs used, split, question counts
+    # sha256 of the student's weights when it was calibrated (models.weights_file): a threshold
+    # holds for those weights only, so commands warn when they would run other ones
+    student_sha256: str | None = None
     source: str | None = None  # the router file it was read from; None when built in memory
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.router.to_dict(), "target": self.target,
                 "student": None if self.student is None else self.student.to_dict(),
                 "teacher": None if self.teacher is None else self.teacher.to_dict(),
-                "data": self.data}
+                "data": self.data, "student_sha256": self.student_sha256}
+
+    def student_warning(self, where: str) -> str | None:
+        """One line when the student this bundle would run has other weights than it was calibrated
+        on (e.g. the f32 student's router in front of its q4_0 file); None otherwise."""
+        from tourney.models.weights_file import changed_weights_warning
+
+        if self.student is None:
+            return None
+        return changed_weights_warning(self.student.spec, self.student_sha256, where)
 
     def save(self, path: str | Path) -> None:
         text = json.dumps(json_safe(self.to_dict(), None, "string"), indent=2, sort_keys=True, allow_nan=False)
@@ -148,7 +160,8 @@ class RouterBundle:
         settings = {role: None if value is None else ModelSettings.from_router_file(value, where, role)
                     for role, value in (("student", raw.student), ("teacher", raw.teacher))}
         return cls(router=router_from_schema(raw, where), student=settings["student"], teacher=settings["teacher"],
-                   target=raw.target, data=dict(raw.data), source=where)
+                   target=raw.target, data=dict(raw.data), source=where,
+                   student_sha256=raw.student_sha256)
 
     def load_model(self, role: str, **options: Any) -> Backend:
         """Build the backend of `role` ("student" or "teacher") with `options`. When the router
@@ -174,4 +187,4 @@ class RouterBundle:
                 return s
             return ModelSettings(spec=spec) if s is None else replace(s, spec=spec, send_api_key=True)
         return RouterBundle(self.router, swap(self.student, student), swap(self.teacher, teacher),
-                            self.target, dict(self.data), self.source)
+                            self.target, dict(self.data), source=self.source, student_sha256=self.student_sha256)

@@ -27,6 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tourney.errors import ConfigError
+from tourney.models.weights_file import weights_sha256
 from tourney.routers.bundle import ModelSettings, RouterBundle
 from tourney.routers.calibrate import CalibratedRouter, calibrate
 from tourney.routers.pertype import TypeCalibration
@@ -195,8 +196,9 @@ def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
                         route=view.route)
         info.update(heldout_student_accuracy=float(heldout.student_correct.mean()),
                     heldout_teacher_accuracy=float(heldout.teacher_correct.mean()))
-    bundle = RouterBundle(router=router, student=ModelSettings.from_run(cfg.student),
-                          teacher=ModelSettings.from_run(cfg.teacher), target=cfg.target, data=info)
+    student = ModelSettings.from_run(cfg.student)
+    bundle = RouterBundle(router=router, student=student, teacher=ModelSettings.from_run(cfg.teacher),
+                          target=cfg.target, data=info, student_sha256=weights_sha256(student.spec))
     bundle.save(cfg.out)
     return bundle
 

@@ -199,6 +199,8 @@ class RouterFileSchema(Strict):
     student: ModelSettingsSchema | None = None
     teacher: ModelSettingsSchema | None = None
     data: dict[str, JsonValue] = Field(default_factory=dict)
+    # sha256 of the student's weights file at calibration (models.weights_file); absent in older files
+    student_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
     _names = field_validator("signals")(_known)
 

@@ -37,6 +37,7 @@ class TrainResult:
     checkpoints: list[str]  # checkpoint-N folders, oldest first
     epochs: list[EpochRecord]  # one per finished epoch (OUT/epochs.jsonl)
     stopped_early: bool  # the regression gate stopped training
+    quantized: str | None = None  # OUT/final-TYPE.gguf of a quantization-aware run (qat)
 
 
 def training_arguments(cfg: DistillTrainConfig):
@@ -157,6 +158,12 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
     set_seed(cfg.seed)  # LoRA and projector initialisation
     local = args.local_process_index if torch.cuda.is_available() else None
     model = load_student(cfg, student_path, attn_implementation=attn, local_device=local)
+    if cfg.qat:
+        from tourney.trainers.qat import apply_qat, plan_types
+
+        kinds = apply_qat(model, plan_types(student_path, cfg.qat))
+        mix = sorted({k: sum(v == k for v in kinds.values()) for k in kinds.values()}.items())
+        say(f"quantization-aware training for {cfg.qat}: " + ", ".join(f"{n} matrices {k}" for k, n in mix))
     last = get_last_checkpoint(cfg.out) if out.is_dir() else None
     projector = distill_loss = None
     if cfg.uses_features:
@@ -193,13 +200,20 @@ def train(cfg: DistillTrainConfig, callbacks: Sequence = (), say: Callable[[str]
     trainer.accelerator.wait_for_everyone()
     epochs = read_epochs(out)
     say(f"final weights in {final}")
+    quantized = out / f"final-{cfg.qat}.gguf" if cfg.qat else None
+    if quantized is not None and trainer.is_world_process_zero():
+        from tourney.models.gguf_quantize import describe, export_quantized
+
+        for line in describe(export_quantized(final, quantized, cfg.qat)):
+            say(line)
     if dry_run:
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         say(f"dry run: {len(data.examples)} examples, {trainer.state.global_step} optimizer step(s), "
             f"loss {losses[-1] if losses else float('nan'):.4f}; built and saved in {out}")
     return TrainResult(out=str(out), final=str(final), merged=None if merged is None else str(merged),
                        checkpoints=[str(p) for p in _checkpoints(out)], epochs=epochs,
-                       stopped_early=any(r.stopped for r in epochs))
+                       stopped_early=any(r.stopped for r in epochs),
+                       quantized=None if quantized is None else str(quantized))
 
 
 def _clear_dry_run(folder: Path) -> None:

@@ -145,6 +145,13 @@ class DistillTrainConfig:
     save_total_limit: Optional[int] = _field(None, "Keep only the newest N checkpoints (default: all).",
                                              hf="save_total_limit", ge=1)
 
+    # -- quantization-aware training -----------------------------------------------------------
+    qat: Optional[Literal["q4_0", "q8_0"]] = _field(
+        None, "Train the student quantization-aware for this GGUF type (weights rounded as llama.cpp's "
+              "quantizer rounds them in every forward pass, straight-through gradients; trainers.qat), then "
+              "write OUT/final-TYPE.gguf through llama.cpp's quantizer. Epoch evaluations and checkpoints "
+              "hold the float32 latent weights; the GGUF file is the quantized student.")
+
     @field_validator("lora_targets", mode="before")
     @classmethod
     def _split_targets(cls, v: Any) -> Any:
@@ -171,6 +178,8 @@ class DistillTrainConfig:
             raise ValueError("attention matching is part of feature KD: use method feature or kd+feature")
         if self.gate and not self.eval_data:
             raise ValueError("gate compares per-epoch evaluations: it needs eval_data")
+        if self.qat and self.uses_lora:
+            raise ValueError("qat trains every weight quantization-aware; it does not combine with lora/qlora")
         if self.attention and self.feature_layer_map and 0 in self.feature_layer_map:
             raise ValueError("attention distillation cannot map layer 0 of feature_layer_map: embeddings have "
                              "no attention")
