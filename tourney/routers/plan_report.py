@@ -29,19 +29,20 @@ def render_table(plan: Plan) -> str:
              f"budget {'none' if c['budget_s'] is None else format(c['budget_s'], 'g') + ' s'}, "
              f"concurrency {c['concurrency']} (from {plan.dev_questions} dev questions)")
     t = Table(title=title, title_justify="left")
-    for col in ("option", "threshold", "accuracy [95%]", "p50 s", "p95 s", "missed", "budget-ltd",
-                "teacher", "student s/1k", "teacher s/1k", "wall s", ""):
+    for col in ("option", "threshold", "accuracy % [95%]", "p50 s", "p95 s", "missed", "budget", "teacher",
+                "student s/1k", "teacher s/1k", "wall s", ""):
         t.add_column(col, justify="left" if col in ("option", "") else "right")
     for i, o in enumerate(plan.options):
-        mark = "<- recommended" if i == plan.recommended else ("" if o.feasible else "misses")
-        t.add_row(o.label, _thr(o), f"{_pct(o.accuracy)} [{_pct(o.ci95[0])}, {_pct(o.ci95[1])}]",
+        mark = "<- recommended" if i == plan.recommended else ("" if o.feasible else "x")
+        t.add_row(o.label, _thr(o), f"{100 * o.accuracy:.1f} [{100 * o.ci95[0]:.1f}, {100 * o.ci95[1]:.1f}]",
                   f"{o.latency_p50_s:.3f}", f"{o.latency_p95_s:.3f}", _pct(o.missed_share), _pct(o.budget_share),
                   _pct(o.teacher_share), f"{o.student_s_per_1k:.0f}", f"{o.teacher_s_per_1k:.0f}",
                   f"{o.makespan_s:.1f}", mark)
-    console = Console(width=160, record=True, file=_Null(), color_system=None)
+    console = Console(width=200, record=True, file=_Null(), color_system=None)
     console.print(t)
     rec = "none" if plan.recommended is None else plan.options[plan.recommended].label
-    lines = [console.export_text().rstrip(), f"recommended: {rec}: {plan.reason}"]
+    lines = [console.export_text().rstrip(), "x: more than 1% missed deadlines, or answers after the budget was spent",
+             f"recommended: {rec}: {plan.reason}"]
     lines += [f"note: {n}" for n in plan.notes]
     return "\n".join(lines)
 
