@@ -200,6 +200,8 @@ def main() -> None:
     ap.add_argument("--factor", type=float, default=0.5, help="simulated seconds per reference-hardware second")
     ap.add_argument("--work", type=Path, default=Path("/tmp/refsim"))
     ap.add_argument("--quick", action="store_true", help="fewer settings")
+    ap.add_argument("--only", action="append", default=[], metavar="MODE:DEADLINE_MS:C",
+                    help="run only these settings (deadline in reference time), and no serve load")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     work = args.work
@@ -219,7 +221,8 @@ def main() -> None:
         cli(["route", "calibrate", "--student", runs["dev"][0], "--teacher", runs["dev"][1], "--target", "accuracy=0.99",
              "--out", router])
         plans: dict[tuple, dict] = {}
-        for mode, real_ms, c, limit, budget in settings(args.quick, n_test):
+        chosen = [x for x in settings(args.quick, n_test) if not args.only or f"{x[0]}:{x[1]:g}:{x[2]}" in args.only]
+        for mode, real_ms, c, limit, budget in chosen:
             d = real_ms * args.factor
             budget = None if budget is None else budget * args.factor
             t0 = time.monotonic()
@@ -240,6 +243,8 @@ def main() -> None:
                                                   "seconds")}), flush=True)
             (work / "results.json").write_text(json.dumps(results, indent=1))
         serve_deadline = 6000 * args.factor
+        if args.only:
+            return
         loads = SERVE_LOADS_QUICK if args.quick else SERVE_LOADS
         results["serve"] = serve_loads(work, router, test, specs, loads, serve_deadline)
         results["serve_plans"] = {c: pick(plan(*runs["test"], router, serve_deadline, c, n, None), "balanced")
