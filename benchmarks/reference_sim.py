@@ -3,12 +3,14 @@ and `tourney route plan` checked against what `tourney submit` and `tourney serv
 
 The pair: two stub continuously batching servers (benchmarks/stub_server.py) on 127.0.0.1 whose
 answers are real recorded outputs, replayed by question (../shared/data/gsm8k-recorded: student =
-GPT-3 6B verifier-selected, teacher = GPT-3 175B verifier-selected), so every accuracy is real. Per
+GPT-3 6B verifier-selected, teacher = GPT-3 175B verifier-selected; or with --data mmlupro one
+question in ten of ../shared/data/mmlupro-recorded, Qwen1.5-7B-Chat and Qwen1.5-72B-Chat), so
+every accuracy is real. Per
 request: time to first token, then one further token every inter-token latency; a whitespace
 piece of the recorded output counts as TOKENS_PER_PIECE tokens. Load: with n requests running, the
 inter-token latency is multiplied by 1 + slope * max(0, n - knee) (stub_server.Decoder). The
 figures are REFERENCE below (RESULTS.md says where they come from). Time runs FACTOR times faster
-than on the reference hardware (--factor, default 0.25: every latency and deadline x 0.25), so the
+than on the reference hardware (--factor, default 0.5: every latency, deadline and budget x 0.5), so the
 sweep runs in minutes on a 2-core machine; figures are reported in simulated seconds.
 
 The questions are split by a hash of their text: dev (the runs the planner and the router are made
@@ -17,8 +19,8 @@ every setting (mode, deadline, concurrency): `tourney submit` on the test half, 
 plan` from the dev runs with the same deadline, concurrency and question count, side by side.
 Last, `tourney serve` (the router) at several client loads against the same servers.
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/reference_sim.py [--factor 0.25] \
-        [--work /tmp/refsim] [--quick]
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/reference_sim.py [--factor 0.5] \
+        [--work /tmp/refsim] [--data gsm8k|mmlupro] [--quick] [--only MODE:DEADLINE_MS:C ...]
 """
 from __future__ import annotations
 
@@ -38,8 +40,16 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-DATA = ROOT.parent / "shared" / "data" / "gsm8k-recorded" / "dev.jsonl"
-STUDENT_SYSTEM, TEACHER_SYSTEM = "6b_verification", "175b_verification"
+SHARED = ROOT.parent / "shared" / "data"
+MMLUPRO = SHARED / "mmlupro-recorded"
+# Per data set: the questions, each server's recorded outputs (stub_server --system), and one
+# question in `every` kept (MMLU-Pro's 5,996 would take too long here).
+DATASETS = {
+    "gsm8k": dict(data=SHARED / "gsm8k-recorded" / "dev.jsonl", student="6b_verification",
+                  teacher="175b_verification", every=1),
+    "mmlupro": dict(data=MMLUPRO / "questions.jsonl", student=f"replay:{MMLUPRO / 'qwen15' / 'student.jsonl'}",
+                    teacher=f"replay:{MMLUPRO / 'qwen15' / 'teacher.jsonl'}", every=10),
+}
 TOKENS_PER_PIECE = 1.3  # BPE tokens per whitespace piece of English text with numbers (an estimate)
 
 
@@ -69,20 +79,31 @@ def cli(args: list, timeout: float = 900) -> subprocess.CompletedProcess:
     return res
 
 
-def split(work: Path) -> tuple[Path, Path, int, int]:
-    """dev.jsonl and test.jsonl (question, answer): half each, by a hash of the question text."""
-    rows = [json.loads(x) for x in DATA.read_text(encoding="utf-8").splitlines() if x.strip()]
+def salted(text: str, salt: str) -> int:
+    return int(hashlib.sha256((salt + text).encode()).hexdigest(), 16)
+
+
+def split(work: Path, name: str) -> tuple[Path, Path, Path, int, int]:
+    """The stub servers' data file, dev.jsonl and test.jsonl: half each, by a salted hash of the
+    question text (salted: gsm8k-recorded is itself the even-sha1 half of GSM8K's test set)."""
+    spec = DATASETS[name]
+    rows = [json.loads(x) for x in Path(spec["data"]).read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = [r for r in rows if salted(r["question"], "refsim-keep:") % spec["every"] == 0]
+    if name == "gsm8k":
+        served = Path(spec["data"])
+        rows = [{"id": f"g{i:04d}", "question": r["question"], "answer": r["answer"]} for i, r in enumerate(rows)]
+    else:
+        served = work / "served.jsonl"
+        served.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     halves: dict[str, list[str]] = {"dev": [], "test": []}
-    for i, r in enumerate(rows):
-        # salted: the file is itself the even-sha1 half of GSM8K's test set
-        half = "dev" if int(hashlib.sha256(("refsim:" + r["question"]).encode()).hexdigest(), 16) % 2 == 0 else "test"
-        halves[half].append(json.dumps({"id": f"g{i:04d}", "question": r["question"], "answer": r["answer"]}))
+    for r in rows:
+        halves["dev" if salted(r["question"], "refsim:") % 2 == 0 else "test"].append(json.dumps(r))
     paths = []
-    for name, lines in halves.items():
-        p = work / f"{name}.jsonl"
+    for half, lines in halves.items():
+        p = work / f"{half}.jsonl"
         p.write_text("\n".join(lines) + "\n", encoding="utf-8")
         paths.append(p)
-    return paths[0], paths[1], len(halves["dev"]), len(halves["test"])
+    return served, paths[0], paths[1], len(halves["dev"]), len(halves["test"])
 
 
 def timing(f: Figures, factor: float) -> dict:
@@ -199,6 +220,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--factor", type=float, default=0.5, help="simulated seconds per reference-hardware second")
     ap.add_argument("--work", type=Path, default=Path("/tmp/refsim"))
+    ap.add_argument("--data", choices=sorted(DATASETS), default="gsm8k", help="whose recorded outputs the pair replays")
     ap.add_argument("--quick", action="store_true", help="fewer settings")
     ap.add_argument("--only", action="append", default=[], metavar="MODE:DEADLINE_MS:C",
                     help="run only these settings (deadline in reference time), and no serve load")
@@ -206,12 +228,13 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    dev, test, n_dev, n_test = split(work)
-    results = {"factor": args.factor, "reference": {k: vars(v) for k, v in REFERENCE.items()},
+    served, dev, test, n_dev, n_test = split(work, args.data)
+    results = {"data": args.data, "factor": args.factor, "reference": {k: vars(v) for k, v in REFERENCE.items()},
                "tokens_per_piece": TOKENS_PER_PIECE, "dev_questions": n_dev, "test_questions": n_test, "settings": []}
     with ExitStack() as stack:
-        servers = {role: stack.enter_context(stub_server(DATA, system=system, **timing(REFERENCE[role], args.factor)))
-                   for role, system in (("student", STUDENT_SYSTEM), ("teacher", TEACHER_SYSTEM))}
+        servers = {role: stack.enter_context(stub_server(served, system=DATASETS[args.data][role],
+                                                         **timing(REFERENCE[role], args.factor)))
+                   for role in ("student", "teacher")}
         specs = {role: f"openai:{role}@{s.base_url}" for role, s in servers.items()}
         # Planned from the dev half (the real use: the router is calibrated there too), and from
         # runs of the submitted questions themselves (the model of `submit` alone, without the

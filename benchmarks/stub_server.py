@@ -56,12 +56,21 @@ class Timing:
 
 def load_answers(path: Path, system: str | None = None) -> dict[str, str]:
     """question text -> the answer the stub gives: the gold solution, or `system`'s recorded
-    output (rows of ../shared/data/gsm8k-recorded carry several models' real outputs)."""
+    output (rows of ../shared/data/gsm8k-recorded carry several models' real outputs), or with
+    system "replay:FILE" the output FILE records for the row's id (a replay: file, as
+    ../shared/data/mmlupro-recorded's student.jsonl / teacher.jsonl)."""
+    replayed = None
+    if system and system.startswith("replay:"):
+        rows = (json.loads(x) for x in Path(system[len("replay:"):]).read_text(encoding="utf-8").split("\n") if x.strip())
+        replayed = {r["id"]: r["output"] for r in rows}
     out = {}
     for line in path.read_text(encoding="utf-8").split("\n"):
         if line.strip():
             row = json.loads(line)
-            if system:
+            if replayed is not None:
+                if row["id"] in replayed:
+                    out[row["question"]] = replayed[row["id"]]
+            elif system:
                 out[row["question"]] = row["systems"][system]["output"]
             else:
                 out[row["question"]] = row.get("solution") or f"#### {row['answer']}"
@@ -295,7 +304,8 @@ def main() -> None:
     ap.add_argument("--data", required=True, type=Path, help="JSONL questions with question, answer, solution")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--system", default=None, help="answer with this recorded system's outputs (gsm8k-recorded)")
+    ap.add_argument("--system", default=None,
+                    help="answer with this recorded system's outputs (gsm8k-recorded), or replay:FILE (by question id)")
     for name, value in vars(Timing()).items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = ap.parse_args()
