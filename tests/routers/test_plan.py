@@ -175,6 +175,18 @@ def test_balanced_grid_from_a_router_file(tmp_path):
     assert every.latency_p95_s == pytest.approx(percentile(totals, 95))
     assert plan.samples == 2
     assert option(plan, "balanced router").teacher_share == pytest.approx(0.3, abs=0.05)
+    # a router whose student draws more samples than the dev run holds; a file that is no router
+    d = json.loads(router.read_text())
+    d["student"]["samples"] = 3
+    more = tmp_path / "three.json"
+    more.write_text(json.dumps(d))
+    with pytest.raises(DataError, match="draws 3 samples"):
+        make_plan(PlanConfig(student=str(s), teacher=str(t), router=str(more), deadline_ms=1000))
+    junk = tmp_path / "junk.json"
+    junk.write_text("[1, 2")
+    r = CliRunner().invoke(main, ["route", "plan", "--student", str(s), "--teacher", str(t), "--router", str(junk),
+                                  "--deadline-ms", "1000"])
+    assert r.exit_code == 2 and "junk.json" in r.output and len(r.output.strip().splitlines()) == 1, r.output
 
 
 def test_cli_table_json_and_plot(tmp_path):
