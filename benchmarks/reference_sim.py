@@ -130,7 +130,7 @@ def eval_runs(work: Path, data: Path, name: str, specs: dict[str, str]) -> tuple
 
 def submit(work: Path, test: Path, router: Path, specs: dict, servers: dict, mode: str, deadline_ms: float, c: int,
            limit: int | None, budget_s: float | None) -> dict:
-    out = work / "submit" / f"{mode}-d{deadline_ms:g}-c{c}-b{budget_s or 0:g}"
+    out = work / "submit" / f"{router.stem}-{mode}-d{deadline_ms:g}-c{c}-b{budget_s or 0:g}"
     for s in servers.values():
         stats(s, reset=True)
     args = ["submit", "--questions", test, "--router", router, "--mode", mode, "--deadline-ms", deadline_ms,
@@ -162,8 +162,8 @@ SERVE_LOADS_QUICK = {1: 10, 8: 40, 64: 128}
 LABEL = {"speed": "speed", "accuracy": "accuracy", "balanced": "balanced router"}
 
 
-def pick(p: dict, mode: str) -> dict:
-    return next(o for o in p["options"] if o["label"] == LABEL[mode])
+def pick(p: dict, mode: str, label: str | None = None) -> dict:
+    return next(o for o in p["options"] if o["label"] == (label or LABEL[mode]))
 
 
 def compare(planned: dict, measured: dict) -> dict:
@@ -171,6 +171,32 @@ def compare(planned: dict, measured: dict) -> dict:
     return {"accuracy_in_ci": lo - 1e-9 <= planned["accuracy"] <= hi + 1e-9,
             "p95_within_15pct": abs(planned["latency_p95_s"] - measured["p95_s"]) <= 0.15 * measured["p95_s"],
             "missed_within_1pt": abs(planned["missed_share"] - measured["missed_share"]) <= 0.01 + 1e-9}
+
+
+def grid_picks(work: Path, test: Path, router: Path, specs: dict, servers: dict, rows: list[dict],
+               runs: dict) -> list[dict]:
+    """Where the dev plan's own pick over its threshold grid is a balanced threshold the sweep did
+    not submit: submit it (the router file with that threshold) and set it beside its plans."""
+    out, done = [], set()
+    for r in rows:
+        label = r["recommended_dev"]
+        key = (label, r["deadline_ms"], r["concurrency"], r["budget_s"])
+        if not label or not label.startswith("balanced share") or key in done:
+            continue
+        done.add(key)
+        pick_dev = next(o for o in r["options_dev"] if o["label"] == label)
+        d = json.loads(router.read_text())
+        d["threshold"] = pick_dev["threshold"]
+        picked = work / f"router-{label.replace(' ', '-')}-d{r['deadline_ms']:g}-c{r['concurrency']}.json"
+        picked.write_text(json.dumps(d))
+        measured = submit(work, test, picked, specs, servers, "balanced", r["deadline_ms"], r["concurrency"],
+                          r["n"], r["budget_s"])
+        planned = {half: pick({"options": r[f"options_{half}"]}, "balanced", label) for half in runs}
+        out.append({"label": label, "deadline_ms": r["deadline_ms"], "concurrency": r["concurrency"], "n": r["n"],
+                    "budget_s": r["budget_s"], "measured": measured,
+                    **{f"planned_{h}": p for h, p in planned.items()},
+                    **{f"checks_{h}": compare(p, measured) for h, p in planned.items()}})
+    return out
 
 
 def serve_loads(work: Path, router: Path, test: Path, specs: dict, loads: dict[int, int],
@@ -265,6 +291,8 @@ def main() -> None:
             print(json.dumps({k: row[k] for k in ("mode", "deadline_ms", "concurrency", "checks_dev", "checks_test",
                                                   "seconds")}), flush=True)
             (work / "results.json").write_text(json.dumps(results, indent=1))
+        results["grid_picks"] = grid_picks(work, test, router, specs, servers, results["settings"], runs)
+        (work / "results.json").write_text(json.dumps(results, indent=1))
         serve_deadline = 6000 * args.factor
         if args.only:
             return

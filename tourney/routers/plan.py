@@ -123,8 +123,9 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe: an infinite threshold (everything escalated) is the string "inf"."""
-        return json_safe(self._dict(), 6, "string")
+        """JSON-safe, floats unrounded (a threshold must reproduce its routes): an infinite
+        threshold (everything escalated) is the string "inf"."""
+        return json_safe(self._dict(), None, "string")
 
     def _dict(self) -> dict[str, Any]:
         return {"config": self.config, "dev_questions": self.dev_questions, "samples": self.samples,
