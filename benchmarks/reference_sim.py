@@ -240,6 +240,40 @@ def settings(quick: bool, n_test: int) -> list[tuple[str, float, int, int | None
     return out
 
 
+def planned_row(row: dict, plans: dict, runs: dict, router: Path) -> None:
+    """The plans of one measured setting, from both halves' runs, with their checks."""
+    for half, (s_run, t_run) in runs.items():
+        key = (half, row["deadline_ms"], row["concurrency"], row["n"], row["budget_s"])
+        if key not in plans:
+            plans[key] = plan(s_run, t_run, router, row["deadline_ms"], row["concurrency"], row["n"], row["budget_s"])
+        row[f"planned_{half}"] = pick(plans[key], row["mode"])
+        row[f"checks_{half}"] = compare(row[f"planned_{half}"], row["measured"])
+        row[f"recommended_{half}"] = plans[key]["recommended"]
+        row[f"options_{half}"] = plans[key]["options"]
+
+
+def replan(work: Path) -> None:
+    """Plan every measured setting of WORK/results.json again from the runs in WORK (the plan is
+    a function of the runs alone: a planner change is checked without measuring again)."""
+    res = json.loads((work / "results.json").read_text())
+    runs = {half: (work / f"{half}-student", work / f"{half}-teacher") for half in ("dev", "test")}
+    plans: dict = {}
+    for row in res["settings"]:
+        planned_row(row, plans, runs, work / "router.json")
+    for g in res.get("grid_picks", []):
+        p = {h: plan(*runs[h], work / "router.json", g["deadline_ms"], g["concurrency"], g["n"], g["budget_s"])
+             for h in runs}
+        for h in runs:
+            g[f"planned_{h}"] = pick(p[h], "balanced", g["label"])
+            g[f"checks_{h}"] = compare(g[f"planned_{h}"], g["measured"])
+    if "serve" in res:
+        res["serve_plans"] = {s["clients"]: pick(plan(*runs["test"], work / "router.json", 6000 * res["factor"],
+                                                      s["clients"], s["requests"], None), "balanced")
+                              for s in res["serve"]}
+    (work / "results.json").write_text(json.dumps(res, indent=1))
+    print(f"wrote {work / 'results.json'}")
+
+
 def main() -> None:
     from tests.stub_openai import stub_server
 
@@ -250,7 +284,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="fewer settings")
     ap.add_argument("--only", action="append", default=[], metavar="MODE:DEADLINE_MS:C",
                     help="run only these settings (deadline in reference time), and no serve load")
+    ap.add_argument("--replan", action="store_true", help="only plan WORK/results.json's settings again")
     args = ap.parse_args()
+    if args.replan:
+        return replan(args.work)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -278,14 +315,7 @@ def main() -> None:
             measured = submit(work, test, router, specs, servers, mode, d, c, limit, budget)
             row = {"mode": mode, "deadline_ms": d, "deadline_ms_real": real_ms, "concurrency": c, "n": measured["n"],
                    "budget_s": budget, "measured": measured}
-            for half, (s_run, t_run) in runs.items():
-                key = (half, d, c, measured["n"], budget)
-                if key not in plans:
-                    plans[key] = plan(s_run, t_run, router, d, c, measured["n"], budget)
-                row[f"planned_{half}"] = pick(plans[key], mode)
-                row[f"checks_{half}"] = compare(row[f"planned_{half}"], measured)
-                row[f"recommended_{half}"] = plans[key]["recommended"]
-                row[f"options_{half}"] = plans[key]["options"]
+            planned_row(row, plans, runs, router)
             row["seconds"] = round(time.monotonic() - t0, 1)
             results["settings"].append(row)
             print(json.dumps({k: row[k] for k in ("mode", "deadline_ms", "concurrency", "checks_dev", "checks_test",

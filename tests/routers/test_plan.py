@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -60,6 +61,10 @@ def test_unparsed_teacher_leaves_the_student_answer():
     assert (o.answer_from, o.correct) == ("student", True)
     o = run([q(1.0, 1.0, t_ok=False, parsed=False)], BALANCED, [UP]).outcomes[0]  # teacher first: nothing else
     assert o.answer_from == "fallback"
+    # a student output without an answer leaves the fallback ("A" is right when the gold is A)
+    mute = replace(q(1.0, 1.0, s_ok=False, fb=True), student_parsed=False)
+    o = run([mute], SPEED).outcomes[0]
+    assert (o.answer_from, o.correct) == ("fallback", True)
 
 
 def test_load_slows_decoding_and_ttft_does_not_slow():

@@ -164,7 +164,8 @@ def load_pair(student: str | Path, teacher: str | Path) -> DevPair:
             student=tuple(Call.of(r.latency_s, r.ttft_s) for r in s_rows), teacher=Call.of(t.latency_s, t.ttft_s),
             student_correct=bool(data.student_correct[i]), teacher_correct=bool(data.teacher_correct[i]),
             teacher_parsed=t.prediction is not None and t.error is None,
-            fallback_correct=gold.upper() == FALLBACK_CHOICE or _zero(gold)))
+            fallback_correct=gold.upper() == FALLBACK_CHOICE or _zero(gold),
+            student_parsed=s_rows[0].prediction is not None and s_rows[0].error is None))
     return DevPair(qs, list(data.ids), data)
 
 

@@ -10,7 +10,8 @@ It follows routers.submit / routers.deadline step by step, per question:
 - a call still running at the deadline is abandoned: the student's answer stands when the
   teacher is late, the fallback when the student is (or, in accuracy mode, the teacher), and the
   question counts as a missed deadline; a teacher whose answer has no prediction leaves the
-  student's answer (the fallback in accuracy mode or when the teacher was asked first);
+  student's answer (the fallback in accuracy mode or when the teacher was asked first), and a
+  student's answer without one leaves the fallback (routers.cascade.compose);
 - the budget counts from the first question: a question taken once it is spent is answered by
   the student's first sample alone; a teacher call is cut at the budget's end as at a deadline
   (the student's answer stands, or, when the teacher was asked first, the student is asked with
@@ -85,6 +86,7 @@ class PlanQuestion:
     teacher_correct: bool
     teacher_parsed: bool  # the teacher's output has a prediction (else the student's answer stands)
     fallback_correct: bool  # the fallback answer ("0" / "A") equals the gold one
+    student_parsed: bool = True  # sample 0's output has a prediction (else the fallback stands)
 
 
 @dataclass
@@ -290,7 +292,7 @@ def simulate(questions: Sequence[PlanQuestion], stream: Sequence[int], *, mode: 
         o.latency_s = sim.now - t0
         if t_ans and q.teacher_parsed:
             o.correct, o.answer_from = q.teacher_correct, "teacher"
-        elif s_ans:
+        elif s_ans and q.student_parsed:
             o.correct, o.answer_from = q.student_correct, "student"
         else:
             o.correct, o.answer_from = q.fallback_correct, "fallback"
