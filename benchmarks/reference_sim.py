@@ -191,12 +191,20 @@ def grid_picks(work: Path, test: Path, router: Path, specs: dict, servers: dict,
         picked.write_text(json.dumps(d))
         measured = submit(work, test, picked, specs, servers, "balanced", r["deadline_ms"], r["concurrency"],
                           r["n"], r["budget_s"])
-        planned = {half: pick({"options": r[f"options_{half}"]}, "balanced", label) for half in runs}
-        out.append({"label": label, "deadline_ms": r["deadline_ms"], "concurrency": r["concurrency"], "n": r["n"],
-                    "budget_s": r["budget_s"], "measured": measured,
-                    **{f"planned_{h}": p for h, p in planned.items()},
-                    **{f"checks_{h}": compare(p, measured) for h, p in planned.items()}})
+        g = {"label": label, "router": str(picked), "deadline_ms": r["deadline_ms"], "concurrency": r["concurrency"],
+             "n": r["n"], "budget_s": r["budget_s"], "measured": measured}
+        plan_pick(g, runs)
+        out.append(g)
     return out
+
+
+def plan_pick(g: dict, runs: dict) -> None:
+    """Both halves' plans of a grid pick: the picked router file's own threshold ("balanced
+    router"; the test half's grid would put its shares at other thresholds)."""
+    for h, (s_run, t_run) in runs.items():
+        p = plan(s_run, t_run, Path(g["router"]), g["deadline_ms"], g["concurrency"], g["n"], g["budget_s"])
+        g[f"planned_{h}"] = pick(p, "balanced")
+        g[f"checks_{h}"] = compare(g[f"planned_{h}"], g["measured"])
 
 
 def serve_loads(work: Path, router: Path, test: Path, specs: dict, loads: dict[int, int],
@@ -261,11 +269,8 @@ def replan(work: Path) -> None:
     for row in res["settings"]:
         planned_row(row, plans, runs, work / "router.json")
     for g in res.get("grid_picks", []):
-        p = {h: plan(*runs[h], work / "router.json", g["deadline_ms"], g["concurrency"], g["n"], g["budget_s"])
-             for h in runs}
-        for h in runs:
-            g[f"planned_{h}"] = pick(p[h], "balanced", g["label"])
-            g[f"checks_{h}"] = compare(g[f"planned_{h}"], g["measured"])
+        g.setdefault("router", str(work / f"router-{g['label'].replace(' ', '-')}-d{g['deadline_ms']:g}-c{g['concurrency']}.json"))
+        plan_pick(g, runs)
     if "serve" in res:
         res["serve_plans"] = {s["clients"]: pick(plan(*runs["test"], work / "router.json", 6000 * res["factor"],
                                                       s["clients"], s["requests"], None), "balanced")

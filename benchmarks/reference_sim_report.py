@@ -122,6 +122,21 @@ def at_99(res: dict) -> list[str]:
     return out
 
 
+def picks_table(res: dict) -> list[str]:
+    """The dev plan's own pick over its grid, submitted (routers file with that threshold)."""
+    out = ["| pick | deadline s | C | n | accuracy % measured [95%] | planned: dev / test | p95 s measured | planned: dev / test "
+           "| missed % measured | planned: dev / test | teacher % measured | planned: dev / test |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for g in res.get("grid_picks", []):
+        m, pd, pt = g["measured"], g["planned_dev"], g["planned_test"]
+        out.append(f"| {g['label']} | {g['deadline_ms'] / 1000:g} | {g['concurrency']} | {g['n']} "
+                   f"| {pct(m['accuracy'])} [{pct(m['ci95'][0])}, {pct(m['ci95'][1])}] | {pct(pd['accuracy'])} / {pct(pt['accuracy'])} "
+                   f"| {m['p95_s']:.3f} | {pd['latency_p95_s']:.3f} / {pt['latency_p95_s']:.3f} "
+                   f"| {pct(m['missed_share'])} | {pct(pd['missed_share'])} / {pct(pt['missed_share'])} "
+                   f"| {pct(m['teacher_share'])} | {pct(pd['teacher_share'])} / {pct(pt['teacher_share'])} |")
+    return out
+
+
 def main() -> None:
     res = json.loads(Path(sys.argv[1]).read_text())
     print("\n".join(settings_table(res)))
@@ -131,6 +146,9 @@ def main() -> None:
     print("\n".join(serve_table(res)))
     print()
     print("\n".join(at_99(res)))
+    if res.get("grid_picks"):
+        print()
+        print("\n".join(picks_table(res)))
 
 
 if __name__ == "__main__":
