@@ -47,16 +47,30 @@ class Timing:
     tail_every: int = 20  # one question in this many is slow
     tail_factor: float = 5.0  # ... and takes this many times longer
     chunk_tokens: int = 4  # tokens per streamed chunk
+    # Load (a continuously batching server past its knee): with n requests running, each further
+    # token takes per_token_s * (1 + itl_slope * max(0, n - itl_knee)). inf: never slows (the
+    # requests are then independent). A request counts from its arrival to its response's end.
+    itl_knee: float = float("inf")
+    itl_slope: float = 0.0
 
 
 def load_answers(path: Path, system: str | None = None) -> dict[str, str]:
     """question text -> the answer the stub gives: the gold solution, or `system`'s recorded
-    output (rows of ../shared/data/gsm8k-recorded carry several models' real outputs)."""
+    output (rows of ../shared/data/gsm8k-recorded carry several models' real outputs), or with
+    system "replay:FILE" the output FILE records for the row's id (a replay: file, as
+    ../shared/data/mmlupro-recorded's student.jsonl / teacher.jsonl)."""
+    replayed = None
+    if system and system.startswith("replay:"):
+        rows = (json.loads(x) for x in Path(system[len("replay:"):]).read_text(encoding="utf-8").split("\n") if x.strip())
+        replayed = {r["id"]: r["output"] for r in rows}
     out = {}
     for line in path.read_text(encoding="utf-8").split("\n"):
         if line.strip():
             row = json.loads(line)
-            if system:
+            if replayed is not None:
+                if row["id"] in replayed:
+                    out[row["question"]] = replayed[row["id"]]
+            elif system:
                 out[row["question"]] = row["systems"][system]["output"]
             else:
                 out[row["question"]] = row.get("solution") or f"#### {row['answer']}"
@@ -64,7 +78,7 @@ def load_answers(path: Path, system: str | None = None) -> dict[str, str]:
 
 
 def is_tail(question: str, every: int) -> bool:
-    return int(hashlib.sha256(question.encode()).hexdigest(), 16) % every == 0
+    return every > 0 and int(hashlib.sha256(question.encode()).hexdigest(), 16) % every == 0
 
 
 class Stub:
@@ -129,8 +143,84 @@ class Stub:
         return scale * (self.timing.base_s + self.timing.per_token_s * max(n_tokens - 1, 0))
 
 
+class _Live:
+    """One running request in the Decoder: tokens decoded after the first, and what it waits for."""
+
+    def __init__(self, first_due: float, per_token_s: float) -> None:
+        self.first_due, self.per_token_s = first_due, per_token_s
+        self.done = 0.0
+        self.target = 0.0
+        self.reached = asyncio.Event()
+
+
+class Decoder:
+    """The load model of Timing.itl_knee/itl_slope, as a fluid model: between two arrivals or
+    departures every running request decodes at 1 / (per_token_s * slowdown(n)) tokens a second
+    (after its first token, due base_s after its arrival), and one loop wakes each request when
+    the token it waits for is decoded."""
+
+    def __init__(self, timing: Timing) -> None:
+        self.timing = timing
+        self.live: list[_Live] = []
+        self.last = time.monotonic()
+        self.changed = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def slowdown(self) -> float:
+        return 1.0 + self.timing.itl_slope * max(0.0, len(self.live) - self.timing.itl_knee)
+
+    def _advance(self) -> None:
+        now, f = time.monotonic(), self.slowdown()
+        for r in self.live:
+            dt = now - max(self.last, r.first_due)
+            if dt > 0:
+                r.done += dt / (r.per_token_s * f)
+        self.last = now
+
+    def join(self, first_in_s: float, scale: float) -> _Live:
+        self._advance()
+        r = _Live(time.monotonic() + first_in_s, self.timing.per_token_s * scale)
+        self.live.append(r)
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self._loop())
+        self.changed.set()
+        return r
+
+    def leave(self, r: _Live) -> None:
+        self._advance()
+        if r in self.live:
+            self.live.remove(r)
+        self.changed.set()
+
+    async def until(self, r: _Live, n_tokens: int) -> None:
+        """Return when the n-th token of r is due (the first at first_due)."""
+        r.target = max(0, n_tokens - 1)
+        r.reached.clear()
+        self.changed.set()
+        await r.reached.wait()
+
+    async def _loop(self) -> None:
+        while True:
+            self._advance()
+            now, f = time.monotonic(), self.slowdown()
+            wait = 3600.0
+            for r in self.live:
+                if r.reached.is_set():
+                    continue
+                if now >= r.first_due and r.done >= r.target - 1e-9:
+                    r.reached.set()
+                    continue
+                wait = min(wait, max(r.first_due - now, 0.0) + (r.target - r.done) * r.per_token_s * f)
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout=max(wait, 0.0))
+            except asyncio.TimeoutError:
+                pass
+
+
 def build_app(stub: Stub) -> Starlette:
     t = stub.timing
+    decoder = Decoder(t) if t.itl_knee != float("inf") else None
 
     async def models(_: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "stub", "object": "model"}]})
@@ -156,9 +246,15 @@ def build_app(stub: Stub) -> Starlette:
         arrived = stub.arrive(nominal)
         if body.get("stream"):
             return StreamingResponse(stream(plans[0], chat, body, arrived), media_type="text/event-stream")
+        live = decoder.join(t.base_s * plans[0][2], plans[0][2]) if decoder is not None else None
         try:
-            await asyncio.sleep(nominal)
+            if live is not None:
+                await decoder.until(live, max((len(p[1]) for p in plans), default=1))
+            else:
+                await asyncio.sleep(nominal)
         finally:
+            if live is not None:
+                decoder.leave(live)
             stub.leave(arrived)
         choices = []
         for i, (_, pieces, _, finish) in enumerate(plans):
@@ -172,10 +268,14 @@ def build_app(stub: Stub) -> Starlette:
 
     async def stream(plan: tuple[str, list[str], float, str], chat: bool, body: dict[str, Any], arrived: float):
         _, pieces, scale, finish = plan
+        live = decoder.join(t.base_s * scale, scale) if decoder is not None else None
         try:
             bounds = [0, *range(1, len(pieces), t.chunk_tokens), len(pieces)] if pieces else [0, 0]
             for k, last in zip(bounds, bounds[1:]):  # each chunk when its last token is due
-                await asyncio.sleep(max(0.0, arrived + stub.latency_s(last, scale) - time.time()))
+                if live is not None:
+                    await decoder.until(live, max(last, 1))
+                else:
+                    await asyncio.sleep(max(0.0, arrived + stub.latency_s(last, scale) - time.time()))
                 text = "".join(pieces[k:last])
                 done = last >= len(pieces)
                 choice: dict[str, Any] = {"index": 0, "finish_reason": finish if done else None}
@@ -185,7 +285,9 @@ def build_app(stub: Stub) -> Starlette:
                 usage = {"prompt_tokens": 0, "completion_tokens": len(pieces), "total_tokens": len(pieces)}
                 yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
             yield "data: [DONE]\n\n"
-        finally:
+        finally:  # also when the client goes away (its timeout): the server stops generating
+            if live is not None:
+                decoder.leave(live)
             stub.leave(arrived)
 
     return Starlette(routes=[
@@ -202,7 +304,8 @@ def main() -> None:
     ap.add_argument("--data", required=True, type=Path, help="JSONL questions with question, answer, solution")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--system", default=None, help="answer with this recorded system's outputs (gsm8k-recorded)")
+    ap.add_argument("--system", default=None,
+                    help="answer with this recorded system's outputs (gsm8k-recorded), or replay:FILE (by question id)")
     for name, value in vars(Timing()).items():
         ap.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = ap.parse_args()

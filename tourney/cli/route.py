@@ -127,3 +127,8 @@ def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, limit, warmu
 
         click.echo(line, err=True)
         sys.exit(FAILED_REQUESTS_EXIT)
+
+
+from tourney.cli.route_plan import plan_cmd  # noqa: E402 -- its own module; registered here
+
+route.add_command(plan_cmd)
