@@ -80,6 +80,7 @@ def scored_rows(question: Question, gens: Sequence[Generation]) -> list[SampleRe
             latency_s=round(g.latency_s, 6), ttft_s=None if g.ttft_s is None else round(g.ttft_s, 6),
             prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens, error=g.error,
             finish_reason=g.finish_reason, token_logprobs=g.token_logprobs,
+            choices=list(question.choices) if question.choices else None,
         ))
     return rows
 

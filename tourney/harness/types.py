@@ -55,6 +55,8 @@ class SampleResult(BaseModel):
     # Multiple choice, when logprobs were asked: each option letter's log-likelihood where the
     # output commits to its answer (harness.option_scores), in letter order.
     choice_logliks: list[float] | None = None
+    # Multiple choice: the options as asked, so routers can read the chosen one's text offline.
+    choices: list[str] | None = None
 
     def to_dict(self) -> dict:
         return self.model_dump()

@@ -147,7 +147,8 @@ class CalibratedRouter:
         primary = getattr(self.model, "primary", None)
         name = {"logistic_regression": "P(student right)", "expected_gain": "expected gain"}.get(self.model.kind,
                                                                                                   self.model.kind)
-        text = " and question words" if self.model.reads_text else ""
+        text = (" and the words of type, question and answer" if getattr(self.model, "reads_answer", False)
+                else " and question words" if self.model.reads_text else "")
         return f"{primary}, ties broken by {name}" if primary else f"{name} over {', '.join(self.signals)}{text}"
 
     def to_dict(self) -> dict[str, Any]:

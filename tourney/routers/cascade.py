@@ -6,7 +6,8 @@ Modes:
 - "balanced": the student answers with the samples and logprobs its calibration run used (the
   threshold only means something on confidences computed that way), the router computes the
   confidence from those rows, and the question goes to the teacher when `confidence < threshold`,
-  when the confidence is missing, or when the student's request failed.
+  when the confidence is missing, when the student's request failed, or when its answer cannot
+  be read (`unreadable`: the same rule for a question a first stage kept with the student).
 
 Whose answer stands: the teacher's when it was asked and gave a parsable answer; else the
 student's (sample 0); else the fallback, "0" for a numeric question and "A" for multiple choice,
@@ -173,7 +174,7 @@ class Cascade:
                 out.update(zip(idx, sub))
             for i in light:
                 o = out[i]
-                o.escalate = self.mode == "balanced" and (not o.rows or o.rows[0].error is not None)
+                o.escalate = self.mode == "balanced" and unreadable(o.rows)
             return [out[i] for i in range(len(questions))]
         full = self.mode == "balanced" if full is None else full
         s = self.student_settings
@@ -195,8 +196,7 @@ class Cascade:
             # (routers.rundata's multi_sample="max", the same accounting).
             several = full and needs_samples(self.signals) and len(g) > 1
             latency = max(x.latency_s for x in g) if several else (g[0].latency_s if g else 0.0)
-            escalate = self.mode == "balanced" and (not rows or rows[0].error is not None
-                                                    or self.router.to_teacher(conf))
+            escalate = self.mode == "balanced" and (unreadable(rows) or self.router.to_teacher(conf))
             out.append(StudentOutcome(rows=rows, confidence=conf, latency_s=latency, escalate=escalate))
         return out
 
@@ -250,6 +250,15 @@ class Cascade:
             records.append(compose(q, o, t, escalated=t is not None, student_latency_s=s_lat,
                                    teacher_latency_s=t_lat, total_latency_s=s_lat + t_lat))
         return records
+
+
+def unreadable(rows: Sequence[SampleResult]) -> bool:
+    """The student gave no answer the grader can read: no sample, a failed request, or an output
+    with no answer in it (empty, names no option, a hedge the grader leaves unparsed). Such an
+    answer is escalated whatever the router's score says (a confident-looking empty output is
+    still no answer): the fallback stands only when the teacher cannot answer in time. The
+    offline figures (routers.rundata.RoutingData.unread) count these questions the same way."""
+    return not rows or rows[0].error is not None or rows[0].prediction is None
 
 
 def choice_router_signals(router: CalibratedRouter) -> bool:

@@ -31,7 +31,7 @@ from tourney.routers.bundle import ModelSettings, RouterBundle
 from tourney.routers.calibrate import CalibratedRouter, calibrate
 from tourney.routers.pertype import TypeCalibration
 from tourney.routers.policy import (
-    CASCADE, PRE, TWO_STAGE, PreRouting, policy_view, routes_of, thresholds_for_shares,
+    CASCADE, PRE, TWO_STAGE, PreRouting, policy_view, thresholds_for_shares,
 )
 from tourney.routers.policy_select import Choice, choose
 from tourney.routers.rundata import RoutingData, routing_data
@@ -147,10 +147,12 @@ def fit_choice(dev: RoutingData, target: Target, choice: Choice, *, l2: float = 
                       else out_of_fold(dev, choice.question, repeats=1, l2=l2)[0])
         below, start = thresholds_for_shares(pre_scores, choice.teacher_share, choice.student_share)
         pre = PreRouting(first, below, start, choice.teacher_share, choice.student_share)
-        route = routes_of(pre_scores, below, start)
-        view = policy_view(TWO_STAGE, score, pre_score=pre_scores, teacher_below=below, student_from=start, **lat)
+        view = policy_view(TWO_STAGE, score, pre_score=pre_scores, teacher_below=below, student_from=start,
+                           unread=dev.unread, **lat)
+        route = view.route
     else:
-        view = policy_view(PRE if choice.score.question_only else CASCADE, score, **lat)
+        view = policy_view(PRE if choice.score.question_only else CASCADE, score, unread=dev.unread, **lat)
+    score = view.score
     return calibrate(score, dev.student_correct, dev.teacher_correct, kind=target.kind, value=target.value,
                      model=model, relative=target.relative, stat=target.stat,
                      questions=dev.texts if split else None, route=route, kept=view.kept, up=view.up,
@@ -215,6 +217,8 @@ def describe(bundle: RouterBundle) -> str:
         listed = "; ".join(f"{c['name']} {c['cv_apgr']}" for c in top)
         if any(c["name"] == sel["chosen"] for c in sel["candidates"]):
             lines.append(f"chosen by cross-validated APGR on dev (best 3): {listed}")
+            if sel.get("nested_apgr") is not None:
+                lines.append(f"nested cross-validated APGR of this way of choosing: {sel['nested_apgr']:.3f}")
         elif top:  # the score was named (--signals): the table holds only first-stage candidates
             lines.append(f"score as named by --signals; question routers tried for a first stage, "
                          f"cross-validated APGR on dev: {listed}")

@@ -110,6 +110,7 @@ class HashedText:
     ngram_max: int = 2
     buckets: tuple[int, ...] = ()
     weights: tuple[float, ...] = ()
+    reads_answer: bool = False  # the texts are routers.documents (type + question + the student's answer)
 
     def matrix(self, texts: Sequence[str]):
         """(questions x n_features) sparse matrix: presence of each hashed n-gram, rows of unit length."""
@@ -154,7 +155,7 @@ class LinearModel:
 
     @classmethod
     def fit(cls, rows: FeatureRows, y: Sequence[bool] | np.ndarray, names: Sequence[str], *, l2: float = 1.0,
-            texts: Sequence[str] | None = None) -> "LinearModel":
+            texts: Sequence[str] | None = None, reads_answer: bool = False) -> "LinearModel":
         """Fit on one mapping of feature values per question and its label; with `texts`, the
         question n-grams join the dense features in one regression."""
         if len(rows) != len(y):
@@ -181,7 +182,8 @@ class LinearModel:
             w, b = fit_logistic(hstack([csr_matrix(z), m[:, keep]]).tocsr(), np.asarray(y), l2)
             w_dense, w_text = w[:len(used)], w[len(used):]
             nz = np.flatnonzero(w_text != 0.0)
-            text = HashedText(buckets=tuple(int(keep[i]) for i in nz), weights=tuple(float(w_text[i]) for i in nz))
+            text = HashedText(buckets=tuple(int(keep[i]) for i in nz), weights=tuple(float(w_text[i]) for i in nz),
+                              reads_answer=reads_answer)
         else:
             w_dense, b = fit_logistic(z, np.asarray(y), l2)
         return cls(features=used, mean=mean.tolist(), scale=scale.tolist(), weights=[float(v) for v in w_dense],
@@ -218,4 +220,6 @@ class LinearModel:
         if self.text is not None:
             d["text"] = {"n_features": self.text.n_features, "ngram_max": self.text.ngram_max,
                          "buckets": list(self.text.buckets), "weights": list(self.text.weights)}
+            if self.text.reads_answer:
+                d["text"]["reads_answer"] = True
         return d

@@ -27,7 +27,8 @@ def linear_from_schema(m: LinearSchema) -> LinearModel:
     text = None
     if m.text is not None:
         text = HashedText(n_features=m.text.n_features, ngram_max=m.text.ngram_max,
-                          buckets=tuple(m.text.buckets), weights=tuple(m.text.weights))
+                          buckets=tuple(m.text.buckets), weights=tuple(m.text.weights),
+                          reads_answer=m.text.reads_answer)
     return LinearModel(features=list(m.features), mean=list(m.mean), scale=list(m.scale), weights=list(m.weights),
                        bias=m.bias, l2=m.l2, unavailable=list(m.unavailable), text=text)
 

@@ -109,9 +109,19 @@ def composite_rank(route: np.ndarray, score: np.ndarray, pre_score: np.ndarray |
 
 def policy_view(name: str, score: np.ndarray, *, student_first: np.ndarray, student_used: np.ndarray,
                 teacher: np.ndarray, pre_score: np.ndarray | None = None,
-                teacher_below: float = -np.inf, student_from: float = np.inf) -> PolicyView:
+                teacher_below: float = -np.inf, student_from: float = np.inf,
+                unread: np.ndarray | None = None) -> PolicyView:
     """A policy's arrays from its scores and the recorded latencies (student's first sample,
-    student's call as the score needs it, teacher's)."""
+    student's call as the score needs it, teacher's).
+
+    `unread` marks questions whose student answer cannot be read: the cascade escalates them
+    whatever the score (routers.cascade.unreadable), so their score is -inf; one a first stage
+    kept with the student is escalated after its student sample (student's first sample plus
+    the teacher). Under pre-routing they count as escalated up front (the teacher's time only:
+    an approximation where the pre-score would have kept them)."""
+    if unread is not None:
+        unread = np.asarray(unread, dtype=bool)
+        score = np.where(unread, -np.inf, score)
     if name == CASCADE:
         route = np.full(score.size, ROUTE_CASCADE, dtype=int)
         return PolicyView(name, score, route, score, student_used, student_used + teacher)
@@ -121,7 +131,10 @@ def policy_view(name: str, score: np.ndarray, *, student_first: np.ndarray, stud
     if name != TWO_STAGE or pre_score is None:
         raise ValueError(f"policy must be one of {POLICIES} (two-stage with a pre-score), got {name!r}")
     route = routes_of(pre_score, teacher_below, student_from)
+    up = np.where(route == ROUTE_CASCADE, student_used + teacher, teacher)
+    if unread is not None:  # kept by the first stage, then escalated: the cascade's -inf
+        up = np.where(unread & (route == ROUTE_KEEP), student_first + teacher, up)
+        route = np.where(unread & (route == ROUTE_KEEP), ROUTE_CASCADE, route)
     middle = route == ROUTE_CASCADE
     kept = np.where(middle, student_used, student_first)
-    up = np.where(middle, student_used + teacher, teacher)
     return PolicyView(name, composite_rank(route, score, pre_score), route, score, kept, up)

@@ -33,7 +33,7 @@ from tourney.routers.pertype import MIN_QUESTIONS, TypeCalibration
 from tourney.routers.policy import CASCADE, POLICIES, PRE, TWO_STAGE, policy_view, thresholds_for_shares
 from tourney.routers.rundata import RoutingData
 from tourney.routers.select import (
-    CONFIDENCE, GAIN, Candidate, candidate_scores, chosen, fold_splits, out_of_fold, select_signals,
+    CONFIDENCE, GAIN, Candidate, candidate_scores, chosen, fold_splits, nested_apgr, out_of_fold, select_signals,
 )
 from tourney.routers.target import Target
 
@@ -90,11 +90,12 @@ class Choice:
     policies: list[PolicyScore] = field(default_factory=list)
     per_type_table: list["PerTypeScore"] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what could not be done on this dev set, and why
+    nested_apgr: float | None = None  # the choice itself cross-validated (routers.select.nested_apgr)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({
             "method": f"{FOLDS}-fold cross-validated APGR on dev, mean of {REPEATS} repeated stratified fold assignments",
-            "chosen": self.score.name, "policy": self.policy,
+            "chosen": self.score.name, "policy": self.policy, "nested_apgr": self.nested_apgr,
             "question_router": None if self.question is None else self.question.name,
             "pre_routed": {"teacher_share": self.teacher_share, "student_share": self.student_share},
             "per_type_min_questions": self.per_type,
@@ -176,9 +177,10 @@ def score_policies(dev: RoutingData, score: Candidate, score_oof: Sequence[np.nd
             if h or e:
                 pre = question_oof[r % len(question_oof)]
                 below, start = thresholds_for_shares(pre, h, e)
-                view = policy_view(TWO_STAGE, conf, pre_score=pre, teacher_below=below, student_from=start, **lat)
+                view = policy_view(TWO_STAGE, conf, pre_score=pre, teacher_below=below, student_from=start,
+                                   unread=dev.unread, **lat)
             else:
-                view = policy_view(base_name, conf, **lat)
+                view = policy_view(base_name, conf, unread=dev.unread, **lat)
             first = view if first is None else first
             a.append(_apgr(dev, view.rank))
             lt.append(_latency_area(view.rank, view.kept, view.up))
@@ -257,8 +259,14 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
     allowed = {"auto": (CONFIDENCE, GAIN), "confidence": (CONFIDENCE,), "gain": (GAIN,)}[signals]
     table: list[Candidate] = []
     notes: list[str] = []
+    nested = None
     if fixed is None:
         table = select_signals(dev, seed=seed, l2=l2, allowed=allowed)
+        try:
+            nested = nested_apgr(dev, allowed=allowed, seed=seed, l2=l2,
+                                 question_routers=chosen(table).question_only)
+        except (CannotFit, DataError):  # an outer fold too small to choose on
+            notes.append("no nested estimate: dev is too small to repeat the choice inside its folds")
     elif policy in ("auto", TWO_STAGE):  # the score is given: look for a first stage only
         try:
             table = select_signals(dev, seed=seed, l2=l2, allowed=(GAIN,), only_question=True)
@@ -290,7 +298,7 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
     choice = Choice(score=score, policy=best.policy, question=question if best.policy == TWO_STAGE else None,
                     teacher_share=best.teacher_share, student_share=best.student_share, score_oof=score_oof[0],
                     question_oof=None if question_oof is None else question_oof[0],
-                    candidates=table, policies=policies, notes=notes)
+                    candidates=table, policies=policies, notes=notes, nested_apgr=nested)
     if per_type == "auto" and not (isinstance(score, Candidate) and score.question_only):
         try:
             choice.per_type_table = score_per_type(dev, score_oof, seed)

@@ -128,9 +128,10 @@ def _policy_views(data: RoutingData, router: CalibratedRouter, view: PolicyView)
     if router.pre is not None:
         lat = dict(student_first=data.student_latency_first, student_used=data.student_latency(router.signals),
                    teacher=data.teacher_latency)
-        views[CASCADE] = (policy_view(CASCADE, view.score, **lat), router.threshold)
+        views[CASCADE] = (policy_view(CASCADE, view.score, unread=data.unread, **lat), router.threshold)
         pre = router.pre.scores(data.texts)
-        views[PRE] = (policy_view(PRE, np.where(np.isnan(pre), -math.inf, pre), **lat), router.pre.teacher_below)
+        views[PRE] = (policy_view(PRE, np.where(np.isnan(pre), -math.inf, pre), unread=data.unread, **lat),
+                      router.pre.teacher_below)
     return {name: _policy_figures(data, v, thr) for name, (v, thr) in views.items()}
 
 

@@ -64,6 +64,7 @@ class HashedTextSchema(Strict):
     ngram_max: int = Field(ge=1, le=3)
     buckets: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_LIST)
     weights: list[Finite] = Field(max_length=MAX_LIST)
+    reads_answer: bool = False  # n-grams of type + question + the student's answer (routers.documents)
 
     @model_validator(mode="after")
     def _aligned(self):

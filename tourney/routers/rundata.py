@@ -16,6 +16,9 @@ Per question, in the student run's question order:
 A signal's confidence is its oriented value (routers.signals.oriented); where it is None for a
 question, the confidence is -inf: the cascade escalates questions it has no evidence about
 (CalibratedRouter.to_teacher does the same with None), so the arrays describe what a cascade does.
+So is every score where the student's first answer cannot be read (`unread`: a failed request,
+an empty output, no option named, a hedge the grader leaves unparsed): the cascade escalates
+those whatever the score (routers.cascade.unreadable), and the offline figures must agree.
 """
 from __future__ import annotations
 
@@ -33,7 +36,10 @@ from tourney.harness.rundir import RunDir
 from tourney.harness.types import DataError, SampleResult
 from tourney.routers.bundle import needs_samples
 from tourney.routers.calibrate import CalibratedRouter
+from tourney.routers.cascade import unreadable
+from tourney.routers.documents import rows_document
 from tourney.routers.policy import TWO_STAGE, PolicyView, policy_view
+from tourney.routers.scores import scorer_texts
 from tourney.routers.signals import FEATURE_NAMES, MIXED_SIGNALS, compute_signals, oriented
 
 MULTI_SAMPLE = ("sum", "max")
@@ -63,6 +69,7 @@ class RoutingData:
     _avail: list[str] | None = field(default=None, repr=False)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
     _texts: list[str] | None = field(default=None, repr=False, compare=False)
+    _documents: list[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -103,10 +110,22 @@ class RoutingData:
         which repeat others and are read only as scores of their own."""
         return [n for n in self.available_signals() if n not in MIXED_SIGNALS]
 
+    @property
+    def unread(self) -> np.ndarray:
+        """(n,) bool: the student's first answer cannot be read (routers.cascade.unreadable),
+        so the cascade escalates the question whatever its score."""
+        return np.array([unreadable(rows) for rows in self.student_rows], dtype=bool)
+
+    def escalating_unread(self, score: np.ndarray, index: Sequence[int] | None = None) -> np.ndarray:
+        """`score` (of all questions, or of those at `index`) with -inf where the answer is unread."""
+        unread = self.unread if index is None else self.unread[np.asarray(index, dtype=int)]
+        return np.where(unread, -math.inf, score)
+
     def signal_confidence(self, name: str) -> np.ndarray:
-        """One signal as a confidence (oriented); -inf where it is missing."""
+        """One signal as a confidence (oriented); -inf where it is missing or the answer is unread."""
         out = [oriented(name, f[name]) for f in self.features]
-        return np.array([-math.inf if v is None or not math.isfinite(v) else v for v in out], dtype=float)
+        conf = np.array([-math.inf if v is None or not math.isfinite(v) else v for v in out], dtype=float)
+        return self.escalating_unread(conf)
 
     @property
     def texts(self) -> list[str]:
@@ -115,11 +134,19 @@ class RoutingData:
             self._texts = [rows[0].question for rows in self.student_rows]
         return self._texts
 
+    @property
+    def documents(self) -> list[str]:
+        """Each question's type, text and student answer as one text (routers.documents)."""
+        if self._documents is None:
+            self._documents = [rows_document(rows) for rows in self.student_rows]
+        return self._documents
+
     def router_confidence(self, router: CalibratedRouter) -> np.ndarray:
         """A calibrated router's score per question (what its threshold applies to: per-type
         maps and tie jitter included); -inf where it has none."""
-        out = router.finish(router.raw_scores(self.features, self.texts), self.types, self.texts)
-        return np.where(np.isfinite(out), out, -math.inf)
+        texts = self.texts if isinstance(router.model, str) else scorer_texts(router.model, self.texts, self.documents)
+        out = router.finish(router.raw_scores(self.features, texts), self.types, self.texts)
+        return self.escalating_unread(np.where(np.isfinite(out), out, -math.inf))
 
     def policy_view(self, router: CalibratedRouter) -> PolicyView:
         """The router's policy on these questions: routes, scores and recorded latencies."""
@@ -127,10 +154,11 @@ class RoutingData:
                    teacher=self.teacher_latency)
         score = self.router_confidence(router)
         if router.pre is None:
-            return policy_view(router.policy, score, **lat)
+            return policy_view(router.policy, score, unread=self.unread, **lat)
         pre = router.pre.scores(self.texts)
         return policy_view(TWO_STAGE, score, pre_score=np.where(np.isnan(pre), -math.inf, pre),
-                           teacher_below=router.pre.teacher_below, student_from=router.pre.student_from, **lat)
+                           teacher_below=router.pre.teacher_below, student_from=router.pre.student_from,
+                           unread=self.unread, **lat)
 
     def subset(self, index: Sequence[int]) -> "RoutingData":
         idx = list(index)

@@ -26,6 +26,9 @@ class Scorer(Protocol):
     @property
     def reads_text(self) -> bool: ...  # it reads the question's words
 
+    @property
+    def reads_answer(self) -> bool: ...  # its texts are routers.documents: type, question and answer
+
     def predict(self, rows: FeatureRows, texts: Sequence[str] | None = None) -> np.ndarray: ...
 
     def to_dict(self) -> dict[str, Any]: ...
@@ -33,7 +36,16 @@ class Scorer(Protocol):
 
 def question_only(scorer: Scorer) -> bool:
     """Whether the score is known before the student answers (question features and text only)."""
-    return all(f in QUESTION_FEATURES for f in scorer.features)
+    return all(f in QUESTION_FEATURES for f in scorer.features) and not reads_answer(scorer)
+
+
+def reads_answer(scorer: Scorer) -> bool:
+    return bool(getattr(scorer, "reads_answer", False))
+
+
+def scorer_texts(scorer: Scorer, texts: Sequence[str], documents: Sequence[str]) -> list[str]:
+    """What the scorer's hashed n-grams read: the documents (routers.documents) or the question texts."""
+    return list(documents if reads_answer(scorer) else texts)
 
 
 def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logliks: ChoiceLogliks = None,
@@ -46,6 +58,10 @@ def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logli
                                                              question_text=text)
     else:
         values = compute_signals([], [f for f in scorer.features if f in QUESTION_FEATURES], question_text=text)
+    if reads_answer(scorer):
+        from tourney.routers.documents import rows_document
+
+        text = rows_document(rows, text)
     return float(scorer.predict([values], [text])[0])
 
 

@@ -38,6 +38,7 @@ from tourney.routers.metrics import apgr, auroc, routing_curve
 from tourney.routers.rundata import RoutingData
 from tourney.routers.scores import step_between
 from tourney.routers.signals import QUESTION_FEATURES
+from tourney.routers.answer_features import ANSWER_SIGNALS
 from tourney.routers.solution_features import SOLUTION_SIGNALS
 
 # Natural groups; a combined candidate is made of the available members of each (if 2 or more).
@@ -46,6 +47,8 @@ LOGPROB_GROUP = ("mean_logprob", "min_logprob", "answer_logprob_mean", "answer_l
 CHOICE_GROUP = ("mc_probability", "mc_margin")
 LENGTH_GROUP = ("length", "mean_length")
 SOLUTION_GROUP = tuple(SOLUTION_SIGNALS)
+ANSWER_GROUP = tuple(ANSWER_SIGNALS)
+ANSWER_L2 = (3.0, 10.0, 30.0)  # penalties tried for the routers that read the answer's words
 MAX_DISCRETE = 50  # a signal with at most this many distinct dev values is tried tie-broken
 CONFIDENCE, GAIN, SIGNAL = "confidence", "gain", "signal"
 PERMUTATIONS = 19  # beating all 19 shuffled copies: p < 0.05
@@ -61,14 +64,19 @@ class Candidate:
     auroc: float = math.nan  # same scores, for student correctness
     eligible: bool = True  # False for a discrete signal alone, or a question router no better than random
     permutations_beaten: int | None = None  # question routers: shuffled copies beaten (of PERMUTATIONS)
+    answer: bool = False  # the n-grams read type, question and the student's answer (routers.documents)
+    l2: float | None = None  # its own penalty (the many n-gram weights want more); None: calibration's
 
     @property
     def question_only(self) -> bool:
-        return all(s in QUESTION_FEATURES for s in self.signals)
+        return all(s in QUESTION_FEATURES for s in self.signals) and not self.answer
 
     @property
     def name(self) -> str:
-        what = {CONFIDENCE: "", GAIN: "gain: "}[self.kind] + ("question words+" if self.text else "")
+        words = "type+question+answer words+" if self.answer else "question words+" if self.text else ""
+        what = {CONFIDENCE: "", GAIN: "gain: "}[self.kind] + words
+        if self.l2 is not None:
+            what = f"{what.rstrip('+')} (l2 {self.l2:g})+" 
         if self.primary is not None:
             rest = "+".join(s for s in self.signals if s != self.primary)
             return f"{self.primary} (ties: {what}{rest})"
@@ -76,7 +84,7 @@ class Candidate:
 
     def to_dict(self) -> dict:
         return json_safe({"name": self.name, "kind": self.kind, "signals": list(self.signals), "primary": self.primary,
-                          "text": self.text, "cv_apgr": self.apgr, "cv_auroc": self.auroc, "eligible": self.eligible,
+                          "text": self.text, "answer": self.answer, "l2": self.l2, "cv_apgr": self.apgr, "cv_auroc": self.auroc, "eligible": self.eligible,
                           "permutations_beaten": self.permutations_beaten})
 
     def fit(self, dev: RoutingData, l2: float = 1.0) -> CombinedRouter | GainRouter | str:
@@ -97,7 +105,8 @@ def candidates(dev: RoutingData) -> list[Candidate]:
         values = dev.signal_confidence(n)
         discrete = np.unique(values[np.isfinite(values)]).size <= MAX_DISCRETE
         out.append(Candidate((n,), eligible=not discrete or len(avail) == 1))
-        if discrete and len(avail) >= 2:
+        # A MIXED_SIGNALS score is never a regression feature, so no regression can break its ties
+        if discrete and len(avail) >= 2 and n in avail:
             out.append(Candidate(tuple(avail), primary=n))
             if n in SAMPLE_GROUP:
                 out.append(Candidate(tuple(avail), primary=n, kind=GAIN))
@@ -110,9 +119,16 @@ def candidates(dev: RoutingData) -> list[Candidate]:
         if len(group) >= 2 or (group and group[0] not in QUESTION_FEATURES):
             out.append(Candidate(group, kind=GAIN))
     out.append(Candidate(pick(QUESTION_FEATURES), kind=GAIN, text=True))
+    # Gain routers that read the words of the type, the question and the student's answer, alone
+    # or beside every dense signal: any question form, nothing assumed about arithmetic. Tens of
+    # thousands of n-gram weights on a few thousand questions want a stronger penalty than a
+    # dozen signals; which one is chosen by the same cross-validation (ANSWER_L2).
+    for l2 in ANSWER_L2:
+        out.append(Candidate((), kind=GAIN, text=True, answer=True, l2=l2))
+        out.append(Candidate(tuple(avail), kind=GAIN, text=True, answer=True, l2=l2))
     seen: set = set()
-    return [c for c in out if not ((c.kind, c.signals, c.primary, c.text) in seen
-                                   or seen.add((c.kind, c.signals, c.primary, c.text)))]
+    ident = lambda c: (c.kind, c.signals, c.primary, c.text, c.answer, c.l2)  # noqa: E731
+    return [c for c in out if not (ident(c) in seen or seen.add(ident(c)))]
 
 
 def fold_splits(dev: RoutingData, folds: int, repeats: int, seed: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
@@ -140,23 +156,26 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
     once per training set and wrapped with each primary."""
     if len(c.signals) == 1 and c.kind == CONFIDENCE and not c.text:
         return c.signals[0]
+    l2 = c.l2 if c.l2 is not None else l2
     rows = [dev.features[i] for i in idx]
-    key = (dev.fingerprint, c.kind, c.signals, c.text, l2, idx.tobytes())
+    key = (dev.fingerprint, c.kind, c.signals, c.text, c.answer, l2, idx.tobytes())
     base = _FITTED.get(key)
     if base is None:
         if len(_FITTED) > 512:
             _FITTED.clear()
+        source = dev.documents if c.answer else dev.texts
+        texts = [source[i] for i in idx] if c.text else None
         if c.kind == GAIN:
-            texts = [dev.texts[i] for i in idx] if c.text else None
             base = GainRouter.fit(rows, dev.student_correct[idx], dev.teacher_correct[idx], c.signals, l2=l2,
-                                  texts=texts)
+                                  texts=texts, reads_answer=c.answer)
         else:
-            base = CombinedRouter.fit(rows, dev.student_correct[idx].astype(bool), c.signals, l2=l2)
+            base = CombinedRouter.fit(rows, dev.student_correct[idx].astype(bool), c.signals, l2=l2, texts=texts,
+                                      reads_answer=c.answer)
         _FITTED[key] = base
     if c.primary is None:
         return base
-    if c.primary not in base.features:
-        raise ValueError(f"primary signal {c.primary!r} is not among the available features {base.features}")
+    if c.primary not in base.features:  # blank on every question of this training set (a fold, a split)
+        raise CannotFit(f"primary signal {c.primary!r} has no value on these dev questions")
     step = step_between(rows, c.primary)
     if isinstance(base, GainRouter):
         return GainRouter(base.student, base.teacher, primary=c.primary, primary_step=step)
@@ -164,10 +183,15 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
 
 
 def candidate_scores(c: Candidate, dev: RoutingData, idx: np.ndarray, model) -> np.ndarray:
+    """Scores of dev questions `idx`; a cascade's score is -inf where the student's answer is
+    unread (the cascade escalates those whatever the score, RoutingData.unread); a question
+    router's is not: it is known before the student answers."""
     if isinstance(model, str):
         return dev.signal_confidence(model)[idx]
-    out = model.predict([dev.features[i] for i in idx], [dev.texts[i] for i in idx])
-    return np.where(np.isnan(out), -np.inf, out)
+    source = dev.documents if c.answer else dev.texts
+    out = model.predict([dev.features[i] for i in idx], [source[i] for i in idx])
+    out = np.where(np.isnan(out), -np.inf, out)
+    return out if c.question_only else dev.escalating_unread(out, idx)
 
 
 def out_of_fold(dev: RoutingData, c: Candidate, *, folds: int = 5, repeats: int = 3, seed: int = 0,
@@ -216,11 +240,12 @@ def score_candidate(dev: RoutingData, c: Candidate, *, folds: int, repeats: int,
     if c.question_only:
         beaten = beats_shuffled(dev, c, seed=seed, l2=l2)
         eligible = eligible and beaten == PERMUTATIONS
-    return Candidate(c.signals, c.primary, c.kind, c.text, a, u, eligible, beaten)
+    return replace(c, apgr=a, auroc=u, eligible=eligible, permutations_beaten=beaten)
 
 
 def select_signals(dev: RoutingData, *, folds: int = 5, repeats: int = 3, seed: int = 0, l2: float = 1.0,
-                   allowed: Sequence[str] = (CONFIDENCE, GAIN), only_question: bool = False) -> list[Candidate]:
+                   allowed: Sequence[str] = (CONFIDENCE, GAIN), only_question: bool = False,
+                   question_routers: bool = True) -> list[Candidate]:
     """Every candidate of the `allowed` kinds (question routers only, with `only_question`) with
     its cross-validated scores, best first; the first eligible one is the choice (`chosen`)."""
     if not dev.available_signals():
@@ -231,7 +256,7 @@ def select_signals(dev: RoutingData, *, folds: int = 5, repeats: int = 3, seed: 
                          "questions, some answered right by the student and some wrong; pass --signals")
     scored = []
     for c in candidates(dev):
-        if c.kind not in allowed or (only_question and not c.question_only):
+        if c.kind not in allowed or (only_question and not c.question_only) or (c.question_only and not question_routers):
             continue
         try:
             scored.append(score_candidate(dev, c, folds=folds, repeats=repeats, seed=seed, l2=l2))
@@ -242,7 +267,7 @@ def select_signals(dev: RoutingData, *, folds: int = 5, repeats: int = 3, seed: 
         # APGR first; AUROC where dev has no gap (APGR NaN); fewer signals on a tie.
         main = c.apgr if math.isfinite(c.apgr) else -math.inf
         second = c.auroc if math.isfinite(c.auroc) else -math.inf
-        return (-round(main, 9), -round(second, 9), len(c.signals) + c.text)
+        return (-round(main, 9), -round(second, 9), len(c.signals) + c.text + c.answer)
 
     scored.sort(key=key)
     return scored
@@ -256,3 +281,28 @@ def chosen(table: Sequence[Candidate], *, question_only: bool | None = None) -> 
     if not pool:
         raise ConfigError("no candidate router of the kind asked for could be fitted on this dev set")
     return next((c for c in pool if c.eligible), pool[0])
+
+
+NESTED_FOLDS = 3
+
+
+def nested_apgr(dev: RoutingData, *, allowed: Sequence[str] = (CONFIDENCE, GAIN), seed: int = 0, l2: float = 1.0,
+                question_routers: bool = False) -> float:
+    """An honest estimate of what choosing by cross-validation gives on new questions: the
+    cross-validated APGR of the chosen candidate is the best of many noisy figures, so it is
+    biased upwards. Here each of NESTED_FOLDS outer folds repeats the whole choice on the other
+    folds (inner NESTED_FOLDS-fold cross-validation, one repeat), fits the chosen candidate there
+    and scores it on the held-out fold; the estimate is the mean APGR over the outer folds.
+    Question routers take part only with `question_routers` (their permutation test is twenty
+    fits each; the outer choice decides whether one was eligible at all)."""
+    runs = []
+    for _, train, test in fold_splits(dev, NESTED_FOLDS, 1, seed + 31):
+        inner = dev.subset(train)
+        table = select_signals(inner, folds=NESTED_FOLDS, repeats=1, seed=seed, l2=l2, allowed=allowed,
+                               question_routers=question_routers)
+        best = chosen(table)
+        model = fit_candidate(best, inner, np.arange(inner.n), l2)
+        held = dev.subset(test)
+        runs.append(routing_scores(held, candidate_scores(best, held, np.arange(held.n), model))[0])
+    ok = [a for a in runs if math.isfinite(a)]
+    return float(np.mean(ok)) if ok else math.nan

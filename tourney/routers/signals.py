@@ -20,6 +20,7 @@ from tourney.harness.scoring import hashes_answer_span
 from tourney.harness.types import SampleResult
 from tourney.harness.votes import answer_counts, majority_vote
 from tourney.harness.votes import mean_logprob as mean_of
+from tourney.routers.answer_features import ANSWER_ORIENTATION, ANSWER_SIGNALS
 from tourney.routers.solution_features import SOLUTION_ORIENTATION, SOLUTION_SIGNALS
 
 ChoiceLogliks = Sequence[float] | None
@@ -263,6 +264,7 @@ SIGNALS: dict[str, Signal] = {
     "mc_margin": mc_margin,
     "option_or_token_probability": option_or_token_probability,
     **SOLUTION_SIGNALS,
+    **ANSWER_SIGNALS,
 }
 # +1: larger means the student is more likely right; -1: larger means less likely.
 ORIENTATION: dict[str, int] = {
@@ -272,6 +274,7 @@ ORIENTATION: dict[str, int] = {
     "mc_probability": 1, "mc_margin": 1, "option_or_token_probability": 1,
     "question_numbers": -1, "question_words": -1, "question_op_words": -1,
     **SOLUTION_ORIENTATION,
+    **ANSWER_ORIENTATION,
 }
 FEATURE_NAMES = (*SIGNALS, *QUESTION_FEATURES)
 # What a signal needs from the student's call: token logprobs of the first sample, several
