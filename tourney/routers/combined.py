@@ -34,6 +34,7 @@ class CombinedRouter:
     linear: LinearModel
     primary: str | None = None  # when set, the regression only breaks this signal's ties
     primary_step: float = 0.0  # < half the smallest gap between the primary's distinct dev values
+    prior: Any = None  # routers.prior.DifficultyPrior, when it reads `prior_accuracy`
     kind = KIND
 
     def __post_init__(self) -> None:
@@ -86,4 +87,6 @@ class CombinedRouter:
         d = {"kind": KIND, **self.linear.to_dict()}
         if self.primary is not None:
             d.update(primary=self.primary, primary_step=self.primary_step)
+        if self.prior is not None:
+            d["prior"] = self.prior.to_dict()
         return d

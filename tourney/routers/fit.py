@@ -36,7 +36,7 @@ from tourney.routers.policy import (
 from tourney.routers.policy_select import Choice, choose
 from tourney.routers.rundata import RoutingData, routing_data
 from tourney.routers.select import Candidate, out_of_fold
-from tourney.routers.signals import FEATURE_NAMES
+from tourney.routers.signals import FEATURE_NAMES, PRIOR_FEATURES
 from tourney.routers.target import Target  # noqa: F401 -- re-exported
 
 SIGNAL_MODES = ("auto", "confidence", "gain", "combined")
@@ -63,6 +63,7 @@ class CalibrateConfig(BaseModel):
     l2: float = Field(default=1.0, gt=0.0)  # the logistic regressions' penalty (scikit-learn's C = 1 / l2)
     split_ties: bool = True  # order tied scores by a hash of the question (routers.thresholds)
     multi_sample: Literal["max", "sum"] = "max"  # student latency over K samples (see rundata)
+    prior_runs: tuple[str, ...] = ()  # other pairs' run directories: a difficulty prior (routers.prior)
 
     @field_validator("target")
     @classmethod
@@ -108,6 +109,9 @@ def fixed_candidate(dev: RoutingData, signals: tuple[str, ...] | None, primary: 
     """The score a user names: one signal, or a confidence router over names ("combined": all)."""
     available = dev.available_signals()
     if signals is not None and len(signals) == 1 and signals[0] != "combined":
+        if signals[0] in PRIOR_FEATURES:
+            raise ConfigError(f"signal {signals[0]!r} is read inside a fitted router (which keeps the prior); "
+                              "name it with other signals, or use combined")
         if signals[0] not in available:
             raise ConfigError(f"signal {signals[0]!r} has no value on the dev run {dev.student_run} "
                               "(no logprobs recorded? a single sample? no option scores?)")
@@ -172,6 +176,11 @@ def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
     data = routing_data(cfg.student, cfg.teacher, multi_sample=cfg.multi_sample)
     info: dict[str, Any] = {"dev_student_run": cfg.student, "dev_teacher_run": cfg.teacher,
                             "multi_sample_latency": cfg.multi_sample}
+    if cfg.prior_runs:
+        from tourney.routers.prior import DifficultyPrior
+
+        data = data.with_prior(DifficultyPrior.fit(cfg.prior_runs))
+        info["prior_runs"] = list(cfg.prior_runs)
     heldout: RoutingData | None = None
     if cfg.split is not None:
         dev_idx, held_idx = split_indices(data.n, cfg.split, cfg.seed)
@@ -181,6 +190,8 @@ def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
         dev = data
         if cfg.heldout_student is not None:
             heldout = routing_data(cfg.heldout_student, cfg.heldout_teacher, multi_sample=cfg.multi_sample)
+            if data.prior is not None:
+                heldout = heldout.with_prior(data.prior)
             info.update(heldout_student_run=cfg.heldout_student, heldout_teacher_run=cfg.heldout_teacher)
     mode = cfg.signals[0] if cfg.signals and cfg.signals[0] in ("auto", "confidence", "gain") else None
     fixed = None if cfg.signals is None or mode is not None else fixed_candidate(dev, cfg.signals)

@@ -42,6 +42,7 @@ class GainRouter:
     teacher: LinearModel  # P(teacher right)
     primary: str | None = None
     primary_step: float = 0.0
+    prior: Any = None  # routers.prior.DifficultyPrior, when it reads `prior_accuracy`
     kind = KIND
 
     def __post_init__(self) -> None:
@@ -101,4 +102,6 @@ class GainRouter:
         d: dict[str, Any] = {"kind": KIND, "student": self.student.to_dict(), "teacher": self.teacher.to_dict()}
         if self.primary is not None:
             d.update(primary=self.primary, primary_step=self.primary_step)
+        if self.prior is not None:
+            d["prior"] = self.prior.to_dict()
         return d

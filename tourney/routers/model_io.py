@@ -15,8 +15,9 @@ from tourney.routers.pertype import GainMap, TypeCalibration
 from tourney.routers.policy import PreRouting
 from tourney.routers.signals import QUESTION_FEATURES
 from tourney.routers.router_file import (
-    FiguresSchema, GainSchema, IsotonicSchema, LinearSchema, LogisticSchema, RouterFileSchema,
+    FiguresSchema, GainSchema, IsotonicSchema, LinearSchema, LogisticSchema, PriorSchema, RouterFileSchema,
 )
+from tourney.routers.prior import DifficultyPrior
 
 
 def _threshold(v: float) -> float:
@@ -33,16 +34,21 @@ def linear_from_schema(m: LinearSchema) -> LinearModel:
                        bias=m.bias, l2=m.l2, unavailable=list(m.unavailable), text=text)
 
 
+def prior_from_schema(m: PriorSchema | None) -> DifficultyPrior | None:
+    return None if m is None else DifficultyPrior(linear_from_schema(m.model), m.n_rows, tuple(m.runs))
+
+
 def gain_from_schema(m: GainSchema) -> GainRouter:
     return GainRouter(linear_from_schema(m.student), linear_from_schema(m.teacher), primary=m.primary,
-                      primary_step=m.primary_step)
+                      primary_step=m.primary_step, prior=prior_from_schema(m.prior))
 
 
 def model_from_schema(m: str | LogisticSchema | GainSchema):
     if isinstance(m, str):
         return m
     if isinstance(m, LogisticSchema):
-        return CombinedRouter(linear_from_schema(m), primary=m.primary, primary_step=m.primary_step)
+        return CombinedRouter(linear_from_schema(m), primary=m.primary, primary_step=m.primary_step,
+                              prior=prior_from_schema(m.prior))
     return gain_from_schema(m)
 
 

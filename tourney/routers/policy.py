@@ -42,9 +42,13 @@ class PreRouting:
     student_share: float = 0.0
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
-        from tourney.routers.signals import question_features
+        from tourney.routers.signals import PRIOR_FEATURES, question_features
 
-        return self.model.predict([question_features(t) for t in texts], list(texts))
+        rows = [question_features(t) for t in texts]
+        if self.model.prior is not None:
+            for r, p in zip(rows, self.model.prior.accuracy(texts)):
+                r.update({f: float(p) for f in PRIOR_FEATURES})
+        return self.model.predict(rows, list(texts))
 
     def routes(self, texts: Sequence[str]) -> np.ndarray:
         return routes_of(self.scores(texts), self.teacher_below, self.student_from)

@@ -108,14 +108,22 @@ class _Primary(Strict):
         return self
 
 
+class PriorSchema(Strict):
+    model: LinearSchema
+    n_rows: int = Field(ge=0)
+    runs: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=MAX_FEATURES)
+
+
 class LogisticSchema(LinearSchema, _Primary):
     kind: Literal["logistic_regression"]
+    prior: PriorSchema | None = None  # routers.prior: the difficulty prior behind `prior_accuracy`
 
 
 class GainSchema(_Primary):
     kind: Literal["expected_gain"]
     student: LinearSchema
     teacher: LinearSchema
+    prior: PriorSchema | None = None
 
 
 def _model_tag(v: Any) -> str | None:

@@ -25,9 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from tourney.routers.cascade import unreadable
 from tourney.routers.documents import rows_document
 from tourney.routers.policy import TWO_STAGE, PolicyView, policy_view
 from tourney.routers.scores import scorer_texts
-from tourney.routers.signals import FEATURE_NAMES, MIXED_SIGNALS, compute_signals, oriented
+from tourney.routers.signals import FEATURE_NAMES, MIXED_SIGNALS, PRIOR_FEATURES, compute_signals, oriented
 
 MULTI_SAMPLE = ("sum", "max")
 
@@ -66,6 +66,7 @@ class RoutingData:
     student_run: str = ""
     teacher_run: str = ""
     multi_sample: str = "max"
+    prior: Any = None  # routers.prior.DifficultyPrior whose `prior_accuracy` the features hold (with_prior)
     _avail: list[str] | None = field(default=None, repr=False)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
     _texts: list[str] | None = field(default=None, repr=False, compare=False)
@@ -145,7 +146,9 @@ class RoutingData:
         """A calibrated router's score per question (what its threshold applies to: per-type
         maps and tie jitter included); -inf where it has none."""
         texts = self.texts if isinstance(router.model, str) else scorer_texts(router.model, self.texts, self.documents)
-        out = router.finish(router.raw_scores(self.features, texts), self.types, self.texts)
+        prior = getattr(router.model, "prior", None)
+        data = self if prior is None or prior is self.prior else self.with_prior(prior)
+        out = router.finish(router.raw_scores(data.features, texts), self.types, self.texts)
         return self.escalating_unread(np.where(np.isfinite(out), out, -math.inf))
 
     def policy_view(self, router: CalibratedRouter) -> PolicyView:
@@ -160,6 +163,12 @@ class RoutingData:
                            teacher_below=router.pre.teacher_below, student_from=router.pre.student_from,
                            unread=self.unread, **lat)
 
+    def with_prior(self, prior: Any) -> "RoutingData":
+        """These questions with `prior_accuracy` filled from a difficulty prior (routers.prior)."""
+        acc = prior.accuracy(self.texts)
+        features = [{**f, **{name: float(a) for name in PRIOR_FEATURES}} for f, a in zip(self.features, acc)]
+        return replace(self, features=features, prior=prior, _avail=None, _fingerprint=None)
+
     def subset(self, index: Sequence[int]) -> "RoutingData":
         idx = list(index)
         pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
@@ -169,7 +178,7 @@ class RoutingData:
             student_latency_first=self.student_latency_first[idx],
             student_latency_all=self.student_latency_all[idx], teacher_latency=self.teacher_latency[idx],
             features=pick(self.features), student_run=self.student_run, teacher_run=self.teacher_run,
-            multi_sample=self.multi_sample,
+            multi_sample=self.multi_sample, prior=self.prior,
         )
 
 

@@ -53,11 +53,13 @@ def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logli
     """The score of one question from its student samples (none needed for a question-only
     scorer: pass `question_text`)."""
     text = question_text if question_text is not None else min(rows, key=lambda r: r.sample).question
+    prior = getattr(scorer, "prior", None)
     if rows:
         values: Mapping[str, float | None] = compute_signals(rows, scorer.features, choice_logliks=choice_logliks,
-                                                             question_text=text)
+                                                             question_text=text, prior=prior)
     else:
-        values = compute_signals([], [f for f in scorer.features if f in QUESTION_FEATURES], question_text=text)
+        values = compute_signals([], [f for f in scorer.features if f in QUESTION_FEATURES], question_text=text,
+                                 prior=prior)
     if reads_answer(scorer):
         from tourney.routers.documents import rows_document
 

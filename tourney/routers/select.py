@@ -37,7 +37,7 @@ from tourney.routers.gain import GainRouter
 from tourney.routers.metrics import apgr, auroc, routing_curve
 from tourney.routers.rundata import RoutingData
 from tourney.routers.scores import step_between
-from tourney.routers.signals import QUESTION_FEATURES
+from tourney.routers.signals import PRIOR_FEATURES, QUESTION_FEATURES
 from tourney.routers.answer_features import ANSWER_SIGNALS
 from tourney.routers.solution_features import SOLUTION_SIGNALS
 
@@ -73,18 +73,19 @@ class Candidate:
 
     @property
     def name(self) -> str:
-        words = "type+question+answer words+" if self.answer else "question words+" if self.text else ""
-        what = {CONFIDENCE: "", GAIN: "gain: "}[self.kind] + words
-        if self.l2 is not None:
-            what = f"{what.rstrip('+')} (l2 {self.l2:g})+" 
+        words = "type+question+answer words" if self.answer else "question words" if self.text else ""
+        if words and self.l2 is not None:
+            words += f" (l2 {self.l2:g})"
+        what = {CONFIDENCE: "", GAIN: "gain: "}[self.kind]
         if self.primary is not None:
-            rest = "+".join(s for s in self.signals if s != self.primary)
+            rest = "+".join([*([words] if words else []), *(s for s in self.signals if s != self.primary)])
             return f"{self.primary} (ties: {what}{rest})"
-        return what + "+".join(self.signals)
+        return what + "+".join([*([words] if words else []), *self.signals])
 
     def to_dict(self) -> dict:
         return json_safe({"name": self.name, "kind": self.kind, "signals": list(self.signals), "primary": self.primary,
-                          "text": self.text, "answer": self.answer, "l2": self.l2, "cv_apgr": self.apgr, "cv_auroc": self.auroc, "eligible": self.eligible,
+                          "text": self.text, "answer": self.answer, "l2": self.l2, "cv_apgr": self.apgr,
+                          "cv_auroc": self.auroc, "eligible": self.eligible,
                           "permutations_beaten": self.permutations_beaten})
 
     def fit(self, dev: RoutingData, l2: float = 1.0) -> CombinedRouter | GainRouter | str:
@@ -102,6 +103,8 @@ def candidates(dev: RoutingData) -> list[Candidate]:
     own = tuple(n for n in avail if n not in QUESTION_FEATURES)
     out: list[Candidate] = []
     for n in singles:
+        if n in PRIOR_FEATURES:  # read inside a fitted router, which carries the prior it comes from
+            continue
         values = dev.signal_confidence(n)
         discrete = np.unique(values[np.isfinite(values)]).size <= MAX_DISCRETE
         out.append(Candidate((n,), eligible=not discrete or len(avail) == 1))
@@ -171,6 +174,8 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
         else:
             base = CombinedRouter.fit(rows, dev.student_correct[idx].astype(bool), c.signals, l2=l2, texts=texts,
                                       reads_answer=c.answer)
+        if any(s in PRIOR_FEATURES for s in c.signals):
+            base.prior = dev.prior
         _FITTED[key] = base
     if c.primary is None:
         return base
@@ -178,8 +183,8 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
         raise CannotFit(f"primary signal {c.primary!r} has no value on these dev questions")
     step = step_between(rows, c.primary)
     if isinstance(base, GainRouter):
-        return GainRouter(base.student, base.teacher, primary=c.primary, primary_step=step)
-    return CombinedRouter(base.linear, primary=c.primary, primary_step=step)
+        return GainRouter(base.student, base.teacher, primary=c.primary, primary_step=step, prior=base.prior)
+    return CombinedRouter(base.linear, primary=c.primary, primary_step=step, prior=base.prior)
 
 
 def candidate_scores(c: Candidate, dev: RoutingData, idx: np.ndarray, model) -> np.ndarray:

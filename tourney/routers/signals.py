@@ -234,7 +234,9 @@ OP_WORDS = frozenset(
     "third quarter percent percentage remaining left average difference ratio split share "
     "divided multiplied add subtract spend spent earn earns cost costs profit discount".split()
 )
-QUESTION_FEATURES = ("question_numbers", "question_words", "question_op_words")
+QUESTION_FEATURES = ("question_numbers", "question_words", "question_op_words", "prior_accuracy")
+# Computed by a difficulty prior learned from other pairs (routers.prior), when a router holds one.
+PRIOR_FEATURES = ("prior_accuracy",)
 
 
 def question_features(question_text: str) -> dict[str, float]:
@@ -272,7 +274,7 @@ ORIENTATION: dict[str, int] = {
     "entropy_proxy": -1, "self_consistency": 1, "answer_agreement": 1, "answer_agreement_entropy": -1,
     "length": -1, "mean_length": -1,
     "mc_probability": 1, "mc_margin": 1, "option_or_token_probability": 1,
-    "question_numbers": -1, "question_words": -1, "question_op_words": -1,
+    "question_numbers": -1, "question_words": -1, "question_op_words": -1, "prior_accuracy": 1,
     **SOLUTION_ORIENTATION,
     **ANSWER_ORIENTATION,
 }
@@ -301,11 +303,13 @@ def compute_signals(
     *,
     choice_logliks: ChoiceLogliks = None,
     question_text: str | None = None,
+    prior=None,
 ) -> dict[str, float | None]:
     """The named signals and question features for one question's samples.
 
     Question features read `question_text`, or the question stored in the first row; option
-    log-likelihoods are `choice_logliks`, or those the first row recorded (harness.option_scores).
+    log-likelihoods are `choice_logliks`, or those the first row recorded (harness.option_scores);
+    `prior_accuracy` is the `prior`'s (routers.prior.DifficultyPrior), None without one.
     """
     check_names(names)
     if choice_logliks is None and rows:
@@ -315,6 +319,9 @@ def compute_signals(
     for name in names:
         if name in SIGNALS:
             out[name] = SIGNALS[name](rows, choice_logliks)
+        elif name in PRIOR_FEATURES:
+            text = question_text if question_text is not None else _first(rows).question
+            out[name] = None if prior is None else float(prior.accuracy([text])[0])
         else:
             if qf is None:
                 qf = question_features(question_text if question_text is not None else _first(rows).question)
