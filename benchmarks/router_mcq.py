@@ -17,6 +17,7 @@ CPT(50%), the teacher share the share=0.5 threshold gives, and the held-out APGR
 
     OMP_NUM_THREADS=1 python benchmarks/router_mcq.py [--pairs qwen15 mistral] [--baseline-root DIR]
     [--limit N] [--rows auto previous plain]
+    OMP_NUM_THREADS=1 python benchmarks/router_mcq.py --prior-study 200 1000 99999   (learning across pairs)
 """
 from __future__ import annotations
 
@@ -105,6 +106,40 @@ def plain_logistic(cal: tuple[Path, Path], held: tuple[Path, Path]) -> dict:
             "share": share, "by_type": by_type, "chosen": "plain logistic regression"}
 
 
+def prior_study(work: Path, pairs: list[str], sizes: list[int], target: str, cal_q: list[dict],
+                held_q: list[dict]) -> dict:
+    """Learning across pairs: each pair calibrated on its first N calibration questions, with and
+    without `--prior-runs` (the other pair's student and teacher runs on every question: another
+    team's recorded outcomes on the same benchmark), evaluated on its held-out half."""
+    out: dict = {}
+    for pair in pairs:
+        other = next(p for p in pairs if p != pair)
+        prior = [work / f"{other}-{half}-{role}" for half in ("cal", "held") for role in ("student", "teacher")]
+        for half, qs in (("cal", cal_q), ("held", held_q)):
+            runs(work, other, half, qs)
+        held = runs(work, pair, "held", held_q)
+        for n in sizes:
+            sub = runs(work, pair, f"cal{n}", cal_q[:n]) if n < len(cal_q) else runs(work, pair, "cal", cal_q)
+            for with_prior in (False, True):
+                name = f"{pair}-n{n}-{'prior' if with_prior else 'plain'}"
+                router = work / f"{name}.json"
+                extra = [a for r in prior for a in ("--prior-runs", r)] if with_prior else []
+                cli(["route", "calibrate", "--student", sub[0], "--teacher", sub[1], "--target", target, *extra,
+                     "--out", router])
+                r = route_eval(router, held, work / f"{name}-eval")
+                out[name] = r
+                print(f"{pair} n={min(n, len(cal_q))} {'with' if with_prior else 'without'} prior: held-out APGR "
+                      f"{r['apgr']:.3f} share {r['share']:.3f} [{r['chosen']}]", flush=True)
+    print("\n| pair (prior from) | dev questions | held-out APGR without prior | with prior | teacher share with prior |")
+    print("|---|---|---|---|---|")
+    for pair in pairs:
+        other = next(p for p in pairs if p != pair)
+        for n in sizes:
+            a, b = out[f"{pair}-n{n}-plain"], out[f"{pair}-n{n}-prior"]
+            print(f"| {pair} ({other}) | {min(n, len(cal_q))} | {a['apgr']:.3f} | {b['apgr']:.3f} | {b['share']:.3f} |")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", nargs="*", default=["qwen15", "mistral"])
@@ -113,12 +148,18 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N questions only (a quick run)")
     ap.add_argument("--target", default="share=0.5")
     ap.add_argument("--work", default=str(ROOT / "runs" / "router-mcq"))
+    ap.add_argument("--prior-study", nargs="*", type=int, default=None, metavar="N",
+                    help="instead: calibrate on the first N questions with and without --prior-runs (the other pair)")
     args = ap.parse_args()
     if not (DATA / "questions.jsonl").is_file():
         raise SystemExit(f"{DATA} not found (the recorded MMLU-Pro outputs live in ../shared)")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     cal_q, held_q = halves(args.limit)
+    if args.prior_study is not None:
+        res = prior_study(work, args.pairs, args.prior_study or [200, 1000, len(cal_q)], args.target, cal_q, held_q)
+        (work / "prior_results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+        return
     results: dict[str, dict[str, dict]] = {}
     t0 = time.time()
     for pair in args.pairs:
