@@ -38,6 +38,7 @@ from tourney.routers.rundata import RoutingData
 from tourney.routers.select import (
     CONFIDENCE, GAIN, Candidate, candidate_scores, chosen, fold_splits, nested_apgr, out_of_fold, select_signals,
 )
+from tourney.routers.signals import PRIOR_FEATURES
 from tourney.routers.target import Target
 
 CLEAR_SE = 2.0  # an extra layer (per-type maps, a first stage) must win by this many standard errors
@@ -258,7 +259,7 @@ def pick_per_type(table: Sequence[PerTypeScore]) -> int | None:
 def prefer_words(dev: RoutingData, table: Sequence[Candidate], best: Candidate, *, seed: int, l2: float,
                  notes: list[str]) -> Candidate:
     """The default score on a large dev set: the gain router over the words of type, question and
-    answer (routers.documents, penalty WORDS_L2), unless the candidate with the best
+    answer (routers.documents, penalty WORDS_L2; with a difficulty prior, `prior_accuracy` too), unless the candidate with the best
     cross-validated APGR beats it by more than CLEAR_SE paired bootstrap standard errors.
 
     Why a default: among some forty candidates the best cross-validated APGR is partly luck. On
@@ -267,7 +268,8 @@ def prefer_words(dev: RoutingData, table: Sequence[Candidate], best: Candidate, 
     on both recorded multiple-choice pairs the words router was at or near the top. A candidate
     that is clearly better (on GSM8K, the sample-agreement gain routers beat it by 0.1 and more)
     still wins."""
-    words = next((c for c in table if c.answer and not c.signals and c.l2 == WORDS_L2 and c.eligible), None)
+    words = next((c for c in table if c.answer and all(s in PRIOR_FEATURES for s in c.signals)
+                  and c.l2 == WORDS_L2 and c.eligible), None)
     if words is None or words is best or dev.n < WORDS_MIN_QUESTIONS or not math.isfinite(words.apgr):
         return best
     if not math.isfinite(best.apgr):

@@ -126,8 +126,9 @@ def candidates(dev: RoutingData) -> list[Candidate]:
     # or beside every dense signal: any question form, nothing assumed about arithmetic. Tens of
     # thousands of n-gram weights on a few thousand questions want a stronger penalty than a
     # dozen signals; which one is chosen by the same cross-validation (ANSWER_L2).
+    # (with a difficulty prior from other pairs, its `prior_accuracy` joins the words)
     for l2 in ANSWER_L2:
-        out.append(Candidate((), kind=GAIN, text=True, answer=True, l2=l2))
+        out.append(Candidate(pick(PRIOR_FEATURES), kind=GAIN, text=True, answer=True, l2=l2))
         out.append(Candidate(tuple(avail), kind=GAIN, text=True, answer=True, l2=l2))
     seen: set = set()
     ident = lambda c: (c.kind, c.signals, c.primary, c.text, c.answer, c.l2)  # noqa: E731
