@@ -296,9 +296,15 @@ def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per
     nested = None
     if fixed is None:
         table = select_signals(dev, seed=seed, l2=l2, allowed=allowed)
+        words_rule = policy in ("auto", CASCADE) and GAIN in allowed
+
+        def pick(inner: RoutingData, inner_table: list[Candidate]) -> Candidate:
+            best = chosen(inner_table)
+            return prefer_words(inner, inner_table, best, seed=seed, l2=l2, notes=[]) if words_rule else best
+
         try:
             nested = nested_apgr(dev, allowed=allowed, seed=seed, l2=l2,
-                                 question_routers=chosen(table).question_only)
+                                 question_routers=chosen(table).question_only, pick=pick)
         except (CannotFit, DataError):  # an outer fold too small to choose on
             notes.append("no nested estimate: dev is too small to repeat the choice inside its folds")
     elif policy in ("auto", TWO_STAGE):  # the score is given: look for a first stage only

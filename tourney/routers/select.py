@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -293,20 +293,22 @@ NESTED_FOLDS = 3
 
 
 def nested_apgr(dev: RoutingData, *, allowed: Sequence[str] = (CONFIDENCE, GAIN), seed: int = 0, l2: float = 1.0,
-                question_routers: bool = False) -> float:
+                question_routers: bool = False,
+                pick: Callable[[RoutingData, list[Candidate]], Candidate] | None = None) -> float:
     """An honest estimate of what choosing by cross-validation gives on new questions: the
     cross-validated APGR of the chosen candidate is the best of many noisy figures, so it is
     biased upwards. Here each of NESTED_FOLDS outer folds repeats the whole choice on the other
     folds (inner NESTED_FOLDS-fold cross-validation, one repeat), fits the chosen candidate there
     and scores it on the held-out fold; the estimate is the mean APGR over the outer folds.
     Question routers take part only with `question_routers` (their permutation test is twenty
-    fits each; the outer choice decides whether one was eligible at all)."""
+    fits each; the outer choice decides whether one was eligible at all). `pick(inner, table)` is the
+    rule that makes the choice from an inner table (default: `chosen`)."""
     runs = []
     for _, train, test in fold_splits(dev, NESTED_FOLDS, 1, seed + 31):
         inner = dev.subset(train)
         table = select_signals(inner, folds=NESTED_FOLDS, repeats=1, seed=seed, l2=l2, allowed=allowed,
                                question_routers=question_routers)
-        best = chosen(table)
+        best = chosen(table) if pick is None else pick(inner, table)
         model = fit_candidate(best, inner, np.arange(inner.n), l2)
         held = dev.subset(test)
         runs.append(routing_scores(held, candidate_scores(best, held, np.arange(held.n), model))[0])
