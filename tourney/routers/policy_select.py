@@ -3,6 +3,7 @@
 1. the score (routers.select: signals, confidence or gain, question routers); on 1,000 dev
    questions or more, the gain router over the words of type, question and answer is the default,
    replaced only by a candidate that beats it by CLEAR_SE paired bootstrap standard errors
+   (routers that read the answer's words are offered from select.ANSWER_MIN_QUESTIONS on)
    (prefer_words: the best of forty cross-validated figures is partly luck);
 2. the policy: a cascade on that score, pre-routing (a question-only score that won and is better
    than random), or two-stage: a question router sends the lowest `teacher_share` of the
@@ -47,7 +48,6 @@ TWO_STAGE_GRID = ((0.0, 0.0), (0.1, 0.0), (0.0, 0.1), (0.1, 0.1), (0.2, 0.0), (0
                   (0.3, 0.0), (0.0, 0.3), (0.3, 0.3))  # (teacher_share, student_share) pre-routed
 FOLDS, REPEATS = 5, 3
 WORDS_L2 = 10.0  # the default words router's penalty (one of routers.select.ANSWER_L2)
-WORDS_MIN_QUESTIONS = 1000  # below this, n-gram weights are too few-shot to be a default
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ def prefer_words(dev: RoutingData, table: Sequence[Candidate], best: Candidate, 
     still wins."""
     words = next((c for c in table if c.answer and all(s in PRIOR_FEATURES for s in c.signals)
                   and c.l2 == WORDS_L2 and c.eligible), None)
-    if words is None or words is best or dev.n < WORDS_MIN_QUESTIONS or not math.isfinite(words.apgr):
+    if words is None or words is best or not math.isfinite(words.apgr):
         return best
     if not math.isfinite(best.apgr):
         return words
