@@ -11,8 +11,8 @@ everything runs as a user runs it:
 
 Rows: this code's `--signals auto` (the default), the previous router (`--baseline-root`: another
 checkout's code, its own default), a plain logistic regression over hashed question and answer
-n-grams plus the type (P(student right); in-process on the same runs: routers.linear with
-routers.documents, no dense signal, no unread rule), random and the oracle. Reported: held-out APGR,
+n-grams plus the type (P(student right); in-process on the same runs: routers.fitting.linear with
+routers.features.documents, no dense signal, no unread rule), random and the oracle. Reported: held-out APGR,
 CPT(50%), the teacher share the share=0.5 threshold gives, and the held-out APGR per type.
 
     OMP_NUM_THREADS=1 python benchmarks/router_mcq.py [--pairs qwen15 mistral] [--baseline-root DIR]
@@ -85,10 +85,10 @@ def route_eval(router: Path, held: tuple[Path, Path], out: Path, root: Path = RO
 def plain_logistic(cal: tuple[Path, Path], held: tuple[Path, Path]) -> dict:
     """RouteLLM-style baseline: P(student right) from hashed type+question+answer n-grams alone."""
     sys.path.insert(0, str(ROOT))
-    from tourney.routers.linear import LinearModel
-    from tourney.routers.metrics import cpt, routing_curve
-    from tourney.routers.rundata import routing_data
-    from tourney.routers.select import routing_scores
+    from tourney.routers.fitting.linear import LinearModel
+    from tourney.routers.evaluation.metrics import cpt, routing_curve
+    from tourney.routers.evaluation.rundata import routing_data
+    from tourney.routers.fitting.select import routing_scores
 
     dev, test = routing_data(*cal), routing_data(*held)
     model = LinearModel.fit([{}] * dev.n, dev.student_correct, [], texts=dev.documents)

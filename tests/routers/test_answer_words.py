@@ -1,4 +1,4 @@
-"""routers.answer_features and routers.documents: signals of any question form read from the
+"""routers.features.answer_features and routers.features.documents: signals of any question form read from the
 student's text, and the gain router over the words of type, question and answer (offered from
 1,000 dev questions, saved and scored alike offline and at run time)."""
 from __future__ import annotations
@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 from tourney.harness.types import SampleResult
-from tourney.routers.answer_features import ANSWER_SIGNALS
-from tourney.routers.calibrate import CalibratedRouter, calibrate
-from tourney.routers.documents import routing_document
-from tourney.routers.rundata import routing_data
-from tourney.routers.select import ANSWER_MIN_QUESTIONS, GAIN, Candidate, candidate_scores, candidates
+from tourney.routers.features.answer_features import ANSWER_SIGNALS
+from tourney.routers.policies.calibrate import CalibratedRouter, calibrate
+from tourney.routers.features.documents import routing_document
+from tourney.routers.evaluation.rundata import routing_data
+from tourney.routers.fitting.select import ANSWER_MIN_QUESTIONS, GAIN, Candidate, candidate_scores, candidates
 
 from tests.routers.fakes import write_run
 

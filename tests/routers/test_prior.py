@@ -1,4 +1,4 @@
-"""routers.prior: a difficulty prior learned from other pairs' runs, read as `prior_accuracy` by a
+"""routers.features.prior: a difficulty prior learned from other pairs' runs, read as `prior_accuracy` by a
 fitted router, saved inside ROUTER.json, and computed the same way offline and at run time."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from tourney.errors import ConfigError
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.fit import CalibrateConfig, calibrate_runs
-from tourney.routers.prior import DifficultyPrior
-from tourney.routers.rundata import routing_data
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.fitting.fit import CalibrateConfig, calibrate_runs
+from tourney.routers.features.prior import DifficultyPrior
+from tourney.routers.evaluation.rundata import routing_data
 
 from tests.routers.fakes import write_run
 

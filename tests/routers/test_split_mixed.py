@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tourney.routers.fit import CalibrateConfig, calibrate_runs
-from tourney.routers.rundata import routing_data
-from tourney.routers.select import candidates
-from tourney.routers.signals import MIXED_SIGNALS
+from tourney.routers.fitting.fit import CalibrateConfig, calibrate_runs
+from tourney.routers.evaluation.rundata import routing_data
+from tourney.routers.fitting.select import candidates
+from tourney.routers.features.signals import MIXED_SIGNALS
 
 from tests.routers.fakes import write_run
 

@@ -8,12 +8,12 @@ import math
 import numpy as np
 
 from tourney.harness.types import Question
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.cascade import Cascade, unreadable
-from tourney.routers.metrics import CascadeFigures
-from tourney.routers.policy import CASCADE, ROUTE_CASCADE, ROUTE_KEEP, TWO_STAGE, policy_view
-from tourney.routers.rundata import routing_data
-from tourney.routers.submit import SubmitConfig, run_submission
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.runtime.cascade import Cascade, unreadable
+from tourney.routers.evaluation.metrics import CascadeFigures
+from tourney.routers.policies.policy import CASCADE, ROUTE_CASCADE, ROUTE_KEEP, TWO_STAGE, policy_view
+from tourney.routers.evaluation.rundata import routing_data
+from tourney.routers.runtime.submit import SubmitConfig, run_submission
 
 from tests.routers.fakes import ScriptedBackend, write_run
 

@@ -1,6 +1,6 @@
 """One pipeline from questions to scored samples, for every caller that asks a model questions:
 `tourney eval` and the teacher's chain-of-thought (harness.runner), the cascade and timed
-submissions (routers.cascade, routers.submit).
+submissions (routers.runtime.cascade, routers.runtime.submit).
 
 - Prompting: `Prompting(template, chat).render(questions)` picks each question's template (base or
   chat, multiple choice or not, unless one is named), renders it, and gives one stop list.
