@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tourney.routers.plan import MAX_MISSED, PlanOption, recommend  # noqa: E402
+from tourney.routers.planning.plan import MAX_MISSED, PlanOption, recommend  # noqa: E402
 
 MODES = ("speed", "balanced", "accuracy")
 

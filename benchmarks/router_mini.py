@@ -43,11 +43,12 @@ def main() -> None:
     ap.add_argument("--baseline-root", required=True, help="checkout of the code to compare with")
     ap.add_argument("--target", default="share=0.3")
     ap.add_argument("--work", default=str(ROOT / "runs" / "router-mini"))
+    ap.add_argument("--sets", nargs="*", default=list(SETS), help=f"which runs ({', '.join(SETS)})")
     args = ap.parse_args()
     runs, work = Path(args.runs).resolve(), Path(args.work).resolve()
     print(f"| runs | code | APGR | CPT(50%) | AUROC | teacher share at {args.target} | router |")
     print("|---|---|---|---|---|---|---|")
-    for label, suffix in SETS.items():
+    for label, suffix in ((k, v) for k, v in SETS.items() if k in args.sets):
         for code, root in (("baseline", Path(args.baseline_root).resolve()), ("this", ROOT)):
             r = measure(root, runs, suffix, work / f"{code}{suffix}", args.target)
             print(f"| {label} | {code} | {r['apgr']:.3f} | {r['cpt50']:.3f} | {r['auroc']:.3f} | {r['share']:.3f} "

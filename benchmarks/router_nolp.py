@@ -19,10 +19,10 @@ import argparse
 
 import numpy as np
 
-from tourney.routers.fit import Target, fit_choice
-from tourney.routers.policy_select import choose
-from tourney.routers.rundata import RoutingData, routing_data
-from tourney.routers.select import candidate_scores, chosen, routing_scores, select_signals
+from tourney.routers.fitting.fit import Target, fit_choice
+from tourney.routers.fitting.policy_select import choose
+from tourney.routers.evaluation.rundata import RoutingData, routing_data
+from tourney.routers.fitting.select import candidate_scores, chosen, routing_scores, select_signals
 
 BASELINE = "self_consistency"
 

@@ -19,8 +19,8 @@ import argparse
 
 import numpy as np
 
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.rundata import RoutingData, routing_data
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.evaluation.rundata import RoutingData, routing_data
 
 
 def escalated(data: RoutingData, router: CalibratedRouter) -> np.ndarray:

@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.rundata import read_run_rows
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.evaluation.rundata import read_run_rows
 
 
 def decision_overhead(router_path: str, student_run: str, repeats: int = 5) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from benchmarks import routing_throughput as script
-from tourney.routers.submit import load_submit_questions
+from tourney.routers.runtime.submit import load_submit_questions
 
 
 def test_questions_keep_their_options_and_lose_the_gold(tmp_path):

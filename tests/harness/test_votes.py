@@ -4,7 +4,7 @@ import math
 from tourney.harness.metrics import majority_correct
 from tourney.harness.types import SampleResult
 from tourney.harness.votes import Vote, answer_counts, majority_vote, mean_logprob
-from tourney.routers.signals import self_consistency
+from tourney.routers.features.signals import self_consistency
 from tourney.trainers.cot import CoTSample
 from tourney.trainers.rejection import select
 

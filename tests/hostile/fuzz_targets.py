@@ -16,9 +16,9 @@ from tourney.errors import TourneyError
 from tourney.harness.questions import load_questions
 from tourney.harness.scoring import extract_answer, extract_choice, score
 from tourney.harness.types import Question
-from tourney.routers.bundle import RouterBundle
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.metrics import CascadeFigures
+from tourney.routers.runtime.bundle import RouterBundle
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.evaluation.metrics import CascadeFigures
 
 # Text with what breaks naive parsers: separators, surrogate escapes, markers, LaTeX, digits.
 _ATOMS = st.sampled_from([

@@ -1,4 +1,4 @@
-"""routers.calibrate: thresholds for a teacher share, an accuracy and a latency budget."""
+"""routers.policies.calibrate: thresholds for a teacher share, an accuracy and a latency budget."""
 from __future__ import annotations
 
 import json
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from tourney.harness.types import DataError
-from tourney.routers.calibrate import (
+from tourney.routers.policies.calibrate import (
     CalibratedRouter, calibrate, threshold_for_accuracy, threshold_for_latency,
     threshold_for_teacher_share,
 )
-from tourney.routers.combined import CombinedRouter
-from tourney.routers.metrics import cascade_figures
+from tourney.routers.fitting.combined import CombinedRouter
+from tourney.routers.evaluation.metrics import cascade_figures
 
 # The four questions of test_metrics: cascade accuracy by share 0.5, 0.75, 0.5, 0.75, 0.75.
 CONF = [0.1, 0.4, 0.6, 0.9]
@@ -153,6 +153,6 @@ def test_split_ties_reaches_a_share_inside_a_tie_and_the_router_reproduces_it():
     sent = [back.to_teacher(back.confidence(r)) for r in rows]
     assert sum(sent) == 3 and sent == [split.to_teacher(split.confidence(r)) for r in rows]
     # the nudge never reorders confidences that differ by more than TIE_EPS
-    from tourney.routers.calibrate import split_ties
+    from tourney.routers.policies.calibrate import split_ties
     nudged = split_ties([0.5, 0.5 + 2e-9, -math.inf], ["a", "b", "c"])
     assert nudged[0] < nudged[1] and nudged[2] == -math.inf

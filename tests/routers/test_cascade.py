@@ -1,4 +1,4 @@
-"""routers.cascade with scripted backends: who answers, what is asked, how latency adds up."""
+"""routers.runtime.cascade with scripted backends: who answers, what is asked, how latency adds up."""
 from __future__ import annotations
 
 import math
@@ -6,10 +6,10 @@ import math
 import pytest
 
 from tourney.harness.types import Question
-from tourney.routers.bundle import ModelSettings
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.cascade import Cascade, compose
-from tourney.routers.metrics import CascadeFigures
+from tourney.routers.runtime.bundle import ModelSettings
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.runtime.cascade import Cascade, compose
+from tourney.routers.evaluation.metrics import CascadeFigures
 
 from tests.routers.fakes import ScriptedBackend
 

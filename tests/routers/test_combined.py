@@ -1,4 +1,4 @@
-"""routers.combined: the logistic regression over signals (fitted by scikit-learn, routers.linear)."""
+"""routers.fitting.combined: the logistic regression over signals (fitted by scikit-learn, routers.fitting.linear)."""
 from __future__ import annotations
 
 import json
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from tourney.harness.types import SampleResult
-from tourney.routers.combined import CombinedRouter
-from tourney.routers.linear import sigmoid as _sigmoid
-from tourney.routers.metrics import auroc
-from tourney.routers.model_io import model_from_schema
-from tourney.routers.router_file import LogisticSchema
+from tourney.routers.fitting.combined import CombinedRouter
+from tourney.routers.fitting.linear import sigmoid as _sigmoid
+from tourney.routers.evaluation.metrics import auroc
+from tourney.routers.fitting.model_io import model_from_schema
+from tourney.routers.fitting.router_file import LogisticSchema
 from tourney.schema import parse
 
 

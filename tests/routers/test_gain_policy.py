@@ -7,17 +7,17 @@ import math
 import numpy as np
 
 from tourney.harness.types import Question
-from tourney.routers.calibrate import CalibratedRouter, calibrate
-from tourney.routers.cascade import Cascade
-from tourney.routers.combined import CombinedRouter
-from tourney.routers.gain import GainRouter
-from tourney.routers.metrics import apgr, routing_curve
-from tourney.routers.pertype import TypeCalibration
-from tourney.routers.policy import (
+from tourney.routers.policies.calibrate import CalibratedRouter, calibrate
+from tourney.routers.runtime.cascade import Cascade
+from tourney.routers.fitting.combined import CombinedRouter
+from tourney.routers.fitting.gain import GainRouter
+from tourney.routers.evaluation.metrics import apgr, routing_curve
+from tourney.routers.policies.pertype import TypeCalibration
+from tourney.routers.policies.policy import (
     CASCADE, PRE, ROUTE_CASCADE, ROUTE_KEEP, ROUTE_UP, TWO_STAGE, PreRouting, composite_rank, policy_view,
     thresholds_for_shares,
 )
-from tourney.routers.thresholds import threshold_for_accuracy, threshold_for_latency, threshold_for_teacher_share
+from tourney.routers.policies.thresholds import threshold_for_accuracy, threshold_for_latency, threshold_for_teacher_share
 from tests.routers.fakes import ScriptedBackend
 
 
@@ -59,7 +59,7 @@ def test_question_router_reads_words_and_round_trips_as_numbers():
     s = np.array([float(i % 2 == 0) for i in range(80)])
     t = np.ones(80)
     t[::4] = 0.0
-    from tourney.routers.signals import question_features
+    from tourney.routers.features.signals import question_features
 
     rows = [question_features(x) for x in texts]
     g = GainRouter.fit(rows, s, t, ["question_words"], texts=texts)
@@ -122,7 +122,7 @@ def test_pre_routed_shares_and_policy_costs():
 
 def two_stage_router() -> CalibratedRouter:
     texts = [f"{'tough' if i % 3 == 0 else 'fine'} item {i}" for i in range(60)]
-    from tourney.routers.signals import question_features
+    from tourney.routers.features.signals import question_features
 
     rows = [question_features(x) for x in texts]
     s = np.array([float(i % 3 != 0) for i in range(60)])

@@ -12,10 +12,10 @@ lm_eval = pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip i
 from lm_eval.api.instance import Instance  # noqa: E402
 from lm_eval.api.model import LM  # noqa: E402
 
-from tourney.routers.calibrate import CalibratedRouter  # noqa: E402
-from tourney.routers.cascade import Cascade  # noqa: E402
-from tourney.routers.lm_eval_model import TourneyLM  # noqa: E402
-from tourney.routers.metrics import CascadeFigures  # noqa: E402
+from tourney.routers.policies.calibrate import CalibratedRouter  # noqa: E402
+from tourney.routers.runtime.cascade import Cascade  # noqa: E402
+from tourney.routers.runtime.lm_eval_model import TourneyLM  # noqa: E402
+from tourney.routers.evaluation.metrics import CascadeFigures  # noqa: E402
 from tests.routers.fakes import ScriptedBackend  # noqa: E402
 
 DATA = Path(__file__).parent / "data"

@@ -1,4 +1,4 @@
-"""routers.metrics against curves and areas worked out by hand."""
+"""routers.evaluation.metrics against curves and areas worked out by hand."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from tourney.routers.metrics import (
+from tourney.routers.evaluation.metrics import (
     CurvePoint, apgr, auroc, cascade_figures, cpt, oracle_curve, random_router_curve, routing_curve,
     routing_metrics, routing_report, threshold_candidates,
 )

@@ -11,8 +11,8 @@ import pytest
 from tourney.errors import ConfigError
 from tourney.harness.metrics import percentile
 from tourney.harness.types import DataError
-from tourney.routers.plan import PlanConfig, PlanOption, check_plan_config, make_plan, recommend
-from tourney.routers.plan_model import (
+from tourney.routers.planning.plan import PlanConfig, PlanOption, check_plan_config, make_plan, recommend
+from tourney.routers.planning.model import (
     ACCURACY, BALANCED, CASCADE, CASCADE_UP, KEEP, SPEED, UP, Call, PlanQuestion, ServerLoad, simulate,
 )
 from tests.routers.fakes import write_run
@@ -65,6 +65,18 @@ def test_unparsed_teacher_leaves_the_student_answer():
     mute = replace(q(1.0, 1.0, s_ok=False, fb=True), student_parsed=False)
     o = run([mute], SPEED).outcomes[0]
     assert (o.answer_from, o.correct) == ("fallback", True)
+
+
+def test_an_unreadable_student_answer_is_escalated_in_balanced_mode():
+    """As routers.runtime.cascade.unreadable: a kept or cascaded student answer without a
+    prediction goes to the teacher whatever its score, and the two calls add."""
+    mute = replace(q(1.0, 3.0, s_ok=False, t_ok=True), student_parsed=False)
+    for route in (KEEP, CASCADE):
+        o = run([mute], BALANCED, [route]).outcomes[0]
+        assert (o.teacher_asked, o.answer_from, o.correct) == (True, "teacher", True)
+        assert o.latency_s == pytest.approx(4.0)
+    late = run([mute], BALANCED, [KEEP], deadline=2.0).outcomes[0]  # no time for the teacher: the fallback
+    assert (late.answer_from, late.missed) == ("fallback", True)
 
 
 def test_load_slows_decoding_and_ttft_does_not_slow():

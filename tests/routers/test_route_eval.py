@@ -9,11 +9,11 @@ from click.testing import CliRunner
 
 from tourney.cli.main import main
 from tourney.harness.types import DataError
-from tourney.routers.bundle import RouterBundle
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.metrics import CascadeFigures, cascade_figures, routing_report
-from tourney.routers.route_eval import evaluate_routing, run_route_eval
-from tourney.routers.rundata import routing_data
+from tourney.routers.runtime.bundle import RouterBundle
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.evaluation.metrics import CascadeFigures, cascade_figures, routing_report
+from tourney.routers.evaluation.route_eval import evaluate_routing, run_route_eval
+from tourney.routers.evaluation.rundata import routing_data
 
 N = 20
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tourney.routers.route_eval_plots import curves_by_type, render_type_curves
+from tourney.routers.evaluation.route_eval_plots import curves_by_type, render_type_curves
 
 
 def test_curves_per_type_run_from_the_students_to_the_teachers_accuracy() -> None:
@@ -29,7 +29,7 @@ def test_route_eval_writes_the_per_type_curves(tmp_path) -> None:
     import json
 
     from tests.routers.test_route_eval import make_runs
-    from tourney.routers.route_eval import run_route_eval
+    from tourney.routers.evaluation.route_eval import run_route_eval
 
     s, t, _, _ = make_runs(tmp_path)
     ev = run_route_eval(s, t, tmp_path / "out")

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 from tourney.cli.main import main
 from tourney.errors import DataError
-from tourney.routers.bundle import ModelSettings, RouterBundle
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.metrics import CascadeFigures
-from tourney.routers.router_file import FORMAT, FORMAT_V1, MAX_DEPTH
+from tourney.routers.runtime.bundle import ModelSettings, RouterBundle
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.evaluation.metrics import CascadeFigures
+from tourney.routers.fitting.router_file import FORMAT, FORMAT_V1, MAX_DEPTH
 from tests.models.test_openai_backend import SECRET, server  # noqa: F401 -- the fixture
 
 QUESTIONS = [{"id": f"q{i}", "question": f"Sam has {i} cards. How many?", "answer": str(i)} for i in range(4)]

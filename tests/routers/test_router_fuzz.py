@@ -11,10 +11,10 @@ import json
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tourney.errors import DataError
-from tourney.routers.bundle import RouterBundle
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.metrics import CascadeFigures
-from tourney.routers.router_file import load_router_file
+from tourney.routers.runtime.bundle import RouterBundle
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.evaluation.metrics import CascadeFigures
+from tourney.routers.fitting.router_file import load_router_file
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

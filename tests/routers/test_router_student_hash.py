@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from tourney.cli.main import main
 from tourney.harness.tournament import MINI_TEST
 from tourney.models.weights_file import changed_weights_warning, weights_sha256
-from tourney.routers.bundle import RouterBundle
+from tourney.routers.runtime.bundle import RouterBundle
 
 pytest.importorskip("llama_cpp")
 N = 12
@@ -25,9 +25,9 @@ slow = pytest.mark.slow
 def test_the_warning_names_both_hashes_and_only_when_they_differ(mini_student, tmp_path) -> None:
     """Fast: a bundle built in code, a real GGUF file of the shipped student."""
     from tourney.models.gguf_export import export_gguf
-    from tourney.routers.bundle import ModelSettings
-    from tourney.routers.calibrate import CalibratedRouter
-    from tourney.routers.metrics import CascadeFigures
+    from tourney.routers.runtime.bundle import ModelSettings
+    from tourney.routers.policies.calibrate import CalibratedRouter
+    from tourney.routers.evaluation.metrics import CascadeFigures
 
     f32 = export_gguf(mini_student, tmp_path / "s.gguf")
     router = CalibratedRouter("teacher_share", 0.5, 0.0, ["length"], "length", CascadeFigures(4, 0.5, 1.0))

@@ -1,13 +1,13 @@
-"""routers.select: `--signals auto` picks signals by cross-validated APGR on dev."""
+"""routers.fitting.select: `--signals auto` picks signals by cross-validated APGR on dev."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from tourney.routers.fit import Target, fit_router
-from tourney.routers.rundata import RoutingData
-from tourney.routers.select import candidates, chosen, select_signals
-from tourney.routers.signals import FEATURE_NAMES
+from tourney.routers.fitting.fit import Target, fit_router
+from tourney.routers.evaluation.rundata import RoutingData
+from tourney.routers.fitting.select import candidates, chosen, select_signals
+from tourney.routers.features.signals import FEATURE_NAMES
 from tests.routers.test_signals import row
 
 
@@ -53,7 +53,7 @@ def test_auto_router_hits_a_share_target_on_dev():
 
 
 def test_a_dev_set_too_small_to_fit_falls_back_to_the_best_single_signal(monkeypatch):
-    import tourney.routers.select as sel
+    import tourney.routers.fitting.select as sel
 
     def no_fit(*a, **k):
         raise sel.CannotFit("a fold with one class")
@@ -69,7 +69,7 @@ def test_a_dev_set_too_small_to_fit_falls_back_to_the_best_single_signal(monkeyp
 
 
 def test_a_bug_in_a_fit_is_not_taken_for_an_unfittable_candidate(monkeypatch):
-    import tourney.routers.select as sel
+    import tourney.routers.fitting.select as sel
 
     def bug(*a, **k):
         raise ValueError("shapes (3,) and (4,) not aligned")

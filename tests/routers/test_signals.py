@@ -1,4 +1,4 @@
-"""routers.signals on hand-made samples."""
+"""routers.features.signals on hand-made samples."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 
 from tourney.harness.types import SampleResult
-from tourney.routers.signals import (
+from tourney.routers.features.signals import (
     FEATURE_NAMES, SIGNALS, compute_signals, oriented, question_features,
 )
 

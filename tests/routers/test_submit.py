@@ -1,4 +1,4 @@
-"""routers.submit: every question answered, deadlines kept, budget, resumption after a kill."""
+"""routers.runtime.submit: every question answered, deadlines kept, budget, resumption after a kill."""
 from __future__ import annotations
 
 import csv
@@ -8,10 +8,10 @@ import pytest
 
 from tourney.errors import ConfigError
 from tourney.harness.types import DataError
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.cascade import Cascade
-from tourney.routers.metrics import CascadeFigures
-from tourney.routers.submit import SubmitConfig, load_submit_questions, run_submission
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.runtime.cascade import Cascade
+from tourney.routers.evaluation.metrics import CascadeFigures
+from tourney.routers.runtime.submit import SubmitConfig, load_submit_questions, run_submission
 
 from tests.routers.fakes import ScriptedBackend
 
@@ -178,7 +178,7 @@ def test_batch_size_must_be_positive():
 def test_resume_with_another_model_is_refused(tmp_path):
     """--student/--teacher overrides are part of a submission's identity: resuming with another
     model would mix two models' answers in one submission."""
-    from tourney.routers.bundle import ModelSettings
+    from tourney.routers.runtime.bundle import ModelSettings
 
     student, teacher = models()
     settings = ModelSettings(spec="fake:s")
@@ -228,7 +228,7 @@ def test_a_bad_log_row_names_its_line_and_field(tmp_path):
 
 
 class FirstStage:
-    """A stand-in first stage (routers.policy.PreRouting's interface): q2 and q4 are clearly hard,
+    """A stand-in first stage (routers.policies.policy.PreRouting's interface): q2 and q4 are clearly hard,
     q1 clearly easy, the rest go through the cascade."""
 
     def decide(self, text):

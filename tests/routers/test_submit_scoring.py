@@ -1,4 +1,4 @@
-"""routers.submit with gold answers, a warm-up, --limit, failed requests and bounded settings:
+"""routers.runtime.submit with gold answers, a warm-up, --limit, failed requests and bounded settings:
 a submission scores itself after its answers are decided, never inside a question's deadline."""
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from tourney.cli.main import main
-from tourney.routers.cascade import Cascade
-from tourney.routers.submit import DEADLINE_MARGIN_S, SubmitConfig, run_submission
+from tourney.routers.runtime.cascade import Cascade
+from tourney.routers.runtime.submit import DEADLINE_MARGIN_S, SubmitConfig, run_submission
 from tests.routers.fakes import ScriptedBackend
 from tests.routers.test_submit import router
 
@@ -62,7 +62,7 @@ def test_gold_answers_score_the_submission_overall_and_per_type(tmp_path):
     # the cascade never saw a gold answer: nothing was graded inside a timed call
     assert all(r["student_prediction"] == STUDENT_SAYS[r["id"]] for r in log_rows(out))
 
-    from tourney.routers.submit import render_summary
+    from tourney.routers.runtime.submit import render_summary
 
     text = render_summary(summary)
     assert "overall: accuracy 0.500 [" in text and "one_step (50%): accuracy 0.667" in text
@@ -77,7 +77,7 @@ def test_tournament_questions_without_gold_are_not_scored(tmp_path):
 
 def test_slow_grading_never_counts_against_the_deadline(tmp_path, monkeypatch):
     import tourney.harness.pipeline as pipeline
-    import tourney.routers.submit_grade as grade
+    import tourney.routers.runtime.submit_grade as grade
 
     slow_score, real_equal = pipeline.score, grade.numbers_equal
 
@@ -189,8 +189,8 @@ def test_deadline_and_budget_must_be_finite_positive_and_bounded(tmp_path, flag,
 
 
 def test_cli_exits_3_with_a_closing_line_when_requests_failed(tmp_path, monkeypatch):
-    import tourney.routers.bundle as bundle
-    import tourney.routers.cascade as cascade
+    import tourney.routers.runtime.bundle as bundle
+    import tourney.routers.runtime.cascade as cascade
 
     failing = student(fail={"q3"})
     monkeypatch.setattr(cascade, "load_cascade", lambda *a, **k: Cascade(failing, None, None, "speed"))
@@ -213,7 +213,7 @@ class _Bundle:
 
 
 def test_calls_abandoned_at_the_deadline_are_waited_for_before_the_end():
-    from tourney.routers.deadline import call_with_timeout, wait_abandoned
+    from tourney.routers.runtime.deadline import call_with_timeout, wait_abandoned
 
     ended = []
     call = call_with_timeout(lambda: (time.sleep(0.6), ended.append(1)), 0.05)

@@ -8,9 +8,9 @@ from typing import Iterator
 
 import httpx
 
-from tourney.routers.bundle import ModelSettings, RouterBundle
-from tourney.routers.calibrate import CalibratedRouter
-from tourney.routers.metrics import CascadeFigures
+from tourney.routers.runtime.bundle import ModelSettings, RouterBundle
+from tourney.routers.policies.calibrate import CalibratedRouter
+from tourney.routers.evaluation.metrics import CascadeFigures
 from tourney.serve.adapter import Pair
 from tourney.serve.app import create_app
 from tourney.serve.config import ServeConfig

@@ -4,7 +4,7 @@ the `tourney` model registered.
 Why a wrapper and not plain `lm_eval --model tourney`: lm-eval 0.4.13, the newest release on PyPI,
 finds models only in its own registry; `--include_path` adds task YAML files, not Python code, and
 it reads no entry points (upstream merged entry-point model plugins after 0.4.13, in no release
-yet). So this imports routers.lm_eval_model, whose @register_model adds "tourney", and hands the
+yet). So this imports routers.runtime.lm_eval_model, whose @register_model adds "tourney", and hands the
 arguments to lm-eval unchanged, e.g.
 
     python -m tourney.cli.lm_eval run --model tourney --model_args router=ROUTER.json \\
@@ -62,7 +62,7 @@ def with_model_name(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import tourney.routers.lm_eval_model  # noqa: F401 -- registers the "tourney" model
+    import tourney.routers.runtime.lm_eval_model  # noqa: F401 -- registers the "tourney" model
     from lm_eval.__main__ import cli_evaluate
 
     args = list(sys.argv[1:] if argv is None else argv)

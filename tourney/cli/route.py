@@ -31,18 +31,20 @@ def route() -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --split permutation and the --signals auto folds.")
 @click.option("--split-ties/--no-split-ties", default=True, show_default=True,
               help="For a share target: order questions of equal confidence by a hash of their text, so any teacher share is reachable.")
+@click.option("--prior-runs", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Run directories of other models on the same or similar questions: a difficulty prior (repeatable).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="ROUTER.json to write.")
 @friendly_errors
 def route_calibrate(student, teacher, target, absolute, signals, policy, per_type, heldout_student, heldout_teacher,
-                    split, seed, split_ties, out) -> None:
+                    split, seed, split_ties, prior_runs, out) -> None:
     """Choose a router and its threshold for a target on dev runs; report how it holds on held-out ones."""
-    from tourney.routers.fit import CalibrateConfig, calibrate_runs, describe
+    from tourney.routers.fitting.fit import CalibrateConfig, calibrate_runs, describe
 
     names = tuple(s.strip() for s in signals.split(",") if s.strip()) if signals else None
     cfg = parse_option(CalibrateConfig, dict(
         student=student, teacher=teacher, target=target, out=out, absolute=absolute, signals=names, policy=policy,
         per_type=per_type, heldout_student=heldout_student, heldout_teacher=heldout_teacher, split=split, seed=seed,
-        split_ties=split_ties), "route calibrate")
+        split_ties=split_ties, prior_runs=tuple(prior_runs)), "route calibrate")
     click.echo(describe(calibrate_runs(cfg)))
     click.echo(f"wrote {out}")
 
@@ -56,7 +58,7 @@ def route_calibrate(student, teacher, target, absolute, signals, policy, per_typ
 @friendly_errors
 def route_eval(student, teacher, router_path, signal, out) -> None:
     """Routing metrics (APGR, CPT, AUROC; overall and per type) from two runs, without calling a model."""
-    from tourney.routers.route_eval import render_routing_markdown, run_route_eval
+    from tourney.routers.evaluation.route_eval import render_routing_markdown, run_route_eval
 
     out = out or student
     ev = run_route_eval(student, teacher, out, router_path=router_path, signal=signal)
@@ -90,9 +92,9 @@ def submit_cmd(questions, router_path, mode, deadline_ms, budget_s, limit, warmu
     """Answer a tournament question file under per-question deadlines; write submission.{jsonl,csv}.
     With gold answers in the file, the summary also scores the submission (overall and per type).
     Exits 3 when some questions' requests failed for good (run it again to ask those again)."""
-    from tourney.routers.bundle import RouterBundle
-    from tourney.routers.cascade import load_cascade
-    from tourney.routers.submit import (
+    from tourney.routers.runtime.bundle import RouterBundle
+    from tourney.routers.runtime.cascade import load_cascade
+    from tourney.routers.runtime.submit import (
         SERVER_CONCURRENCY, SubmitConfig, failed_line, load_submit_questions, render_summary, run_submission,
     )
     from tourney.harness.report_content import printable

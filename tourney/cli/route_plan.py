@@ -32,8 +32,8 @@ def plan_cmd(student, teacher, router_path, deadline_ms, budget_s, questions, co
     """Plan each mode's accuracy, latency, missed deadlines and cost from dev runs, without calling a
     model, and recommend the mode (and threshold) for a deadline, budget and concurrency."""
     from tourney.harness.rundir import make_dir, write_json_atomic
-    from tourney.routers.plan import check_plan_config, make_plan
-    from tourney.routers.plan_report import render_plot, render_table
+    from tourney.routers.planning.plan import check_plan_config, make_plan
+    from tourney.routers.planning.report import render_plot, render_table
 
     cfg = check_plan_config(student=student, teacher=teacher, router=router_path, deadline_ms=deadline_ms,
                             budget_s=budget_s, questions=questions, concurrency=concurrency, objective=objective,

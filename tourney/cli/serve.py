@@ -35,7 +35,7 @@ def serve_cmd(router_path, host, port, deadline_ms, api_key_env, student_spec, t
               shadow_share, drain_s) -> None:
     """Serve /v1/chat/completions and /v1/completions; the request's model picks the mode:
     router, router-speed, router-accuracy, student or teacher."""
-    from tourney.routers.bundle import RouterBundle
+    from tourney.routers.runtime.bundle import RouterBundle
     from tourney.serve.config import ServeConfig
     from tourney.serve.server import serve
 

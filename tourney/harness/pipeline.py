@@ -1,6 +1,6 @@
 """One pipeline from questions to scored samples, for every caller that asks a model questions:
 `tourney eval` and the teacher's chain-of-thought (harness.runner), the cascade and timed
-submissions (routers.cascade, routers.submit).
+submissions (routers.runtime.cascade, routers.runtime.submit).
 
 - Prompting: `Prompting(template, chat).render(questions)` picks each question's template (base or
   chat, multiple choice or not, unless one is named), renders it, and gives one stop list.
@@ -144,7 +144,7 @@ def scored_rows(question: Question, gens: Sequence[Generation]) -> list[SampleRe
             latency_s=round(g.latency_s, 6), ttft_s=None if g.ttft_s is None else round(g.ttft_s, 6),
             prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens, error=g.error,
             finish_reason=g.finish_reason, token_logprobs=g.token_logprobs, raw_output=g.raw_text, cut_at=g.cut_at,
-            status=status,
+            status=status, choices=list(question.choices) if question.choices else None,
         ))
     return rows
 

@@ -63,6 +63,8 @@ class SampleResult(BaseModel):
     # (several options named: no prediction, never correct) or "conflicting" (statements disagree:
     # the first counts). None for a failed request, and in rows written before it was recorded.
     status: Literal["answered", "unparsed", "hedge", "conflicting"] | None = None
+    # Multiple choice: the options as asked, so routers can read the chosen one's text offline.
+    choices: list[str] | None = None
 
     def to_dict(self) -> dict:
         # The cut fields only where a cut happened: rows of uncut runs stay as they always were.

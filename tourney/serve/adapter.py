@@ -28,9 +28,9 @@ from tourney.harness.pipeline import scored_rows
 from tourney.harness.types import Question, SampleResult
 from tourney.models.registry import parse_spec
 from tourney.models.types import Backend, Generation
-from tourney.routers.bundle import ModelSettings, RouterBundle
-from tourney.routers.calibrate import tie_jitter
-from tourney.routers.cascade import Cascade, CascadeRecord, StudentOutcome, backend_options, compose
+from tourney.routers.runtime.bundle import ModelSettings, RouterBundle
+from tourney.routers.policies.calibrate import tie_jitter
+from tourney.routers.runtime.cascade import Cascade, CascadeRecord, StudentOutcome, backend_options, compose
 from tourney.serve.config import SERVE_MODES, ServeConfig
 from tourney.serve.schemas import (
     ChatChoice, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, Decision, Extension, Problem,
@@ -122,7 +122,7 @@ class Pair:
     """The student, the teacher and the calibrated router, called in batches the lanes form.
 
     A student key is (full, max_tokens): full draws the samples and logprobs the router's
-    calibration used and computes the confidence (routers.cascade.Cascade.run_student); a
+    calibration used and computes the confidence (routers.runtime.cascade.Cascade.run_student); a
     teacher key is (max_tokens,)."""
 
     def __init__(self, bundle: RouterBundle, student: Backend, teacher: Backend) -> None:

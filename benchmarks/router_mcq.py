@@ -1,0 +1,203 @@
+"""Routing real multiple-choice tournaments: MMLU-Pro recorded outputs of two real pairs, held out.
+
+The data: ../shared/data/mmlupro-recorded/ (the dev half of MMLU-Pro with Qwen1.5-7B/72B-Chat and
+Mistral-7B/Mixtral-8x7B outputs; README beside it). Each pair's questions are split 50/50 by a
+hash of the question id (sha1's last hex digit even: calibration half; odd: held out), and
+everything runs as a user runs it:
+
+    tourney eval --model replay:PAIR/student.jsonl --data CAL.jsonl --out CAL-S   (and teacher, and HELD)
+    tourney route calibrate --student CAL-S --teacher CAL-T --target share=0.5 [OPTIONS] --out R.json
+    tourney route eval --student HELD-S --teacher HELD-T --router R.json --out E
+
+Rows: this code's `--signals auto` (the default), the previous router (`--baseline-root`: another
+checkout's code, its own default), a plain logistic regression over hashed question and answer
+n-grams plus the type (P(student right); in-process on the same runs: routers.fitting.linear with
+routers.features.documents, no dense signal, no unread rule), random and the oracle. Reported: held-out APGR,
+CPT(50%), the teacher share the share=0.5 threshold gives, and the held-out APGR per type.
+
+    OMP_NUM_THREADS=1 python benchmarks/router_mcq.py [--pairs qwen15 mistral] [--baseline-root DIR]
+    [--limit N] [--rows auto previous plain]
+    OMP_NUM_THREADS=1 python benchmarks/router_mcq.py --prior-study 200 1000 99999   (learning across pairs)
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "mmlupro-recorded"
+
+
+def cli(args: list, root: Path = ROOT) -> None:
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], cwd=root, env=env,
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"failed: tourney {' '.join(map(str, args))}\n{res.stdout[-2000:]}{res.stderr[-2000:]}")
+
+
+def held_out(qid: str) -> bool:
+    return int(hashlib.sha1(qid.encode()).hexdigest()[-1], 16) % 2 == 1
+
+
+def halves(limit: int | None) -> tuple[list[dict], list[dict]]:
+    qs = [json.loads(x) for x in (DATA / "questions.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    qs = qs[:limit] if limit else qs
+    return [q for q in qs if not held_out(q["id"])], [q for q in qs if held_out(q["id"])]
+
+
+def runs(work: Path, pair: str, name: str, questions: list[dict]) -> tuple[Path, Path]:
+    data = work / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(q) + "\n" for q in questions), encoding="utf-8")
+    out = []
+    for role in ("student", "teacher"):
+        run = work / f"{pair}-{name}-{role}"
+        if not (run / "results.jsonl").is_file():
+            cli(["eval", "--model", f"replay:{DATA / pair / f'{role}.jsonl'}", "--data", data, "--out", run])
+        out.append(run)
+    return out[0], out[1]
+
+
+def route_eval(router: Path, held: tuple[Path, Path], out: Path, root: Path = ROOT) -> dict:
+    cli(["route", "eval", "--student", held[0], "--teacher", held[1], "--router", router, "--out", out], root)
+    ev = json.loads((out / "route_eval.json").read_text())
+    rep = ev["reports"]["router"]
+    o = rep["overall"]
+    saved = json.loads(router.read_text())
+    sel = (saved.get("data") or {}).get("selection") or {}
+    chosen = sel.get("candidates") or []
+    return {"apgr": o["apgr"], "cpt50": o["cpt50"], "random": o["random_apgr"], "oracle": o["oracle_apgr"],
+            "oracle_cpt50": o["oracle_cpt50"], "share": ev["router"]["at_threshold"]["teacher_share"],
+            "by_type": {k: v["apgr"] for k, v in rep["by_type"].items()},
+            "chosen": f"{sel.get('chosen')} | {sel.get('policy')} | per-type {sel.get('per_type_min_questions')}",
+            "cv_apgr": next((c["cv_apgr"] for c in chosen if c["name"] == sel.get("chosen")), None),
+            "nested_apgr": sel.get("nested_apgr")}
+
+
+def plain_logistic(cal: tuple[Path, Path], held: tuple[Path, Path]) -> dict:
+    """RouteLLM-style baseline: P(student right) from hashed type+question+answer n-grams alone."""
+    sys.path.insert(0, str(ROOT))
+    from tourney.routers.fitting.linear import LinearModel
+    from tourney.routers.evaluation.metrics import cpt, routing_curve
+    from tourney.routers.evaluation.rundata import routing_data
+    from tourney.routers.fitting.select import routing_scores
+
+    dev, test = routing_data(*cal), routing_data(*held)
+    model = LinearModel.fit([{}] * dev.n, dev.student_correct, [], texts=dev.documents)
+    conf = model.predict([{}] * test.n, test.documents)
+    s, t = test.student_correct, test.teacher_correct
+    a, _ = routing_scores(test, conf)
+    order = np.argsort(conf, kind="stable")
+    share = float(np.mean(conf < np.quantile(model.predict([{}] * dev.n, dev.documents), 0.5)))
+    by_type = {}
+    for k in sorted(set(test.types)):
+        i = np.array([x == k for x in test.types])
+        by_type[k] = routing_scores(test.subset(np.flatnonzero(i)), conf[i])[0]
+    del order
+    return {"apgr": a, "cpt50": cpt(routing_curve(conf, s, t), float(s.mean()), float(t.mean()), 0.5),
+            "share": share, "by_type": by_type, "chosen": "plain logistic regression"}
+
+
+def prior_study(work: Path, pairs: list[str], sizes: list[int], target: str, cal_q: list[dict],
+                held_q: list[dict]) -> dict:
+    """Learning across pairs: each pair calibrated on its first N calibration questions, with and
+    without `--prior-runs` (the other pair's student and teacher runs on every question: another
+    team's recorded outcomes on the same benchmark), evaluated on its held-out half."""
+    out: dict = {}
+    for pair in pairs:
+        other = next(p for p in pairs if p != pair)
+        prior = [work / f"{other}-{half}-{role}" for half in ("cal", "held") for role in ("student", "teacher")]
+        for half, qs in (("cal", cal_q), ("held", held_q)):
+            runs(work, other, half, qs)
+        held = runs(work, pair, "held", held_q)
+        for n in sizes:
+            sub = runs(work, pair, f"cal{n}", cal_q[:n]) if n < len(cal_q) else runs(work, pair, "cal", cal_q)
+            for with_prior in (False, True):
+                name = f"{pair}-n{n}-{'prior' if with_prior else 'plain'}"
+                router = work / f"{name}.json"
+                extra = [a for r in prior for a in ("--prior-runs", r)] if with_prior else []
+                cli(["route", "calibrate", "--student", sub[0], "--teacher", sub[1], "--target", target, *extra,
+                     "--out", router])
+                r = route_eval(router, held, work / f"{name}-eval")
+                out[name] = r
+                print(f"{pair} n={min(n, len(cal_q))} {'with' if with_prior else 'without'} prior: held-out APGR "
+                      f"{r['apgr']:.3f} share {r['share']:.3f} [{r['chosen']}]", flush=True)
+    print("\n| pair (prior from) | dev questions | held-out APGR without prior | with prior | teacher share with prior |")
+    print("|---|---|---|---|---|")
+    for pair in pairs:
+        other = next(p for p in pairs if p != pair)
+        for n in sizes:
+            a, b = out[f"{pair}-n{n}-plain"], out[f"{pair}-n{n}-prior"]
+            print(f"| {pair} ({other}) | {min(n, len(cal_q))} | {a['apgr']:.3f} | {b['apgr']:.3f} | {b['share']:.3f} |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", nargs="*", default=["qwen15", "mistral"])
+    ap.add_argument("--rows", nargs="*", default=["auto", "previous", "plain"])
+    ap.add_argument("--baseline-root", default=None, help="checkout whose code runs the 'previous' row")
+    ap.add_argument("--limit", type=int, default=None, help="first N questions only (a quick run)")
+    ap.add_argument("--target", default="share=0.5")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "router-mcq"))
+    ap.add_argument("--prior-study", nargs="*", type=int, default=None, metavar="N",
+                    help="instead: calibrate on the first N questions with and without --prior-runs (the other pair)")
+    args = ap.parse_args()
+    if not (DATA / "questions.jsonl").is_file():
+        raise SystemExit(f"{DATA} not found (the recorded MMLU-Pro outputs live in ../shared)")
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    cal_q, held_q = halves(args.limit)
+    if args.prior_study is not None:
+        res = prior_study(work, args.pairs, args.prior_study or [200, 1000, len(cal_q)], args.target, cal_q, held_q)
+        (work / "prior_results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+        return
+    results: dict[str, dict[str, dict]] = {}
+    t0 = time.time()
+    for pair in args.pairs:
+        cal, held = runs(work, pair, "cal", cal_q), runs(work, pair, "held", held_q)
+        results[pair] = {}
+        for row in args.rows:
+            if row == "plain":
+                r = plain_logistic(cal, held)
+            elif row == "previous" and not args.baseline_root:
+                continue
+            else:
+                root = Path(args.baseline_root) if row == "previous" else ROOT
+                router = work / f"{pair}-{row}.json"
+                cli(["route", "calibrate", "--student", cal[0], "--teacher", cal[1], "--target", args.target,
+                     "--out", router], root)
+                r = route_eval(router, held, work / f"{pair}-{row}-eval", root)
+            results[pair][row] = r
+            print(f"{pair} {row}: held-out APGR {r['apgr']:.3f} CPT50 {r['cpt50']:.3f} share {r['share']:.3f} "
+                  f"[{r['chosen']}] ({time.time() - t0:.0f} s)", flush=True)
+    print(f"\n{len(cal_q)} calibration / {len(held_q)} held-out questions (split by sha1 of the id)")
+    print("| pair | router | held-out APGR | CPT(50%) | teacher share at share=0.5 |")
+    print("|---|---|---|---|---|")
+    for pair, rows in results.items():
+        any_row = next((r for r in rows.values() if "oracle" in r), None)
+        for name, r in rows.items():
+            print(f"| {pair} | {name} | {r['apgr']:.3f} | {r['cpt50']:.3f} | {r['share']:.3f} |")
+        if any_row:
+            print(f"| {pair} | random | {any_row['random']:.3f} | 0.500 | - |")
+            print(f"| {pair} | oracle | {any_row['oracle']:.3f} | {any_row['oracle_cpt50']:.3f} | - |")
+    for pair, rows in results.items():
+        names = list(rows)
+        types = sorted(next(iter(rows.values()))["by_type"])
+        print(f"\n{pair}: held-out APGR per type\n| type | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for k in types:
+            print(f"| {k} | " + " | ".join(f"{rows[n]['by_type'].get(k, float('nan')):.3f}" for n in names) + " |")
+    (work / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Offline evaluation: per-question routing data from two runs, routing metrics, route eval."""

@@ -1,0 +1,107 @@
+"""Route by what a teacher call buys: the expected gain P(teacher right) - P(student right).
+
+Escalating question i changes the cascade's accuracy by t_i - s_i (1 when only the teacher is
+right, -1 when only the student is). Its expectation given what is known at routing time is
+
+    E[t - s] = P(t, not s) - P(s, not t) = P(t) - P(s),
+
+whatever the dependence between the two models' errors, so it needs two ordinary classifiers:
+one for the student's correctness and one for the teacher's, both fitted on dev questions that
+both models answered, from the same features (question features, the student's samples and its
+written solution: routers.features.signals). Ranking by this gain, largest first, is the order the oracle
+uses (routers.evaluation.metrics.oracle_curve) with estimates in place of the truth. A router that predicts
+"the student is wrong" alone escalates questions on which the teacher fails too; on real pairs
+those are many (hard questions are hard for both).
+
+The score kept is the negated gain (in [-1, 1]; larger = keep with the student), so the cascade's
+rule `score < threshold` and every calibration work on it unchanged. With `primary`, the gain
+only orders the ties of one discrete signal (routers.fitting.scores.tie_broken). With question texts the
+two models also read hashed word n-grams (routers.fitting.linear): fitted on question features and text
+alone, this is the pre-router, known before the student answers (routers.fitting.scores.question_only).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from tourney.harness.types import SampleResult
+from tourney.routers.fitting.linear import FeatureRows, LinearModel
+from tourney.routers.fitting.scores import score_question, step_between, tie_broken
+from tourney.routers.features.signals import ChoiceLogliks, check_names
+
+KIND = "expected_gain"
+
+
+@dataclass
+class GainRouter:
+    """-(P(teacher right) - P(student right)) from two logistic regressions."""
+
+    student: LinearModel  # P(student right)
+    teacher: LinearModel  # P(teacher right)
+    primary: str | None = None
+    primary_step: float = 0.0
+    prior: Any = None  # routers.features.prior.DifficultyPrior, when it reads `prior_accuracy`
+    kind = KIND
+
+    def __post_init__(self) -> None:
+        check_names(self.features)
+        if self.primary is not None and (self.primary not in self.features or not self.primary_step > 0):
+            raise ValueError("field 'primary': must be one of the features, with primary_step > 0")
+
+    @property
+    def features(self) -> list[str]:
+        return list(dict.fromkeys([*self.student.features, *self.teacher.features]))
+
+    @property
+    def reads_text(self) -> bool:
+        return self.student.text is not None or self.teacher.text is not None
+
+    @property
+    def reads_answer(self) -> bool:
+        """Its texts are routers.features.documents (type, question and the student's answer)."""
+        return any(m.text is not None and m.text.reads_answer for m in (self.student, self.teacher))
+
+    @classmethod
+    def fit(cls, feature_rows: FeatureRows, student_correct: Sequence[bool], teacher_correct: Sequence[bool],
+            names: Sequence[str], *, l2: float = 1.0, texts: Sequence[str] | None = None,
+            primary: str | None = None, reads_answer: bool = False) -> "GainRouter":
+        """Fit both models on the same dev questions and features (texts: the question texts,
+        for a model that reads n-grams too)."""
+        check_names(names)
+
+        def one(y: np.ndarray) -> LinearModel:
+            if y.size and y.min() == y.max():  # e.g. a teacher right on every dev question
+                return LinearModel.constant(y, names)
+            return LinearModel.fit(feature_rows, y, names, l2=l2, texts=texts, reads_answer=reads_answer)
+
+        s = one(np.asarray(student_correct, dtype=float))
+        t = one(np.asarray(teacher_correct, dtype=float))
+        step = 0.0
+        if primary is not None:
+            if primary not in s.features + t.features:
+                raise ValueError(f"primary signal {primary!r} is not among the available features {s.features}")
+            step = step_between(feature_rows, primary)
+        return cls(s, t, primary=primary, primary_step=step)
+
+    def expected_gain(self, feature_rows: FeatureRows, texts: Sequence[str] | None = None) -> np.ndarray:
+        return self.teacher.predict(feature_rows, texts) - self.student.predict(feature_rows, texts)
+
+    def predict(self, feature_rows: FeatureRows, texts: Sequence[str] | None = None) -> np.ndarray:
+        score = -self.expected_gain(feature_rows, texts)
+        if self.primary is None:
+            return score
+        return tie_broken(feature_rows, self.primary, self.primary_step, (score + 1.0) / 2.0)
+
+    def confidence(self, rows: Sequence[SampleResult], *, choice_logliks: ChoiceLogliks = None,
+                   question_text: str | None = None) -> float:
+        return score_question(self, rows, choice_logliks=choice_logliks, question_text=question_text)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": KIND, "student": self.student.to_dict(), "teacher": self.teacher.to_dict()}
+        if self.primary is not None:
+            d.update(primary=self.primary, primary_step=self.primary_step)
+        if self.prior is not None:
+            d["prior"] = self.prior.to_dict()
+        return d

@@ -1,0 +1,82 @@
+"""A fitted router's score: one number per question, read from its features (and, for question
+routers, its text). Larger means "keep with the student"; the cascade escalates the lowest.
+
+Two kinds implement `Scorer`: routers.fitting.combined (P(the student is right)) and routers.fitting.gain
+(minus the expected gain of asking the teacher). Both may break the ties of one discrete
+`primary` signal instead of ranking on their own (see `tie_broken`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Protocol, Sequence
+
+import numpy as np
+
+from tourney.harness.types import SampleResult
+from tourney.routers.fitting.linear import FeatureRows, value
+from tourney.routers.features.signals import ChoiceLogliks, QUESTION_FEATURES, compute_signals, oriented
+
+
+class Scorer(Protocol):
+    kind: str
+
+    @property
+    def features(self) -> list[str]: ...  # the signals and question features it reads
+
+    @property
+    def reads_text(self) -> bool: ...  # it reads the question's words
+
+    @property
+    def reads_answer(self) -> bool: ...  # its texts are routers.features.documents: type, question and answer
+
+    def predict(self, rows: FeatureRows, texts: Sequence[str] | None = None) -> np.ndarray: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def question_only(scorer: Scorer) -> bool:
+    """Whether the score is known before the student answers (question features and text only)."""
+    return all(f in QUESTION_FEATURES for f in scorer.features) and not reads_answer(scorer)
+
+
+def reads_answer(scorer: Scorer) -> bool:
+    return bool(getattr(scorer, "reads_answer", False))
+
+
+def scorer_texts(scorer: Scorer, texts: Sequence[str], documents: Sequence[str]) -> list[str]:
+    """What the scorer's hashed n-grams read: the documents (routers.features.documents) or the question texts."""
+    return list(documents if reads_answer(scorer) else texts)
+
+
+def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logliks: ChoiceLogliks = None,
+                   question_text: str | None = None) -> float:
+    """The score of one question from its student samples (none needed for a question-only
+    scorer: pass `question_text`)."""
+    text = question_text if question_text is not None else min(rows, key=lambda r: r.sample).question
+    prior = getattr(scorer, "prior", None)
+    if rows:
+        values: Mapping[str, float | None] = compute_signals(rows, scorer.features, choice_logliks=choice_logliks,
+                                                             question_text=text, prior=prior)
+    else:
+        values = compute_signals([], [f for f in scorer.features if f in QUESTION_FEATURES], question_text=text,
+                                 prior=prior)
+    if reads_answer(scorer):
+        from tourney.routers.features.documents import rows_document
+
+        text = rows_document(rows, text)
+    return float(scorer.predict([values], [text])[0])
+
+
+def step_between(rows: FeatureRows, primary: str) -> float:
+    """Half the smallest gap between the primary signal's distinct oriented values (1 with one
+    value): a tie-breaker scaled below it can never reorder two of its values."""
+    values = np.unique([v for v in (value(oriented(primary, r.get(primary))) for r in rows) if not math.isnan(v)])
+    return float(np.min(np.diff(values))) / 2 if values.size > 1 else 1.0
+
+
+def tie_broken(rows: FeatureRows, primary: str, step: float, u: np.ndarray) -> np.ndarray:
+    """The primary signal's oriented value plus `step` times u in [0, 1]: the primary's order
+    is kept and u orders its ties. 0.999 keeps u = 1 strictly below the next primary value.
+    Where the primary is missing: -inf (no evidence, escalate), as for a single signal."""
+    first = np.array([value(oriented(primary, r.get(primary))) for r in rows], dtype=float)
+    return np.where(np.isnan(first), -np.inf, first + 0.999 * step * u)
