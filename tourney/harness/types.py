@@ -67,8 +67,9 @@ class SampleResult(BaseModel):
     choices: list[str] | None = None
 
     def to_dict(self) -> dict:
-        # The cut fields only where a cut happened: rows of uncut runs stay as they always were.
-        drop = {name for name in ("raw_output", "cut_at") if getattr(self, name) is None}
+        # The cut fields only where a cut happened, the options only for multiple choice: rows of
+        # uncut open-ended runs stay as they always were.
+        drop = {name for name in ("raw_output", "cut_at", "choices") if getattr(self, name) is None}
         return self.model_dump(exclude=drop or None)
 
     @classmethod
