@@ -38,6 +38,8 @@ cd "$WORK/user"
 "$PY" -m tourney.cli.distill --help > /dev/null
 "$PY" -m tourney.cli.distill train --help > /dev/null
 "$WORK/venv/bin/tourney" --help > /dev/null
+# The shipped template files are package data: both load from the installed wheel.
+"$PY" -c "from tourney.harness.templates import find_template_file as f; assert f('mmlu_pro') and f('gsm8k_cot'); print('templates: mmlu_pro, gsm8k_cot')"
 "$WORK/venv/bin/tourney" demo --limit 20 --out "$WORK/user/runs/demo"
 test -s "$WORK/user/runs/demo/comparison.md"
 echo "wheel check passed"
