@@ -1,7 +1,7 @@
 """What `tourney submit` would do, replayed on recorded latencies: a discrete-event model of C
 questions in flight against two servers that slow down with load.
 
-It follows routers.submit / routers.deadline step by step, per question:
+It follows routers.runtime.submit / routers.runtime.deadline step by step, per question:
 - the deadline counts from when a worker takes the question; every call gets the time left;
 - speed: the student's first sample; accuracy: the teacher alone; balanced: the route the
   router gives (UP: the teacher without the student, KEEP: the student's first sample alone,
@@ -25,7 +25,7 @@ n requests running on its server, decoding proceeds at 1 / slowdown(n) of its re
 slowdown(n) = 1 + slope * max(0, n - knee) (ServerLoad), so while the load changes the rate
 changes with it (a fluid model, exact between events). An abandoned request keeps its server
 busy until it finishes or until its own timeout (the deadline, counted from when it was sent:
-routers.cascade.load_cascade builds server backends that way).
+routers.runtime.cascade.load_cascade builds server backends that way).
 
 What it ignores: prefill getting slower with load and queueing for a free batch slot (the fixed
 part never changes); the recorded latencies' own load (they are read as the latency at or below

@@ -140,7 +140,7 @@ class Plan:
 class DevPair:
     questions: list[PlanQuestion]
     ids: list[str]
-    data: Any  # routers.rundata.RoutingData
+    data: Any  # routers.evaluation.rundata.RoutingData
 
 
 def load_pair(student: str | Path, teacher: str | Path) -> DevPair:

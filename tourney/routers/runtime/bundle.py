@@ -98,8 +98,8 @@ class ModelSettings:
 
     @classmethod
     def from_router_file(cls, d: "ModelSettingsSchema", where: str, role: str) -> "ModelSettings":
-        """Settings a router file gives (validated by routers.router_file, options allow-listed
-        by routers.trust); built to send no API key (routers.trust). Errors name the file, the
+        """Settings a router file gives (validated by routers.fitting.router_file, options allow-listed
+        by routers.runtime.trust); built to send no API key (routers.runtime.trust). Errors name the file, the
         model and the field."""
         from tourney.models.registry import parse_spec
 
