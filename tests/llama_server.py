@@ -70,38 +70,64 @@ def start_llama_server(
 ) -> LlamaServer:
     """Start the server and return once GET /v1/models answers 200; raise RuntimeError with the
     server's log tail if it exits or does not answer within `timeout_s`."""
+    def command(port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
+            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
+            "--model_alias", alias,
+            # By default llama-cpp-python's server cuts off a streaming response when another request
+            # arrives, and the cut stream still ends cleanly: concurrent clients get silently
+            # truncated text. Queueing instead is what an OpenAI-compatible client expects.
+            "--interrupt_requests", "False",
+            *extra_args,
+        ]
+    process, base_url, log_path = start_child(command, "llama.cpp server", timeout_s, log_dir=log_dir,
+                                              prefix="llama-server-")
+    return LlamaServer(process, base_url, log_path)
+
+
+def start_child(command: Callable[[int], list[str]], what: str, timeout_s: float, *,
+                log_dir: str | Path | None = None, prefix: str = "server-", cwd: str | Path | None = None,
+                env: dict | None = None, poll_s: float = 0.25,
+                request_timeout_s: float = 2.0) -> tuple[subprocess.Popen, str, Path]:
+    """Start a server child on a free port (`command(port)`), wait until it answers, and return
+    (process, base URL ending in /v1, its log). When another process took the port first, start
+    it again on another (PORT_ATTEMPTS in all); any other failure stops the child and raises."""
     for attempt in range(PORT_ATTEMPTS):
+        port = free_port()
+        log_path = Path(log_dir or tempfile.mkdtemp(prefix=prefix)) / f"server-{port}.log"
+        with log_path.open("wb") as log:  # the child keeps its own handle; ours can close
+            process = subprocess.Popen(command(port), cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
+        base_url = f"http://127.0.0.1:{port}/v1"
         try:
-            return _start_llama_server(model_path, n_ctx, alias, timeout_s, extra_args, log_dir)
+            wait_ready(process, base_url, timeout_s, what, lambda: _tail(log_path), poll_s, request_timeout_s)
+            return process, base_url, log_path
         except PortTaken:
             if attempt == PORT_ATTEMPTS - 1:
                 raise
+        except BaseException:
+            stop_child(process)  # not ready in time, or interrupted: do not leave it running
+            raise
     raise AssertionError("unreachable")
 
 
-def _start_llama_server(model_path, n_ctx, alias, timeout_s, extra_args, log_dir) -> LlamaServer:
-    port = free_port()
-    log_path = Path(log_dir or tempfile.mkdtemp(prefix="llama-server-")) / f"server-{port}.log"
-    cmd = [
-        sys.executable, "-m", "llama_cpp.server", "--model", str(model_path),
-        "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx),
-        "--model_alias", alias,
-        # By default llama-cpp-python's server cuts off a streaming response when another request
-        # arrives, and the cut stream still ends cleanly: concurrent clients get silently
-        # truncated text. Queueing instead is what an OpenAI-compatible client expects.
-        "--interrupt_requests", "False",
-        *extra_args,
-    ]
-    with log_path.open("wb") as log:  # the child keeps its own handle; ours can close
-        process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    server = LlamaServer(process, f"http://127.0.0.1:{port}/v1", log_path)
+def _tail(path: Path, n_chars: int = 2000) -> str:
     try:
-        wait_ready(process, server.base_url, timeout_s, "llama.cpp server", server.log_tail)
-    except RuntimeError:
-        if process.poll() is None:  # not ready in time: do not leave it running
-            stop_llama_server(server)
-        raise
-    return server
+        return path.read_text(errors="replace")[-n_chars:]
+    except OSError:
+        return ""
+
+
+def stop_child(process: subprocess.Popen, timeout_s: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
 
 
 def wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float, what: str,
@@ -127,13 +153,7 @@ def wait_ready(process: subprocess.Popen, base_url: str, timeout_s: float, what:
 
 def stop_llama_server(server: LlamaServer, timeout_s: float = 10.0) -> None:
     """SIGTERM, then SIGKILL if it has not exited within `timeout_s`."""
-    if server.process.poll() is None:
-        server.process.terminate()
-        try:
-            server.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait(timeout=timeout_s)
+    stop_child(server.process, timeout_s)
 
 
 @contextmanager

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from tests.llama_server import PORT_ATTEMPTS, PortTaken, free_port, wait_ready
+from tests.llama_server import start_child, stop_child
 
 STUB = Path(__file__).resolve().parents[1] / "benchmarks" / "stub_server.py"
 
@@ -44,34 +43,10 @@ class StubServer:
 def stub_server(data: str | Path, timeout_s: float = 30.0, system: str | None = None,
                 **timing: float) -> Iterator[StubServer]:
     args = [f"--{k.replace('_', '-')}={v}" for k, v in timing.items()] + ([f"--system={system}"] if system else [])
-    for attempt in range(PORT_ATTEMPTS):  # again on a new port when another process took this one
-        port = free_port()
-        log_path = Path(tempfile.mkdtemp(prefix="stub-server-")) / "server.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, str(STUB), "--data", str(data), "--port", str(port), *args],
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        server = StubServer(proc, f"http://127.0.0.1:{port}/v1", log_path)
-        try:
-            wait_ready(proc, server.base_url, timeout_s, "stub server", lambda: log_path.read_text()[-2000:],
-                       poll_s=0.1, request_timeout_s=1.0)
-            break
-        except PortTaken:
-            if attempt == PORT_ATTEMPTS - 1:
-                raise
-        except BaseException:
-            _stop(proc)
-            raise
+    proc, base_url, log_path = start_child(
+        lambda port: [sys.executable, str(STUB), "--data", str(data), "--port", str(port), *args],
+        "stub server", timeout_s, prefix="stub-server-", poll_s=0.1, request_timeout_s=1.0)
     try:
-        yield server
+        yield StubServer(proc, base_url, log_path)
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+        stop_child(proc)

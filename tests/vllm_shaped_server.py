@@ -22,7 +22,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -33,7 +32,7 @@ from typing import Any, Iterator
 
 import httpx
 
-from tests.llama_server import PORT_ATTEMPTS, PortTaken, free_port, wait_ready
+from tests.llama_server import start_child, stop_child
 
 
 def make_app(model_path: str, alias: str, max_logprobs: int = 20, flaky: int = 0):
@@ -152,38 +151,14 @@ def vllm_shaped_server(model_path: str | Path, *, alias: str = "teacher", max_lo
                        timeout_s: float = 120.0) -> Iterator[ShapedServer]:
     """Start the server on 127.0.0.1, wait until /v1/models answers, stop it afterwards."""
     root = Path(__file__).resolve().parents[1]
-    for attempt in range(PORT_ATTEMPTS):  # again on a new port when another process took this one
-        port = free_port()
-        log_path = Path(tempfile.mkdtemp(prefix="shaped-server-")) / "server.log"
-        cmd = [sys.executable, "-m", "tests.vllm_shaped_server", "--model", str(model_path), "--port", str(port),
-               "--alias", alias, "--max-logprobs", str(max_logprobs), "--flaky", str(flaky)]
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, "OMP_NUM_THREADS": "1"})
-        server = ShapedServer(proc, f"http://127.0.0.1:{port}/v1", alias, log_path)
-        try:
-            wait_ready(proc, server.base_url, timeout_s, "vLLM-shaped server", server.log_tail)
-            break
-        except PortTaken:
-            if attempt == PORT_ATTEMPTS - 1:
-                raise
-        except BaseException:
-            _stop(proc)
-            raise
+    proc, base_url, log_path = start_child(
+        lambda port: [sys.executable, "-m", "tests.vllm_shaped_server", "--model", str(model_path), "--port",
+                      str(port), "--alias", alias, "--max-logprobs", str(max_logprobs), "--flaky", str(flaky)],
+        "vLLM-shaped server", timeout_s, prefix="shaped-server-", cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        yield server
+        yield ShapedServer(proc, base_url, alias, log_path)
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_child(proc)
 
 
 def main() -> None:

@@ -23,12 +23,6 @@ IDS = ["q1", "q2", "q3", "q4"]
 IN_PROCESS, UPSTREAM = "replay:scripted.jsonl", "openai:scripted@http://127.0.0.1:9/v1"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def models(teacher_sleep: float = 0.0, student_sleep: float = 0.0, teacher_fail: set[str] | None = None,
            teacher_gate: threading.Event | None = None, student_gate: threading.Event | None = None):
     student = ScriptedBackend(spec="fake:s", sleep_s=student_sleep, gate=student_gate,
