@@ -60,3 +60,18 @@ def test_no_candidate_breaks_ties_of_a_signal_no_regression_reads(tmp_path):
     assert set(MIXED_SIGNALS) & set(data.available_signals())
     for c in candidates(data):
         assert c.primary is None or c.primary in data.regression_signals()
+
+
+@pytest.mark.parametrize("target, warned", [("share=0.2", True), ("share=0.8", False)])
+def test_a_share_the_router_cannot_reach_is_said(tmp_path, target, warned):
+    """The option score is blank on the 36 open questions (60%): one threshold escalates all of
+    them, so the shares within reach are 0 and 0.6 up; 0.2 is out of reach and calibrate says so."""
+    from tourney.routers.fitting.fit import describe
+
+    s, t = mixed_runs(tmp_path)
+    cfg = CalibrateConfig(student=str(s), teacher=str(t), target=target, signals=("mc_probability",),
+                          out=str(tmp_path / "r.json"))
+    bundle = calibrate_runs(cfg)
+    share = bundle.router.dev.teacher_share
+    assert (share == 0.0 or share >= 0.6) and (abs(share - float(target[6:])) > 0.05) == warned
+    assert ("warning: the teacher share nearest" in describe(bundle)) == warned

@@ -41,6 +41,7 @@ from tourney.routers.features.signals import FEATURE_NAMES, PRIOR_FEATURES
 from tourney.routers.policies.target import Target  # noqa: F401 -- re-exported
 
 SIGNAL_MODES = ("auto", "confidence", "gain", "combined")
+SHARE_WARN = 0.05  # a dev teacher share this far from a share target is reported as out of reach
 
 
 class CalibrateConfig(BaseModel):
@@ -236,6 +237,12 @@ def describe(bundle: RouterBundle) -> str:
             lines.append(f"score as named by --signals; question routers tried for a first stage, "
                          f"cross-validated APGR on dev: {listed}")
     lines.append(f"target: {bundle.target} -> threshold {r.threshold:.6g}")
+    if r.target_kind == "teacher_share" and r.dev is not None and abs(r.dev.teacher_share - r.target_value) > SHARE_WARN:
+        # Questions whose score is blank, or whose answer the grader cannot read, go to the
+        # teacher at any threshold: a share below theirs is out of this router's reach.
+        lines.append(f"warning: the teacher share nearest {r.target_value:g} that this router reaches on dev is "
+                     f"{r.dev.teacher_share:.3f} (questions with a blank score or an unreadable answer are escalated "
+                     f"at any threshold); name other signals with --signals, or set a target it can reach")
     for name, fig in (("dev", r.dev), ("held-out", r.heldout)):
         if fig is None:
             lines.append("held-out: none (pass --split or --heldout-student/--heldout-teacher)")
