@@ -3,6 +3,8 @@ with option scores, open questions with token logprobs) whose mixed-only signal 
 whole set, discrete on the smaller calibration half, and blank on one side of the split."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -75,3 +77,17 @@ def test_a_share_the_router_cannot_reach_is_said(tmp_path, target, warned):
     share = bundle.router.dev.teacher_share
     assert (share == 0.0 or share >= 0.6) and (abs(share - float(target[6:])) > 0.05) == warned
     assert ("warning: the teacher share nearest" in describe(bundle)) == warned
+
+
+def test_unread_answers_count_as_escalated_at_every_threshold(tmp_path):
+    """The cascade escalates an answer it cannot read whatever the threshold, -inf included, so
+    calibration counts them so too: at share=0 the dev share is the unread share, not 0."""
+    s, t = mixed_runs(tmp_path)
+    rows = [json.loads(x) for x in (s / "results.jsonl").read_text().splitlines()]
+    for r in rows[:6]:  # six multiple-choice answers that name no option
+        r.update(output="I am not sure.", prediction=None, correct=False)
+    (s / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = CalibrateConfig(student=str(s), teacher=str(t), target="share=0", signals=("mc_probability",),
+                          out=str(tmp_path / "r.json"))
+    router = calibrate_runs(cfg).router
+    assert router.threshold == -np.inf and router.dev.teacher_share == pytest.approx(6 / 60)

@@ -158,6 +158,7 @@ def fit_choice(dev: RoutingData, target: Target, choice: Choice, *, l2: float = 
         route = view.route
     else:
         view = policy_view(PRE if choice.score.question_only else CASCADE, score, unread=dev.unread, **lat)
+        route = view.route  # unread answers: escalated at any threshold, as the cascade does
     score = view.score
     return calibrate(score, dev.student_correct, dev.teacher_correct, kind=target.kind, value=target.value,
                      model=model, relative=target.relative, stat=target.stat,

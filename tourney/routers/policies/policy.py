@@ -126,12 +126,14 @@ def policy_view(name: str, score: np.ndarray, *, student_first: np.ndarray, stud
     if unread is not None:
         unread = np.asarray(unread, dtype=bool)
         score = np.where(unread, -np.inf, score)
+    # An unread answer is escalated at every threshold, -inf included (the cascade does not ask the
+    # score): its route is decided, not left to the threshold. Its `up` stays the policy's own.
+    decided = np.full(score.size, ROUTE_CASCADE, dtype=int) if unread is None else np.where(
+        unread, ROUTE_UP, ROUTE_CASCADE)
     if name == CASCADE:
-        route = np.full(score.size, ROUTE_CASCADE, dtype=int)
-        return PolicyView(name, score, route, score, student_used, student_used + teacher)
+        return PolicyView(name, score, decided, score, student_used, student_used + teacher)
     if name == PRE:  # the score itself is question-only: every decision is made up front
-        route = np.full(score.size, ROUTE_CASCADE, dtype=int)
-        return PolicyView(name, score, route, score, student_first, teacher)
+        return PolicyView(name, score, decided, score, student_first, teacher)
     if name != TWO_STAGE or pre_score is None:
         raise ValueError(f"policy must be one of {POLICIES} (two-stage with a pre-score), got {name!r}")
     route = routes_of(pre_score, teacher_below, student_from)
