@@ -25,6 +25,7 @@ import pytest
 
 from tourney.models.openai_backend import OpenAIBackend, parse_target, retry_delay, sum_choice_logprobs
 from tourney.models.registry import load_backend, parse_spec
+from tests.waiting import wait_until
 from tourney.models.types import BackendError, GenConfig, ModelSpec
 
 SECRET = "sk-test-SECRET-0123456789"
@@ -558,3 +559,17 @@ def test_a_failing_worker_never_settles_the_futures_the_caller_handed_out(server
     assert len(handed) == 1
     assert not handed[0].done()  # not cancelled: the caller settles it, exactly once
     handed[0].set_exception(OSError("stopped"))  # what the run loop does next: no InvalidStateError
+
+
+def test_check_is_not_starved_by_requests_holding_every_connection(server: tuple[str, FakeState], monkeypatch) -> None:
+    """`check` gets a connection of its own: with the one connection of a concurrency-1 backend
+    held by a slow answer, a working server is still found reachable (tourney serve re-checks
+    its upstream while answers stream, and called a busy server down)."""
+    import tourney.models.openai_backend as ob
+
+    url, state = server
+    monkeypatch.setattr(ob, "CHECK_TIMEOUT_S", 30.0)  # far longer than any check on a loaded machine
+    backend = make(url, model="vary", concurrency=1, timeout_s=120)
+    threading.Thread(target=lambda: backend.generate(["p40"], GenConfig()), daemon=True).start()
+    wait_until(lambda: state.bodies, "the slow request to reach the server")
+    backend.check()  # raises BackendError if it waits 30 s for the pool's only connection (held 40 s)

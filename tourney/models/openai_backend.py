@@ -251,9 +251,13 @@ class OpenAIBackend(Backend):
         raise Fatal(reason, resp.status)
 
     async def _get_status(self, path: str) -> int:
+        # A connection of its own: the requests' pool holds `concurrency` connections, and when
+        # all are taken by slow answers a check waiting for one timed out and called a working
+        # server unreachable (tourney serve then sent no request to it until the next check).
         async with asyncio.timeout(CHECK_TIMEOUT_S):
-            async with self._client().get(self._url(path)) as resp:
-                return resp.status
+            async with aiohttp.ClientSession(headers=self._headers) as session:
+                async with session.get(self._url(path)) as resp:
+                    return resp.status
 
     def stream_request(self, prompt: Prompt, cfg: GenConfig, sample: int = 0) -> StreamRequest:
         """The request `generate` sends for this sample, for a client that streams it itself

@@ -131,7 +131,12 @@ class Engine:
             return _Call(error=_describe(e), elapsed_s=time.monotonic() - start)
         finally:
             self.metrics.model_latency.labels(role).observe(time.monotonic() - start)
-        return _Call(value=value, elapsed_s=time.monotonic() - start, model_s=getattr(fut, "run_s", 0.0))
+        now = time.monotonic()
+        if getattr(value, "error", None) is not None and now >= end:
+            # A server request's own timeout is the deadline (adapter.load_pair): whichever timer
+            # fires first, a request that failed once the deadline had passed was late.
+            return _Call(late=True, elapsed_s=now - start)
+        return _Call(value=value, elapsed_s=now - start, model_s=getattr(fut, "run_s", 0.0))
 
     async def _student(self, q: Question, full: bool, max_tokens: int | None, end: float) -> _Call:
         call = await self._call("student", (full, max_tokens), q, end)
@@ -245,6 +250,8 @@ class Engine:
         except TimeoutError:
             return _Call(late=True)
         except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError) as e:
+            if isinstance(e, httpx.TimeoutException) and time.monotonic() >= end:
+                return _Call(late=True)  # the client's timeout is the deadline too: either timer may fire first
             return _Call(error=_describe(e))
         finally:
             self.metrics.model_latency.labels("teacher").observe(time.monotonic() - t0)
