@@ -21,5 +21,10 @@ class ConfigError(TourneyError, ValueError):
     """A bad option or configuration value. The message names the option or field."""
 
 
+class OptionError(ConfigError):
+    """A backend option that the backend refuses (unknown, or a bad value): what a router file's
+    `model_args` caused, as opposed to a spec that cannot be loaded."""
+
+
 class BackendError(TourneyError, RuntimeError):
     """A backend could not be built or could not answer; the message names the spec or server."""

@@ -201,3 +201,9 @@ def test_targets_that_fit_their_kind_are_read(tmp_path, kind, value, relative):
     raw = good(tmp_path)
     raw.update(target_kind=kind, target_value=value, relative=relative)
     assert RouterBundle.load(write(tmp_path, raw)).router.target_value == value
+
+
+def test_an_option_the_backend_refuses_names_the_model_args_field(tmp_path):
+    raw = good(tmp_path, model_args={"device": "cpu"})  # allowed in a router file; a replay takes no device
+    line = one_line_error(tmp_path, write(tmp_path, raw))
+    assert "student model: field 'student.model_args': model spec" in line and "unknown option 'device'" in line

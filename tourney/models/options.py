@@ -16,7 +16,7 @@ from typing import Annotated, Any, Callable
 
 from pydantic import AfterValidator, ConfigDict, Field, ValidationError, validate_call
 
-from tourney.errors import ConfigError
+from tourney.errors import OptionError
 from tourney.schema import describe
 
 _DEVICE = re.compile(r"auto|cpu|mps|(cuda|xpu|npu)(:\d+)?")
@@ -42,12 +42,12 @@ def option_names(factory: Callable) -> list[str]:
     return [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.annotation not in ("Any", Any)]
 
 
-def option_error(exc: ValidationError, factory: Callable, spec: str) -> ConfigError:
+def option_error(exc: ValidationError, factory: Callable, spec: str) -> OptionError:
     first = exc.errors(include_url=False)[0]
     if first["type"] == "unexpected_keyword_argument":
         valid = ", ".join(option_names(factory)) or "none"
-        return ConfigError(f"model spec {spec!r}: unknown option {first['loc'][-1]!r}; valid options: {valid}")
-    return ConfigError(f"model spec {spec!r}: option {describe(exc).removeprefix('field ')}")
+        return OptionError(f"model spec {spec!r}: unknown option {first['loc'][-1]!r}; valid options: {valid}")
+    return OptionError(f"model spec {spec!r}: option {describe(exc).removeprefix('field ')}")
 
 
 def unknown_passthrough(given: dict[str, Any], valid: set[str], spec: str, library: str) -> None:
@@ -57,5 +57,5 @@ def unknown_passthrough(given: dict[str, Any], valid: set[str], spec: str, libra
     if bad:
         close = difflib.get_close_matches(bad[0], sorted(valid), n=3)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ConfigError(f"model spec {spec!r}: unknown option {bad[0]!r} (neither ours nor {library}'s); "
+        raise OptionError(f"model spec {spec!r}: unknown option {bad[0]!r} (neither ours nor {library}'s); "
                           f"{hint}{library} takes: {', '.join(sorted(valid))}")

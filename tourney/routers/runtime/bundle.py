@@ -17,7 +17,7 @@ from tourney.harness.jsonl import json_safe
 from tourney.harness.pipeline import Prompting
 from tourney.harness.prompts import get_template
 from tourney.harness.rundir import RunDir
-from tourney.errors import BackendError, ConfigError
+from tourney.errors import BackendError, ConfigError, OptionError
 from tourney.harness.types import DataError
 from tourney.models.registry import replays_recordings
 from tourney.models.types import Backend, GenConfig
@@ -173,7 +173,7 @@ class RouterBundle:
         try:
             return load_backend(settings.spec, **options)
         except (DataError, ConfigError, BackendError) as e:
-            from_options = isinstance(e, ConfigError) and "option" in str(e)
+            from_options = isinstance(e, OptionError)
             if self.source is None or (settings.send_api_key and not from_options):
                 raise
             field = "model_args" if from_options else "spec"
