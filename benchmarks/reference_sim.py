@@ -170,7 +170,10 @@ def compare(planned: dict, measured: dict) -> dict:
     lo, hi = measured["ci95"]
     return {"accuracy_in_ci": lo - 1e-9 <= planned["accuracy"] <= hi + 1e-9,
             "p95_within_15pct": abs(planned["latency_p95_s"] - measured["p95_s"]) <= 0.15 * measured["p95_s"],
-            "missed_within_1pt": abs(planned["missed_share"] - measured["missed_share"]) <= 0.01 + 1e-9}
+            "missed_within_1pt": abs(planned["missed_share"] - measured["missed_share"]) <= 0.01 + 1e-9,
+            # the plan's own interval for the share (route plan's missed_ci95; older results lack it)
+            "missed_in_plan_ci": "missed_ci95" in planned
+            and planned["missed_ci95"][0] - 1e-9 <= measured["missed_share"] <= planned["missed_ci95"][1] + 1e-9}
 
 
 def grid_picks(work: Path, test: Path, router: Path, specs: dict, servers: dict, rows: list[dict],

@@ -164,6 +164,8 @@ def test_a_short_deadline_and_the_recommendation(tmp_path):
     ac = option(plan, "accuracy")
     late = np.mean([r["latency_s"] > 2.6 for r in t_rows])
     assert ac.missed_share == pytest.approx(late) and late > 0.01
+    lo, hi = ac.missed_ci95  # which dev questions were drawn moves the share: an interval around it
+    assert lo < ac.missed_share < hi and option(plan, "speed").missed_ci95 == (0.0, 0.0)
     assert not ac.feasible and ac.latency_p95_s <= 2.6 + 1e-9
     assert plan.options[plan.recommended].label == "speed"
 
@@ -204,6 +206,34 @@ def test_balanced_grid_from_a_router_file(tmp_path):
     r = CliRunner().invoke(main, ["route", "plan", "--student", str(s), "--teacher", str(t), "--router", str(junk),
                                   "--deadline-ms", "1000"])
     assert r.exit_code == 2 and "junk.json" in r.output and len(r.output.strip().splitlines()) == 1, r.output
+
+
+def test_an_unread_student_answer_is_asked_of_the_student_first_then_the_teacher(tmp_path):
+    """The calibration counts an unread answer as escalated (route UP, score -inf), but at run
+    time only its reading tells: the student's call comes first, then the teacher's, so its
+    latency is the two added, not the teacher's alone (a plan that sent it straight to the
+    teacher planned 1.5 to 4.5 points fewer missed deadlines than `submit` missed)."""
+    from click.testing import CliRunner
+
+    from tourney.cli.main import main
+
+    s, t, s_rows, t_rows = make_runs(tmp_path, samples=1)
+    unread = {f"q{i:02d}" for i in range(0, N, 5)}
+    rows = [{**r, "prediction": None, "output": "I am not sure."} if r["id"] in unread else r for r in s_rows]
+    s = write_run(tmp_path / "student", "mini-student", rows, samples=1, logprobs=0)
+    router = tmp_path / "router.json"
+    r = CliRunner().invoke(main, ["route", "calibrate", "--student", str(s), "--teacher", str(t), "--target", "share=0.5",
+                                  "--signals", "mean_logprob", "--policy", "cascade", "--per-type", "off",
+                                  "--out", str(router)])
+    assert r.exit_code == 0, r.output
+    plan = make_plan(PlanConfig(student=str(s), teacher=str(t), router=str(router), deadline_ms=60_000, concurrency=1))
+    none = option(plan, "balanced share 0.0")  # no answer escalated for its score: the unread ones only
+    assert none.teacher_share == pytest.approx(len(unread) / N)
+    s_lat = {r["id"]: r["latency_s"] for r in rows}
+    t_lat = {r["id"]: r["latency_s"] for r in t_rows}
+    # one at a time, the makespan is every question's latency added
+    expected = sum(s_lat[q] + (t_lat[q] if q in unread else 0.0) for q in s_lat)
+    assert none.makespan_s == pytest.approx(expected)
 
 
 def test_cli_table_json_and_plot(tmp_path):

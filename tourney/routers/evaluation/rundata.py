@@ -142,14 +142,16 @@ class RoutingData:
             self._documents = [rows_document(rows) for rows in self.student_rows]
         return self._documents
 
-    def router_confidence(self, router: CalibratedRouter) -> np.ndarray:
+    def router_confidence(self, router: CalibratedRouter, *, unread_first: bool = True) -> np.ndarray:
         """A calibrated router's score per question (what its threshold applies to: per-type
-        maps and tie jitter included); -inf where it has none."""
+        maps and tie jitter included); -inf where it has none, and (unread_first) where the
+        student's answer is unread."""
         texts = self.texts if isinstance(router.model, str) else scorer_texts(router.model, self.texts, self.documents)
         prior = getattr(router.model, "prior", None)
         data = self if prior is None or prior is self.prior else self.with_prior(prior)
         out = router.finish(router.raw_scores(data.features, texts), self.types, self.texts)
-        return self.escalating_unread(np.where(np.isfinite(out), out, -math.inf))
+        out = np.where(np.isfinite(out), out, -math.inf)
+        return self.escalating_unread(out) if unread_first else out
 
     def policy_view(self, router: CalibratedRouter) -> PolicyView:
         """The router's policy on these questions: routes, scores and recorded latencies."""

@@ -106,6 +106,9 @@ class PlanOption:
     teacher_s_per_1k: float
     makespan_s: float  # wall-clock seconds for the whole submission
     feasible: bool  # missed <= 1% and nothing budget-limited
+    # 95% interval of the missed share, as ci95 (the dev questions resampled): where the deadline
+    # falls inside the bulk of the latencies, which questions were drawn moves it by points
+    missed_ci95: tuple[float, float] = (0.0, 0.0)
 
     @property
     def model_s_per_1k(self) -> float:
@@ -192,11 +195,18 @@ def balanced_grid(pair: DevPair, router_path: str) -> tuple[list[tuple[str, floa
                         f"{pair.data.student_run} holds {have} for some question; evaluate the dev run with --samples {k}")
     view = pair.data.policy_view(router)
     score, route = view.score, view.route
+    # The view counts an unread student answer as escalated (route UP, score -inf), which is what
+    # the teacher share needs; but at run time the student is asked first and its answer read
+    # before the cascade escalates it (routers.runtime.cascade.unreadable): the student's call,
+    # then the teacher's. Only a first stage's (pre-routing's) UP skips the student.
+    question_score = pair.data.router_confidence(router, unread_first=False)
 
     def routes(thr: float) -> list[str]:
         below = score < thr
-        if router.policy == PRE:
-            return [UP if b else KEEP for b in below]
+        if router.policy == PRE:  # the question-only score decides; an unread kept answer then escalates
+            return [UP if b else KEEP for b in question_score < thr]
+        if router.pre is None:  # a cascade: every question's student answers first
+            return [CASCADE_UP if b else CASCADE for b in below]
         return [UP if r == ROUTE_UP else KEEP if r == ROUTE_KEEP else CASCADE_UP if b else CASCADE
                 for r, b in zip(route, below)]
 
@@ -215,7 +225,8 @@ def _option(mode: str, label: str, thr: float | None, share: float | None, res: 
     correct = np.array([o.correct for o in res.outcomes], dtype=float)
     idx = np.array([o.index for o in res.outcomes])
     lat = [o.latency_s for o in res.outcomes]
-    missed = sum(o.missed for o in res.outcomes) / n
+    missed_flags = np.array([o.missed for o in res.outcomes], dtype=float)
+    missed = float(missed_flags.mean())
     budget = sum(o.budget_exhausted for o in res.outcomes) / n
     return PlanOption(
         mode=mode, label=label, threshold=thr, dev_share=share, accuracy=float(correct.mean()),
@@ -223,12 +234,13 @@ def _option(mode: str, label: str, thr: float | None, share: float | None, res: 
         latency_p95_s=float(percentile(lat, 95)), missed_share=missed, budget_share=budget,
         teacher_share=sum(o.teacher_asked for o in res.outcomes) / n,
         student_s_per_1k=res.student_request_s / n * 1000, teacher_s_per_1k=res.teacher_request_s / n * 1000,
-        makespan_s=res.makespan_s, feasible=missed <= MAX_MISSED + 1e-12 and budget == 0)
+        makespan_s=res.makespan_s, feasible=missed <= MAX_MISSED + 1e-12 and budget == 0,
+        missed_ci95=bootstrap_ci(missed_flags, idx, n_dev, seed))
 
 
 def bootstrap_ci(correct: np.ndarray, index: np.ndarray, n_dev: int, seed: int) -> tuple[float, float]:
-    """95% interval of the accuracy, resampling the dev questions (each question's mean outcome
-    over its replays, weighted by how often it is replayed)."""
+    """95% interval of a share (accuracy, missed deadlines), resampling the dev questions (each
+    question's mean outcome over its replays, weighted by how often it is replayed)."""
     counts = np.bincount(index, minlength=n_dev).astype(float)
     sums = np.bincount(index, weights=correct, minlength=n_dev)
     used = np.flatnonzero(counts)

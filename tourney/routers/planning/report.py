@@ -12,6 +12,10 @@ def _pct(x: float) -> str:
     return f"{x:.1%}"
 
 
+def _interval(x: float, ci: tuple[float, float]) -> str:
+    return f"{100 * x:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
 def _thr(o: PlanOption) -> str:
     if o.threshold is None:
         return ""
@@ -29,13 +33,13 @@ def render_table(plan: Plan) -> str:
              f"budget {'none' if c['budget_s'] is None else format(c['budget_s'], 'g') + ' s'}, "
              f"concurrency {c['concurrency']} (from {plan.dev_questions} dev questions)")
     t = Table(title=title, title_justify="left")
-    for col in ("option", "threshold", "accuracy % [95%]", "p50 s", "p95 s", "missed", "budget", "teacher",
+    for col in ("option", "threshold", "accuracy % [95%]", "p50 s", "p95 s", "missed % [95%]", "budget", "teacher",
                 "student s/1k", "teacher s/1k", "wall s", ""):
         t.add_column(col, justify="left" if col in ("option", "") else "right")
     for i, o in enumerate(plan.options):
         mark = "<- recommended" if i == plan.recommended else ("" if o.feasible else "x")
-        t.add_row(o.label, _thr(o), f"{100 * o.accuracy:.1f} [{100 * o.ci95[0]:.1f}, {100 * o.ci95[1]:.1f}]",
-                  f"{o.latency_p50_s:.3f}", f"{o.latency_p95_s:.3f}", _pct(o.missed_share), _pct(o.budget_share),
+        t.add_row(o.label, _thr(o), _interval(o.accuracy, o.ci95),
+                  f"{o.latency_p50_s:.3f}", f"{o.latency_p95_s:.3f}", _interval(o.missed_share, o.missed_ci95), _pct(o.budget_share),
                   _pct(o.teacher_share), f"{o.student_s_per_1k:.0f}", f"{o.teacher_s_per_1k:.0f}",
                   f"{o.makespan_s:.1f}", mark)
     console = Console(width=200, record=True, file=_Null(), color_system=None)
