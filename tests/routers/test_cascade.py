@@ -129,3 +129,27 @@ def test_an_option_router_scores_the_students_options_and_escalates_the_doubtful
     assert teacher.asked() == ["doubtful"]
     assert [(r.routed_to, r.answer) for r in recs] == [("student", "A"), ("teacher", "B")]
     assert all(r.error is None for r in recs)
+
+
+def test_a_submission_s_servers_have_room_for_the_requests_abandoned_at_a_deadline():
+    """A request abandoned at its question's deadline holds its connection until its own timeout;
+    the next question's request must not wait behind it while its deadline runs, so a
+    submission's server backends take twice the questions in flight (per sample); without a
+    deadline (route eval, serve's own clients) they keep the plain count."""
+    from tourney.routers.runtime.bundle import RouterBundle
+    from tourney.routers.runtime.cascade import ABANDONED_ROOM, load_cascade
+
+    router = CalibratedRouter("teacher_share", 0.5, 0.0, ["length"], "length", CascadeFigures(4, 0.5, 1.0))
+    bundle = RouterBundle(router, ModelSettings(spec="openai:s@http://127.0.0.1:9/v1", samples=3, temperature=0.7),
+                          ModelSettings(spec="openai:t@http://127.0.0.1:9/v1"), target="share=0.5")
+    timed = load_cascade(bundle, "balanced", concurrency=5, request_timeout_s=2.0)
+    plain = load_cascade(bundle, "balanced", concurrency=5)
+    try:
+        assert ABANDONED_ROOM == 2
+        assert (timed.student.concurrency, timed.teacher.concurrency) == (2 * 5 * 3, 2 * 5)
+        assert (timed.student.timeout_s, timed.teacher.max_retries) == (2.0, 0)
+        assert (plain.student.concurrency, plain.teacher.concurrency) == (5 * 3, 5)
+    finally:
+        for c in (timed, plain):
+            for b in (c.student, c.teacher):
+                b.close()

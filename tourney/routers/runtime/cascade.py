@@ -282,6 +282,9 @@ def backend_options(settings: ModelSettings, *, concurrency: int = 8, batch_size
     return opts
 
 
+ABANDONED_ROOM = 2  # a submission's server backends: requests per question in flight (load_cascade)
+
+
 def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8, batch_size: int = 16,
                  request_timeout_s: float | None = None, student_backup: bool = True) -> Cascade:
     """Build the backends a router file names and the cascade over them. The student is loaded in
@@ -289,7 +292,12 @@ def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8, batch
 
     `concurrency` is the number of questions in flight: a server student gets room for all of
     their samples at once. With `request_timeout_s` (a submission's deadline) a server request
-    never outlives its question: one attempt, closed at the timeout."""
+    never outlives its question by more than the deadline: one attempt, closed at the timeout
+    counted from when it was sent; and each server backend gets room for twice the requests in
+    flight (ABANDONED_ROOM), because a request abandoned at its question's deadline holds its
+    connection until then: without the room, the next question's request waited for that
+    connection while its own deadline ran (measured on the simulated reference pair: 2 points
+    more missed deadlines in balanced mode at a deadline among the teacher's latencies)."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     want_student = mode != "accuracy" or student_backup
@@ -298,14 +306,19 @@ def load_cascade(bundle: RouterBundle, mode: str, *, concurrency: int = 8, batch
         if wanted and settings is None and not (role == "student" and mode == "accuracy"):
             raise ConfigError(f"the router file names no {role} model; give its spec (--{role})")
     student = teacher = None
+    # A question's calls on one server are sequential and an abandoned one closes one deadline
+    # after it was sent, so each question in flight has at most one abandoned request beside
+    # its current one on a server.
+    room = ABANDONED_ROOM if request_timeout_s is not None else 1
     try:
         if want_student and bundle.student is not None:
             student = bundle.load_model("student", **backend_options(
-                bundle.student, concurrency=concurrency * bundle.student.samples, batch_size=batch_size,
+                bundle.student, concurrency=room * concurrency * bundle.student.samples, batch_size=batch_size,
                 request_timeout_s=request_timeout_s))
         if want_teacher:
             teacher = bundle.load_model("teacher", **backend_options(
-                bundle.teacher, concurrency=concurrency, batch_size=batch_size, request_timeout_s=request_timeout_s))
+                bundle.teacher, concurrency=room * concurrency, batch_size=batch_size,
+                request_timeout_s=request_timeout_s))
     except Exception:
         for b in (student, teacher):
             if b is not None:

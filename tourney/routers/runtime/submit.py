@@ -27,7 +27,9 @@ thread; at the deadline the thread is left behind and its compute CONTINUES IN T
 the backend returns (Python cannot kill a thread), slowing what runs next on the same CPU/GPU;
 use --concurrency 1 with in-process models. Server models are built with a per-request timeout of
 the deadline and no retries (routers.runtime.cascade.load_cascade), so a request is closed on the server
-(a vLLM server stops generating) at the latest one deadline after it began.
+(a vLLM server stops generating) at the latest one deadline after it began; the backends keep
+room for it beside the next question's request (routers.runtime.cascade.ABANDONED_ROOM), so it
+never holds a connection that request waits for.
 
 Budget. `budget_s` is wall-clock seconds for the whole submission, earlier (killed) sessions
 included: each log row records the budget spent when it was written, and a restart resumes from
