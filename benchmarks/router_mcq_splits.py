@@ -95,13 +95,13 @@ def main() -> None:
             for way, (c, h) in enumerate(((a, b), (b, a))):
                 got = variants(data.subset(c), data.subset(h), args.seed)
                 if args.auto:
-                    name = f"{pair}-s{k}-{way}"
+                    name = f"s{k}-{way}"  # runs() puts the pair in front
                     cal = runs(work, pair, f"{name}-cal", [qs[i] for i in c])
                     held = runs(work, pair, f"{name}-held", [qs[i] for i in h])
-                    router = work / f"{name}.json"
+                    router = work / f"{pair}-{name}.json"
                     cli(["route", "calibrate", "--student", cal[0], "--teacher", cal[1], "--target", "share=0.5",
                          "--out", router])
-                    r = route_eval(router, held, work / f"{name}-eval")
+                    r = route_eval(router, held, work / f"{pair}-{name}-eval")
                     got["auto (CLI)"], got["auto: teacher share at 0.5"] = r["apgr"], r["share"]
                 for name, v in got.items():
                     rows.setdefault(name, []).append(v)

@@ -11,9 +11,9 @@ are read (where the approach and the conclusion are), so a runaway output stays 
 For multiple choice the words of the option the student chose follow, each prefixed `c_`
 (`with_choice`): the question's text holds no options, and which option text a student settles
 on says something its reasoning does not (MMLU-Pro's added distractors read alike). Measured on
-the two recorded MMLU-Pro pairs over ten random 50/50 splits each (benchmarks/RESULTS.md, issue
-23, "After issue 22's grader"), the gain router over these documents beat the one without them
-in every split: +0.002 (Qwen1.5) and +0.005 (Mistral) held-out APGR on average. A router file
+the two recorded MMLU-Pro pairs, 5 random 50/50 splits each used both ways (benchmarks/RESULTS.md,
+issue 23, "After issue 22's grader"), the gain router over these documents beat the one without
+them in each of the 20 evaluations: +0.002 (Qwen1.5) and +0.004 (Mistral) held-out APGR on average. A router file
 records whether its documents hold the chosen option (HashedText.reads_choice): files written
 before read their documents as they were fitted.
 """
