@@ -12,8 +12,11 @@ everything runs as a user runs it:
 Rows: this code's `--signals auto` (the default), the previous router (`--baseline-root`: another
 checkout's code, its own default), a plain logistic regression over hashed question and answer
 n-grams plus the type (P(student right); in-process on the same runs: routers.fitting.linear with
-routers.features.documents, no dense signal, no unread rule), random and the oracle. Reported: held-out APGR,
-CPT(50%), the teacher share the share=0.5 threshold gives, and the held-out APGR per type.
+routers.features.documents without the chosen option, as it was first measured; no dense signal,
+no unread rule), random and the oracle. Reported: held-out APGR, CPT(50%), the teacher share the
+share=0.5 threshold gives, and per type the held-out APGR and the teacher share at that threshold
+(each type's questions escalated, the unread rule and the policy's routes included; not for the
+previous row, whose ROUTER.json this code may not read).
 
     OMP_NUM_THREADS=1 python benchmarks/router_mcq.py [--pairs qwen15 mistral] [--baseline-root DIR]
     [--limit N] [--rows auto previous plain]
@@ -66,6 +69,17 @@ def runs(work: Path, pair: str, name: str, questions: list[dict]) -> tuple[Path,
     return out[0], out[1]
 
 
+def share_by_type(router: Path, held: tuple[Path, Path]) -> dict[str, float]:
+    """Per type, the share of its held-out questions the router sends to the teacher at its threshold."""
+    sys.path.insert(0, str(ROOT))
+    from router_share_by_type import by_type, escalated
+    from tourney.routers.evaluation.rundata import routing_data
+    from tourney.routers.policies.calibrate import CalibratedRouter
+
+    data = routing_data(*held)
+    return {k: rate for k, (_, rate) in by_type(data.types, escalated(data, CalibratedRouter.load(router))).items()}
+
+
 def route_eval(router: Path, held: tuple[Path, Path], out: Path, root: Path = ROOT) -> dict:
     cli(["route", "eval", "--student", held[0], "--teacher", held[1], "--router", router, "--out", out], root)
     ev = json.loads((out / "route_eval.json").read_text())
@@ -79,7 +93,8 @@ def route_eval(router: Path, held: tuple[Path, Path], out: Path, root: Path = RO
             "by_type": {k: v["apgr"] for k, v in rep["by_type"].items()},
             "chosen": f"{sel.get('chosen')} | {sel.get('policy')} | per-type {sel.get('per_type_min_questions')}",
             "cv_apgr": next((c["cv_apgr"] for c in chosen if c["name"] == sel.get("chosen")), None),
-            "nested_apgr": sel.get("nested_apgr")}
+            "nested_apgr": sel.get("nested_apgr"),
+            "share_by_type": share_by_type(router, held) if root == ROOT else {}}
 
 
 def plain_logistic(cal: tuple[Path, Path], held: tuple[Path, Path]) -> dict:
@@ -91,19 +106,21 @@ def plain_logistic(cal: tuple[Path, Path], held: tuple[Path, Path]) -> dict:
     from tourney.routers.fitting.select import routing_scores
 
     dev, test = routing_data(*cal), routing_data(*held)
-    model = LinearModel.fit([{}] * dev.n, dev.student_correct, [], texts=dev.documents)
-    conf = model.predict([{}] * test.n, test.documents)
+    model = LinearModel.fit([{}] * dev.n, dev.student_correct, [], texts=dev.plain_documents)
+    conf = model.predict([{}] * test.n, test.plain_documents)
     s, t = test.student_correct, test.teacher_correct
     a, _ = routing_scores(test, conf)
     order = np.argsort(conf, kind="stable")
-    share = float(np.mean(conf < np.quantile(model.predict([{}] * dev.n, dev.documents), 0.5)))
-    by_type = {}
+    sent = conf < np.quantile(model.predict([{}] * dev.n, dev.plain_documents), 0.5)
+    by_type, shares = {}, {}
     for k in sorted(set(test.types)):
         i = np.array([x == k for x in test.types])
         by_type[k] = routing_scores(test.subset(np.flatnonzero(i)), conf[i])[0]
+        shares[k] = float(np.mean(sent[i]))
     del order
     return {"apgr": a, "cpt50": cpt(routing_curve(conf, s, t), float(s.mean()), float(t.mean()), 0.5),
-            "share": share, "by_type": by_type, "chosen": "plain logistic regression"}
+            "share": float(np.mean(sent)), "by_type": by_type, "share_by_type": shares,
+            "chosen": "plain logistic regression"}
 
 
 def prior_study(work: Path, pairs: list[str], sizes: list[int], target: str, cal_q: list[dict],
@@ -192,10 +209,16 @@ def main() -> None:
     for pair, rows in results.items():
         names = list(rows)
         types = sorted(next(iter(rows.values()))["by_type"])
-        print(f"\n{pair}: held-out APGR per type\n| type | " + " | ".join(names) + " |")
-        print("|---|" + "---|" * len(names))
+        shared = [n for n in names if rows[n].get("share_by_type")]
+        print(f"\n{pair}: held-out APGR per type, and the teacher share at the {args.target} threshold per type\n"
+              "| type | questions | " + " | ".join(f"APGR {n}" for n in names) + " | "
+              + " | ".join(f"share {n}" for n in shared) + " |")
+        print("|---|---|" + "---|" * (len(names) + len(shared)))
+        held_types = halves(args.limit)[1]
         for k in types:
-            print(f"| {k} | " + " | ".join(f"{rows[n]['by_type'].get(k, float('nan')):.3f}" for n in names) + " |")
+            print(f"| {k} | {sum(q['type'] == k for q in held_types)} | "
+                  + " | ".join(f"{rows[n]['by_type'].get(k, float('nan')):.3f}" for n in names) + " | "
+                  + " | ".join(f"{rows[n]['share_by_type'].get(k, float('nan')):.3f}" for n in shared) + " |")
     (work / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
 
 

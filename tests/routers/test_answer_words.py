@@ -73,3 +73,46 @@ def test_words_routers_are_offered_from_enough_questions_and_score_alike(tmp_pat
     assert loaded.model.reads_answer
     live = [loaded.confidence(rows) for rows in data.student_rows[:20]]
     assert np.allclose(data.router_confidence(loaded)[:20], live)
+
+
+def test_documents_hold_the_chosen_options_words():
+    from tourney.routers.features.documents import chosen_option, rows_document
+
+    r = row("The answer is (B).")
+    assert chosen_option(r) == "a big dog"
+    d = rows_document([r])
+    assert d.endswith("c_big c_dog") and "c_cat" not in d  # the chosen option only, words of 2+ letters
+    assert "c_" not in rows_document([r], with_choice=False)  # as router files written before read it
+    for unread in (row("C or D?", prediction=None), row("(Z)", prediction="Z"), row("", prediction=None, error="x"),
+                   row("The answer is 12.", prediction="12", choices=None)):
+        assert chosen_option(unread) is None and "c_" not in rows_document([unread])
+
+
+def test_a_router_file_from_before_the_chosen_option_reads_its_documents_as_fitted(tmp_path):
+    import json
+
+    s, t = runs(tmp_path, 40)
+    for run in (s,):  # the questions get options; the student's prediction names B
+        lines = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+        for i, x in enumerate(lines):
+            x["choices"] = ["cat", f"dog {i % 5}", "fish"]
+        (run / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    data = routing_data(s, t)
+    assert data.documents != data.plain_documents
+    c = Candidate((), kind=GAIN, text=True, answer=True, l2=1.0)
+    model = c.fit(data)
+    assert model.reads_choice
+    router = calibrate(candidate_scores(c, data, np.arange(data.n), model), data.student_correct,
+                       data.teacher_correct, kind="teacher_share", value=0.5, model=model)
+    router.save(tmp_path / "new.json")
+    saved = json.loads((tmp_path / "new.json").read_text())
+    old = json.dumps(saved).replace(', "reads_choice": true', "")  # as a file written before it was recorded
+    assert old != json.dumps(saved)
+    (tmp_path / "old.json").write_text(old)
+    for name, docs in (("new.json", data.documents), ("old.json", data.plain_documents)):
+        loaded = CalibratedRouter.load(tmp_path / name)
+        assert loaded.model.reads_choice == (name == "new.json")
+        offline = data.router_confidence(loaded)
+        live = [loaded.confidence(rows) for rows in data.student_rows]
+        assert np.allclose(offline, live)
+        assert np.allclose(offline, loaded.model.predict(data.features, docs))

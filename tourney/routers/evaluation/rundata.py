@@ -71,6 +71,7 @@ class RoutingData:
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
     _texts: list[str] | None = field(default=None, repr=False, compare=False)
     _documents: list[str] | None = field(default=None, repr=False, compare=False)
+    _plain_documents: list[str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -137,16 +138,24 @@ class RoutingData:
 
     @property
     def documents(self) -> list[str]:
-        """Each question's type, text and student answer as one text (routers.features.documents)."""
+        """Each question's type, text, student answer and chosen option as one text (routers.features.documents)."""
         if self._documents is None:
             self._documents = [rows_document(rows) for rows in self.student_rows]
         return self._documents
+
+    @property
+    def plain_documents(self) -> list[str]:
+        """The same without the chosen option (what router files written before it was read)."""
+        if self._plain_documents is None:
+            self._plain_documents = [rows_document(rows, with_choice=False) for rows in self.student_rows]
+        return self._plain_documents
 
     def router_confidence(self, router: CalibratedRouter, *, unread_first: bool = True) -> np.ndarray:
         """A calibrated router's score per question (what its threshold applies to: per-type
         maps and tie jitter included); -inf where it has none, and (unread_first) where the
         student's answer is unread."""
-        texts = self.texts if isinstance(router.model, str) else scorer_texts(router.model, self.texts, self.documents)
+        texts = (self.texts if isinstance(router.model, str)
+                 else scorer_texts(router.model, self.texts, self.documents, self.plain_documents))
         prior = getattr(router.model, "prior", None)
         data = self if prior is None or prior is self.prior else self.with_prior(prior)
         out = router.finish(router.raw_scores(data.features, texts), self.types, self.texts)

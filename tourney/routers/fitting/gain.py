@@ -63,10 +63,15 @@ class GainRouter:
         """Its texts are routers.features.documents (type, question and the student's answer)."""
         return any(m.text is not None and m.text.reads_answer for m in (self.student, self.teacher))
 
+    @property
+    def reads_choice(self) -> bool:
+        """Its documents hold the chosen option's words (routers.features.documents)."""
+        return any(m.text is not None and m.text.reads_choice for m in (self.student, self.teacher))
+
     @classmethod
     def fit(cls, feature_rows: FeatureRows, student_correct: Sequence[bool], teacher_correct: Sequence[bool],
             names: Sequence[str], *, l2: float = 1.0, texts: Sequence[str] | None = None,
-            primary: str | None = None, reads_answer: bool = False) -> "GainRouter":
+            primary: str | None = None, reads_answer: bool = False, reads_choice: bool = False) -> "GainRouter":
         """Fit both models on the same dev questions and features (texts: the question texts,
         for a model that reads n-grams too)."""
         check_names(names)
@@ -74,7 +79,8 @@ class GainRouter:
         def one(y: np.ndarray) -> LinearModel:
             if y.size and y.min() == y.max():  # e.g. a teacher right on every dev question
                 return LinearModel.constant(y, names)
-            return LinearModel.fit(feature_rows, y, names, l2=l2, texts=texts, reads_answer=reads_answer)
+            return LinearModel.fit(feature_rows, y, names, l2=l2, texts=texts, reads_answer=reads_answer,
+                                   reads_choice=reads_choice)
 
         s = one(np.asarray(student_correct, dtype=float))
         t = one(np.asarray(teacher_correct, dtype=float))

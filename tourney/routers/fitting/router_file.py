@@ -65,6 +65,7 @@ class HashedTextSchema(Strict):
     buckets: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_LIST)
     weights: list[Finite] = Field(max_length=MAX_LIST)
     reads_answer: bool = False  # n-grams of type + question + the student's answer (routers.features.documents)
+    reads_choice: bool = False  # ... and the chosen option's words (absent in files written before)
 
     @model_validator(mode="after")
     def _aligned(self):

@@ -43,9 +43,19 @@ def reads_answer(scorer: Scorer) -> bool:
     return bool(getattr(scorer, "reads_answer", False))
 
 
-def scorer_texts(scorer: Scorer, texts: Sequence[str], documents: Sequence[str]) -> list[str]:
-    """What the scorer's hashed n-grams read: the documents (routers.features.documents) or the question texts."""
-    return list(documents if reads_answer(scorer) else texts)
+def reads_choice(scorer: Scorer) -> bool:
+    """Its documents hold the chosen option's words (router files written before do not)."""
+    return bool(getattr(scorer, "reads_choice", False))
+
+
+def scorer_texts(scorer: Scorer, texts: Sequence[str], documents: Sequence[str],
+                 plain_documents: Sequence[str]) -> list[str]:
+    """What the scorer's hashed n-grams read: the documents (routers.features.documents: with the
+    chosen option's words, or `plain_documents` without them for a scorer fitted on those) or
+    the question texts."""
+    if not reads_answer(scorer):
+        return list(texts)
+    return list(documents if reads_choice(scorer) else plain_documents)
 
 
 def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logliks: ChoiceLogliks = None,
@@ -63,7 +73,7 @@ def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logli
     if reads_answer(scorer):
         from tourney.routers.features.documents import rows_document
 
-        text = rows_document(rows, text)
+        text = rows_document(rows, text, with_choice=reads_choice(scorer))
     return float(scorer.predict([values], [text])[0])
 
 

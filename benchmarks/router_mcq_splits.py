@@ -1,0 +1,123 @@
+"""Routing MMLU-Pro recorded outputs over many random 50/50 splits: how much one split's figure is luck.
+
+benchmarks/router_mcq.py judges a router on one split of each pair's questions (sha1 of the id).
+On the two recorded pairs the held-out APGR of the same router moves by 0.03-0.07 when the two
+halves swap roles, so one split cannot tell apart variants that differ by a hundredth, nor say
+whether a pair is above a target. Here each pair's questions are split at random `--splits`
+times (seeded), and each split is used both ways (calibrate on one half, evaluate on the other),
+so every figure is a mean over 2 x splits evaluations, with its standard deviation and minimum.
+
+Rows (in-process on the same runs, one fit on the calibration half, unread answers escalated as
+the cascade does; routers.fitting.select's code):
+- `words, chosen option`: the gain router over type + question + answer words + the chosen
+  option's words, penalty 10 (what `--signals auto` defaults to on 1,000+ dev questions);
+- `words, no chosen option`: the same documents without the chosen option (before issue 23's
+  follow-up);
+- `words, penalty by CV`: the penalty of routers.fitting.select.ANSWER_L2 with the best 5-fold
+  cross-validated APGR on the calibration half;
+- `dense gain`: the gain router over every dense signal (no words);
+and with `--auto`, the full `--signals auto` choice as a user runs it (`tourney eval` on each
+half, `route calibrate --target share=0.5`, `route eval`): its APGR and the teacher share its
+threshold gives.
+
+    OMP_NUM_THREADS=1 python benchmarks/router_mcq_splits.py [--pairs qwen15 mistral] [--splits 5] [--auto]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from router_mcq import DATA, ROOT, cli, route_eval, runs
+
+sys.path.insert(0, str(ROOT))
+from tourney.routers.evaluation.rundata import RoutingData, routing_data  # noqa: E402
+from tourney.routers.fitting.gain import GainRouter  # noqa: E402
+from tourney.routers.fitting.select import (  # noqa: E402
+    ANSWER_L2, GAIN, Candidate, fold_splits, routing_scores,
+)
+from tourney.routers.fitting.policy_select import WORDS_L2  # noqa: E402
+
+
+def words_scores(cal: RoutingData, held: RoutingData, l2: float, chosen: bool) -> np.ndarray:
+    docs = (lambda d: d.documents) if chosen else (lambda d: d.plain_documents)
+    model = GainRouter.fit(cal.features, cal.student_correct, cal.teacher_correct, (), l2=l2, texts=docs(cal),
+                           reads_answer=True, reads_choice=chosen)
+    return held.escalating_unread(model.predict(held.features, docs(held)))
+
+
+def cv_penalty(cal: RoutingData, seed: int) -> float:
+    """The penalty of ANSWER_L2 whose words router has the best 5-fold cross-validated APGR on `cal`."""
+    best, best_a = WORDS_L2, -np.inf
+    for l2 in ANSWER_L2:
+        oof = np.empty(cal.n)
+        for _, train, test in fold_splits(cal, 5, 1, seed):
+            oof[test] = words_scores(cal.subset(train), cal.subset(test), l2, True)
+        a = routing_scores(cal, oof)[0]
+        if a > best_a + 1e-9:
+            best, best_a = l2, a
+    return best
+
+
+def variants(cal: RoutingData, held: RoutingData, seed: int) -> dict[str, float]:
+    dense = Candidate(tuple(cal.regression_signals()), kind=GAIN).fit(cal)
+    scores = {
+        "words, chosen option": words_scores(cal, held, WORDS_L2, True),
+        "words, no chosen option": words_scores(cal, held, WORDS_L2, False),
+        "words, penalty by CV": words_scores(cal, held, cv_penalty(cal, seed), True),
+        "dense gain": held.escalating_unread(dense.predict(held.features)),
+    }
+    return {k: routing_scores(held, v)[0] for k, v in scores.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", nargs="*", default=["qwen15", "mistral"])
+    ap.add_argument("--splits", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=99)
+    ap.add_argument("--auto", action="store_true", help="also the full --signals auto choice through the CLI")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "router-mcq-splits"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    qs = [json.loads(x) for x in (DATA / "questions.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    out: dict = {}
+    for pair in args.pairs:
+        data = routing_data(*runs(work, pair, "all", qs))
+        rng = np.random.default_rng(args.seed)
+        rows: dict[str, list[float]] = {}
+        for k in range(args.splits):
+            p = rng.permutation(data.n)
+            a, b = np.sort(p[: data.n // 2]), np.sort(p[data.n // 2:])
+            for way, (c, h) in enumerate(((a, b), (b, a))):
+                got = variants(data.subset(c), data.subset(h), args.seed)
+                if args.auto:
+                    name = f"s{k}-{way}"  # runs() puts the pair in front
+                    cal = runs(work, pair, f"{name}-cal", [qs[i] for i in c])
+                    held = runs(work, pair, f"{name}-held", [qs[i] for i in h])
+                    router = work / f"{pair}-{name}.json"
+                    cli(["route", "calibrate", "--student", cal[0], "--teacher", cal[1], "--target", "share=0.5",
+                         "--out", router])
+                    r = route_eval(router, held, work / f"{pair}-{name}-eval")
+                    got["auto (CLI)"], got["auto: teacher share at 0.5"] = r["apgr"], r["share"]
+                for name, v in got.items():
+                    rows.setdefault(name, []).append(v)
+                print(f"{pair} split {k} way {way}: " + ", ".join(f"{n} {v:.3f}" for n, v in got.items()), flush=True)
+        out[pair] = rows
+    print(f"\n{args.splits} random 50/50 splits x 2 ways (seed {args.seed}): held-out APGR")
+    print("| pair | router | mean | sd | min | max | mean difference from `words, chosen option` (sd) |")
+    print("|---|---|---|---|---|---|---|")
+    for pair, rows in out.items():
+        ref = np.array(rows["words, chosen option"])
+        for name, v in rows.items():
+            x = np.array(v)
+            diff = "" if "share" in name else f"{np.mean(x - ref):+.4f} ({np.std(x - ref):.4f})"
+            print(f"| {pair} | {name} | {x.mean():.3f} | {x.std():.3f} | {x.min():.3f} | {x.max():.3f} | {diff} |")
+    (work / "splits_results.json").write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
