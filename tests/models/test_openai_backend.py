@@ -331,6 +331,23 @@ def test_check_succeeds_on_live_server(server: tuple[str, FakeState]) -> None:
     make(server[0]).check()
 
 
+def test_open_connections_asks_the_server_at_most_the_pool_s_size_and_never_raises(server: tuple[str, FakeState]) -> None:
+    """A submission opens the connections its first questions will use before its clock starts
+    (routers.runtime.deadline.warm_up); a server that is down is met by the timed calls instead."""
+    backend = make(server[0], concurrency=3)
+    try:
+        assert backend.open_connections(2) == 2
+        assert backend.open_connections(10) == 3  # never more than the pool holds
+        assert backend.open_connections(0) == 0
+    finally:
+        backend.close()
+    down = make(closed_port_url(), concurrency=2)
+    try:
+        assert down.open_connections(2) == 0
+    finally:
+        down.close()
+
+
 def test_concurrency_limit_is_respected(server: tuple[str, FakeState]) -> None:
     url, state = server
     out = make(url, "gate", concurrency=2).generate([f"p{i}" for i in range(6)], GenConfig())

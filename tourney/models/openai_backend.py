@@ -135,6 +135,24 @@ class OpenAIBackend(Backend):
             raise BackendError(
                 f"cannot reach OpenAI-compatible server at {self.base_url}: GET /models gave HTTP {status}")
 
+    def open_connections(self, n: int) -> int:
+        """Open up to n of the pool's connections now (n GET /models at once), so that a timed run
+        whose first n requests leave together does not connect them while their deadlines run.
+        Best effort: returns how many answered; a failure here is met again by the timed call."""
+        async def one() -> bool:
+            try:
+                async with asyncio.timeout(CHECK_TIMEOUT_S):
+                    async with self._client().get(self._url("models")) as resp:
+                        await resp.read()
+                        return resp.status < 400
+            except (aiohttp.ClientError, OSError, TimeoutError):
+                return False
+
+        async def every() -> list[bool]:
+            return await asyncio.gather(*(one() for _ in range(max(0, min(n, self.concurrency)))))
+
+        return sum(self._run(every()))
+
     def generate(self, prompts: Sequence[Prompt], cfg: GenConfig) -> list[list[Generation]]:
         self._check_prompts(prompts)
         return self._run(self._each(prompts, cfg, None)) if prompts else []

@@ -276,8 +276,8 @@ def run_submission(cfg: SubmitConfig, cascade: Cascade, questions: Sequence[Ques
     # Failed requests are asked again, as `tourney eval` retries its failed rows.
     todo = [q for q in questions if q.id not in rows or rows[q.id].request_failed]
     deadline_s = cfg.deadline_ms / 1000.0
-    warm = warm_up(cascade, todo, batch_size=cfg.batch_size, servers=servers, deadline_s=deadline_s) \
-        if cfg.warmup and todo else None
+    warm = warm_up(cascade, todo, batch_size=cfg.batch_size, servers=servers, deadline_s=deadline_s,
+                   in_flight=concurrency) if cfg.warmup and todo else None
     # The collector's pass over what loading made runs here, before the clock (frozen_heap).
     with frozen_heap():
         start = time.monotonic()  # the clock starts after the warm-up
