@@ -21,9 +21,11 @@ def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
 
 
+CHECKS = ("accuracy_in_ci", "p95_within_15pct", "missed_within_1pt", "missed_in_plan_ci")  # reference_sim.compare
+
+
 def ok(checks: dict) -> str:
-    keys = ("accuracy_in_ci", "p95_within_15pct", "missed_within_1pt", "missed_in_plan_ci")
-    return "".join("y" if checks.get(k) else "**n**" for k in keys if k in checks)
+    return "".join("y" if checks[k] else "**n**" for k in CHECKS if k in checks)
 
 
 def as_option(label: str, m: dict) -> PlanOption:
@@ -72,8 +74,7 @@ def check_counts(res: dict) -> list[str]:
     for half in ("test", "dev"):
         checks = [r[f"checks_{half}"] for r in res["settings"]]
         counts = ", ".join(f"{k} {sum(bool(c.get(k)) for c in checks)}/{len(checks)}"
-                           for k in ("accuracy_in_ci", "p95_within_15pct", "missed_within_1pt", "missed_in_plan_ci")
-                           if any(k in c for c in checks))
+                           for k in CHECKS if any(k in c for c in checks))
         out.append(f"planned from the {half} half's runs: {counts}")
     return out
 

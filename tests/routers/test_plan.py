@@ -135,6 +135,20 @@ def make_runs(tmp_path, n=N, s_lat=None, t_lat=None, ids_t=None, samples=2):
     return s, t, s_rows, t_rows
 
 
+def calibrate_cascade(tmp_path, s, t, target):
+    """ROUTER.json of a one-threshold cascade on mean_logprob, through the command line."""
+    from click.testing import CliRunner
+
+    from tourney.cli.main import main
+
+    router = tmp_path / "router.json"
+    r = CliRunner().invoke(main, ["route", "calibrate", "--student", str(s), "--teacher", str(t), "--target", target,
+                                  "--signals", "mean_logprob", "--policy", "cascade", "--per-type", "off",
+                                  "--out", str(router)])
+    assert r.exit_code == 0, r.output
+    return router
+
+
 def option(plan, label):
     return next(o for o in plan.options if o.label == label)
 
@@ -176,11 +190,7 @@ def test_balanced_grid_from_a_router_file(tmp_path):
     from tourney.cli.main import main
 
     s, t, s_rows, t_rows = make_runs(tmp_path)
-    router = tmp_path / "router.json"
-    r = CliRunner().invoke(main, ["route", "calibrate", "--student", str(s), "--teacher", str(t), "--target", "share=0.3",
-                                  "--signals", "mean_logprob", "--policy", "cascade", "--per-type", "off",
-                                  "--out", str(router)])
-    assert r.exit_code == 0, r.output
+    router = calibrate_cascade(tmp_path, s, t, "share=0.3")
     plan = make_plan(PlanConfig(student=str(s), teacher=str(t), router=str(router), deadline_ms=60_000, concurrency=1))
     none, every = option(plan, "balanced share 0.0"), option(plan, "balanced share 1.0")
     assert none.accuracy == pytest.approx(option(plan, "speed").accuracy)  # nobody escalated
@@ -213,19 +223,13 @@ def test_an_unread_student_answer_is_asked_of_the_student_first_then_the_teacher
     time only its reading tells: the student's call comes first, then the teacher's, so its
     latency is the two added, not the teacher's alone (a plan that sent it straight to the
     teacher planned 1.5 to 4.5 points fewer missed deadlines than `submit` missed)."""
-    from click.testing import CliRunner
 
-    from tourney.cli.main import main
 
     s, t, s_rows, t_rows = make_runs(tmp_path, samples=1)
     unread = {f"q{i:02d}" for i in range(0, N, 5)}
     rows = [{**r, "prediction": None, "output": "I am not sure."} if r["id"] in unread else r for r in s_rows]
     s = write_run(tmp_path / "student", "mini-student", rows, samples=1, logprobs=0)
-    router = tmp_path / "router.json"
-    r = CliRunner().invoke(main, ["route", "calibrate", "--student", str(s), "--teacher", str(t), "--target", "share=0.5",
-                                  "--signals", "mean_logprob", "--policy", "cascade", "--per-type", "off",
-                                  "--out", str(router)])
-    assert r.exit_code == 0, r.output
+    router = calibrate_cascade(tmp_path, s, t, "share=0.5")
     plan = make_plan(PlanConfig(student=str(s), teacher=str(t), router=str(router), deadline_ms=60_000, concurrency=1))
     none = option(plan, "balanced share 0.0")  # no answer escalated for its score: the unread ones only
     assert none.teacher_share == pytest.approx(len(unread) / N)

@@ -198,12 +198,13 @@ def balanced_grid(pair: DevPair, router_path: str) -> tuple[list[tuple[str, floa
     # The view counts an unread student answer as escalated (route UP, score -inf), which is what
     # the teacher share needs; but at run time the student is asked first and its answer read
     # before the cascade escalates it (routers.runtime.cascade.unreadable): the student's call,
-    # then the teacher's. Only a first stage's (pre-routing's) UP skips the student.
-    question_score = pair.data.router_confidence(router, unread_first=False)
+    # then the teacher's. Only a first stage's (pre-routing's) UP skips the student. Pre-routing
+    # decides on the question-only score (scored again without the unread rule: PRE only).
+    question_score = pair.data.router_confidence(router, unread_first=False) if router.policy == PRE else score
 
     def routes(thr: float) -> list[str]:
         below = score < thr
-        if router.policy == PRE:  # the question-only score decides; an unread kept answer then escalates
+        if router.policy == PRE:  # an unread answer the first stage kept then escalates
             return [UP if b else KEEP for b in question_score < thr]
         if router.pre is None:  # a cascade: every question's student answers first
             return [CASCADE_UP if b else CASCADE for b in below]

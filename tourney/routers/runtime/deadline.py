@@ -253,8 +253,7 @@ def warm_up(cascade: Cascade, qs: Sequence[Question], *, batch_size: int, server
             return WarmUp(time.monotonic() - start, f"{name}: warm-up abandoned after {limit:g} s")
         if call.error is not None:
             return WarmUp(time.monotonic() - start, f"{name}: {_describe(call.error)}")
-    samples = cascade.student_settings.samples if cascade.student_settings is not None else 1
-    for backend, n in ((cascade.student, in_flight * samples), (cascade.teacher, in_flight)):
+    for backend, n in ((cascade.student, in_flight * cascade.student_settings.samples), (cascade.teacher, in_flight)):
         opener = getattr(backend, "open_connections", None)  # a server backend's
         if opener is not None and n > 1:
             opener(n)
