@@ -10,9 +10,12 @@ so every figure is a mean over 2 x splits evaluations, with its standard deviati
 Rows (in-process on the same runs, one fit on the calibration half, unread answers escalated as
 the cascade does; routers.fitting.select's code):
 - `words, chosen option`: the gain router over type + question + answer words + the chosen
-  option's words, penalty 10 (what `--signals auto` defaults to on 1,000+ dev questions);
-- `words, no chosen option`: the same documents without the chosen option (before issue 23's
-  follow-up);
+  option's words, penalty 10, its gain estimated twice (routers.fitting.gain, `split_gain`): what
+  `--signals auto` defaults to on 1,000+ dev questions;
+- `words, chosen option, marginal gain only`: the same, the gain from the two marginal models
+  alone (before the split estimate);
+- `words, no chosen option, marginal gain only`: neither the chosen option nor the split estimate
+  (before issue 23's follow-up);
 - `words, penalty by CV`: the penalty of routers.fitting.select.ANSWER_L2 with the best 5-fold
   cross-validated APGR on the calibration half;
 - `dense gain`: the gain router over every dense signal (no words);
@@ -20,7 +23,12 @@ and with `--auto`, the full `--signals auto` choice as a user runs it (`tourney 
 half, `route calibrate --target share=0.5`, `route eval`): its APGR and the teacher share its
 threshold gives.
 
-    OMP_NUM_THREADS=1 python benchmarks/router_mcq_splits.py [--pairs qwen15 mistral] [--splits 5] [--auto]
+A pair named `S/T` is crossed: the student of pair S with the teacher of pair T (on the same
+questions, each model's own recorded outputs), two more real pairs than the data names
+(`qwen15/mistral`: Qwen1.5-7B-Chat -> Mixtral-8x7B; `mistral/qwen15`: Mistral-7B -> Qwen1.5-72B),
+for what a router does on pairs it was not tuned on (not with --auto).
+
+    OMP_NUM_THREADS=1 python benchmarks/router_mcq_splits.py [--pairs qwen15 mistral qwen15/mistral] [--splits 5] [--auto]
 """
 from __future__ import annotations
 
@@ -42,10 +50,10 @@ from tourney.routers.fitting.select import (  # noqa: E402
 from tourney.routers.fitting.policy_select import WORDS_L2  # noqa: E402
 
 
-def words_scores(cal: RoutingData, held: RoutingData, l2: float, chosen: bool) -> np.ndarray:
+def words_scores(cal: RoutingData, held: RoutingData, l2: float, chosen: bool, split: bool = True) -> np.ndarray:
     docs = (lambda d: d.documents) if chosen else (lambda d: d.plain_documents)
     model = GainRouter.fit(cal.features, cal.student_correct, cal.teacher_correct, (), l2=l2, texts=docs(cal),
-                           reads_answer=True, reads_choice=chosen)
+                           reads_answer=True, reads_choice=chosen, split_gain=split)
     return held.escalating_unread(model.predict(held.features, docs(held)))
 
 
@@ -66,7 +74,8 @@ def variants(cal: RoutingData, held: RoutingData, seed: int) -> dict[str, float]
     dense = Candidate(tuple(cal.regression_signals()), kind=GAIN).fit(cal)
     scores = {
         "words, chosen option": words_scores(cal, held, WORDS_L2, True),
-        "words, no chosen option": words_scores(cal, held, WORDS_L2, False),
+        "words, chosen option, marginal gain only": words_scores(cal, held, WORDS_L2, True, split=False),
+        "words, no chosen option, marginal gain only": words_scores(cal, held, WORDS_L2, False, split=False),
         "words, penalty by CV": words_scores(cal, held, cv_penalty(cal, seed), True),
         "dense gain": held.escalating_unread(dense.predict(held.features)),
     }
@@ -86,7 +95,13 @@ def main() -> None:
     qs = [json.loads(x) for x in (DATA / "questions.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     out: dict = {}
     for pair in args.pairs:
-        data = routing_data(*runs(work, pair, "all", qs))
+        if "/" in pair:
+            if args.auto:
+                raise SystemExit(f"--auto runs the named pairs only, not the crossed {pair}")
+            s_pair, t_pair = pair.split("/", 1)
+            data = routing_data(runs(work, s_pair, "all", qs)[0], runs(work, t_pair, "all", qs)[1])
+        else:
+            data = routing_data(*runs(work, pair, "all", qs))
         rng = np.random.default_rng(args.seed)
         rows: dict[str, list[float]] = {}
         for k in range(args.splits):

@@ -5,7 +5,9 @@ import json
 import math
 
 import numpy as np
+import pytest
 
+from tourney.errors import DataError
 from tourney.harness.types import Question
 from tourney.routers.policies.calibrate import CalibratedRouter, calibrate
 from tourney.routers.runtime.cascade import Cascade
@@ -52,6 +54,35 @@ def test_gain_with_a_teacher_right_everywhere_ranks_as_student_confidence():
     assert gain.teacher.features == [] and 0.99 < gain.teacher.predict(rows[:1])[0] < 1.0
     conf = CombinedRouter.fit(rows, s.astype(bool), ["mean_logprob", "length"]).predict(rows)
     assert np.array_equal(np.argsort(gain.predict(rows)), np.argsort(conf))
+
+
+def test_the_split_estimate_is_the_mean_of_two_gains_and_round_trips():
+    rows, s, t = two_model_data()
+    g = GainRouter.fit(rows, s, t, ["mean_logprob", "length"], split_gain=True)
+    p_s, p_t = g.student.predict(rows), g.teacher.predict(rows)
+    p_d, p_w = g.discord.predict(rows), g.winner.predict(rows)
+    assert np.allclose(g.predict(rows), -0.5 * ((p_t - p_s) + p_d * (2 * p_w - 1)))
+    # the winner model learnt from the disagreeing questions only: there, teacher right = student wrong
+    assert g.winner.weights[0] < -1 and g.winner.weights[1] > 1
+    router = calibrate(g.predict(rows), s, t, kind="teacher_share", value=0.5, model=g)
+    back = CalibratedRouter.from_dict(json.loads(json.dumps(router.to_dict())))
+    assert back == router and np.allclose(back.model.predict(rows), g.predict(rows))
+    # a file written before the split estimate: the marginal one alone, as it was fitted
+    d = router.to_dict()
+    del d["model"]["discord"], d["model"]["winner"]
+    old = CalibratedRouter.from_dict(d)
+    assert old.model.discord is None and np.allclose(old.model.predict(rows), -(p_t - p_s))
+
+
+def test_the_split_estimate_with_no_disagreement_or_half_a_split_file():
+    rows, s, _ = two_model_data()
+    g = GainRouter.fit(rows, s, s.copy(), ["mean_logprob"], split_gain=True)  # the two always agree
+    assert g.winner.features == [] and abs(g.winner.predict(rows[:1])[0] - 0.5) < 1e-9  # no winner known
+    assert g.discord.features == [] and np.isfinite(g.predict(rows)).all()
+    d = calibrate(g.predict(rows), s, s, kind="teacher_share", value=0.5, model=g).to_dict()
+    del d["model"]["winner"]
+    with pytest.raises(DataError, match="discord.*winner.*both or neither"):
+        CalibratedRouter.from_dict(d, "r.json")
 
 
 def test_question_router_reads_words_and_round_trips_as_numbers():

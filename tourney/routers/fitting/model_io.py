@@ -39,8 +39,10 @@ def prior_from_schema(m: PriorSchema | None) -> DifficultyPrior | None:
 
 
 def gain_from_schema(m: GainSchema) -> GainRouter:
+    split = lambda x: None if x is None else linear_from_schema(x)  # noqa: E731
     return GainRouter(linear_from_schema(m.student), linear_from_schema(m.teacher), primary=m.primary,
-                      primary_step=m.primary_step, prior=prior_from_schema(m.prior))
+                      primary_step=m.primary_step, prior=prior_from_schema(m.prior), discord=split(m.discord),
+                      winner=split(m.winner))
 
 
 def model_from_schema(m: str | LogisticSchema | GainSchema):

@@ -125,6 +125,8 @@ class GainSchema(_Primary):
     student: LinearSchema
     teacher: LinearSchema
     prior: PriorSchema | None = None
+    discord: LinearSchema | None = None  # routers.fitting.gain: the split estimate's two models
+    winner: LinearSchema | None = None
 
 
 def _model_tag(v: Any) -> str | None:

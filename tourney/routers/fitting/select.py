@@ -175,7 +175,7 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
         texts = [source[i] for i in idx] if c.text else None
         if c.kind == GAIN:
             base = GainRouter.fit(rows, dev.student_correct[idx], dev.teacher_correct[idx], c.signals, l2=l2,
-                                  texts=texts, reads_answer=c.answer, reads_choice=c.answer)
+                                  texts=texts, reads_answer=c.answer, reads_choice=c.answer, split_gain=c.answer)
         else:
             base = CombinedRouter.fit(rows, dev.student_correct[idx].astype(bool), c.signals, l2=l2, texts=texts,
                                       reads_answer=c.answer, reads_choice=c.answer)
@@ -188,7 +188,7 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
         raise CannotFit(f"primary signal {c.primary!r} has no value on these dev questions")
     step = step_between(rows, c.primary)
     if isinstance(base, GainRouter):
-        return GainRouter(base.student, base.teacher, primary=c.primary, primary_step=step, prior=base.prior)
+        return replace(base, primary=c.primary, primary_step=step)
     return CombinedRouter(base.linear, primary=c.primary, primary_step=step, prior=base.prior)
 
 
