@@ -20,7 +20,8 @@ previous row, whose ROUTER.json this code may not read).
 
     OMP_NUM_THREADS=1 python benchmarks/router_mcq.py [--pairs qwen15 mistral] [--baseline-root DIR]
     [--limit N] [--rows auto previous plain]
-    OMP_NUM_THREADS=1 python benchmarks/router_mcq.py --prior-study 200 1000 99999   (learning across pairs)
+    OMP_NUM_THREADS=1 python benchmarks/router_mcq.py --prior-study 200 1000 99999 \
+        [--prior-runs-cover all|cal] [--prior-covers new|seen]   (learning across pairs)
 """
 from __future__ import annotations
 
@@ -124,25 +125,31 @@ def plain_logistic(cal: tuple[Path, Path], held: tuple[Path, Path]) -> dict:
 
 
 def prior_study(work: Path, pairs: list[str], sizes: list[int], target: str, cal_q: list[dict],
-                held_q: list[dict]) -> dict:
+                held_q: list[dict], covers: str = "all", calibrate_as: str = "new") -> dict:
     """Learning across pairs: each pair calibrated on its first N calibration questions, with and
-    without `--prior-runs` (the other pair's student and teacher runs on every question: another
-    team's recorded outcomes on the same benchmark), evaluated on its held-out half."""
+    without `--prior-runs`, evaluated on its held-out half. The prior runs are the other pair's
+    student and teacher runs on every question (`covers` all: another team's recorded outcomes on
+    the same public benchmark) or on the calibration half only (`covers` cal: a team's older pair
+    run on its dev questions, routing new ones: a tournament); `calibrate_as` is what
+    `route calibrate --prior-covers` is told (new: out-of-fold dev values; seen: recalled ones)."""
     out: dict = {}
+    halves_ = ("cal", "held") if covers == "all" else ("cal",)
     for pair in pairs:
         other = next(p for p in pairs if p != pair)
-        prior = [work / f"{other}-{half}-{role}" for half in ("cal", "held") for role in ("student", "teacher")]
+        prior = [work / f"{other}-{half}-{role}" for half in halves_ for role in ("student", "teacher")]
         for half, qs in (("cal", cal_q), ("held", held_q)):
             runs(work, other, half, qs)
         held = runs(work, pair, "held", held_q)
         for n in sizes:
             sub = runs(work, pair, f"cal{n}", cal_q[:n]) if n < len(cal_q) else runs(work, pair, "cal", cal_q)
             for with_prior in (False, True):
-                name = f"{pair}-n{n}-{'prior' if with_prior else 'plain'}"
+                name = f"{pair}-n{n}-{f'prior-{covers}-{calibrate_as}' if with_prior else 'plain'}"
                 router = work / f"{name}.json"
-                extra = [a for r in prior for a in ("--prior-runs", r)] if with_prior else []
-                cli(["route", "calibrate", "--student", sub[0], "--teacher", sub[1], "--target", target, *extra,
-                     "--out", router])
+                extra = ([a for r in prior for a in ("--prior-runs", r)] + ["--prior-covers", calibrate_as]
+                         if with_prior else [])
+                if with_prior or not router.is_file():  # the router without prior is the same for either cover
+                    cli(["route", "calibrate", "--student", sub[0], "--teacher", sub[1], "--target", target, *extra,
+                         "--out", router])
                 r = route_eval(router, held, work / f"{name}-eval")
                 out[name] = r
                 print(f"{pair} n={min(n, len(cal_q))} {'with' if with_prior else 'without'} prior: held-out APGR "
@@ -152,7 +159,7 @@ def prior_study(work: Path, pairs: list[str], sizes: list[int], target: str, cal
     for pair in pairs:
         other = next(p for p in pairs if p != pair)
         for n in sizes:
-            a, b = out[f"{pair}-n{n}-plain"], out[f"{pair}-n{n}-prior"]
+            a, b = out[f"{pair}-n{n}-plain"], out[f"{pair}-n{n}-prior-{covers}-{calibrate_as}"]
             print(f"| {pair} ({other}) | {min(n, len(cal_q))} | {a['apgr']:.3f} | {b['apgr']:.3f} | {b['share']:.3f} |")
     return out
 
@@ -167,6 +174,10 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "runs" / "router-mcq"))
     ap.add_argument("--prior-study", nargs="*", type=int, default=None, metavar="N",
                     help="instead: calibrate on the first N questions with and without --prior-runs (the other pair)")
+    ap.add_argument("--prior-runs-cover", choices=["all", "cal"], default="all",
+                    help="the prior study's other-pair runs cover every question, or the calibration half only")
+    ap.add_argument("--prior-covers", choices=["new", "seen"], default="new",
+                    help="what the prior study tells route calibrate --prior-covers")
     args = ap.parse_args()
     if not (DATA / "questions.jsonl").is_file():
         raise SystemExit(f"{DATA} not found (the recorded MMLU-Pro outputs live in ../shared)")
@@ -174,8 +185,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cal_q, held_q = halves(args.limit)
     if args.prior_study is not None:
-        res = prior_study(work, args.pairs, args.prior_study or [200, 1000, len(cal_q)], args.target, cal_q, held_q)
-        (work / "prior_results.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
+        res = prior_study(work, args.pairs, args.prior_study or [200, 1000, len(cal_q)], args.target, cal_q, held_q,
+                          args.prior_runs_cover, args.prior_covers)
+        (work / f"prior_results_{args.prior_runs_cover}_{args.prior_covers}.json").write_text(json.dumps(res, indent=1, default=str) + "\n")
         return
     results: dict[str, dict[str, dict]] = {}
     t0 = time.time()

@@ -9,7 +9,7 @@ import pytest
 
 from tourney.errors import ConfigError
 from tourney.routers.policies.calibrate import CalibratedRouter
-from tourney.routers.fitting.fit import CalibrateConfig, calibrate_runs
+from tourney.routers.fitting.fit import CalibrateConfig, calibrate_runs, describe
 from tourney.routers.features.prior import DifficultyPrior
 from tourney.routers.evaluation.rundata import routing_data
 
@@ -62,3 +62,76 @@ def test_calibrate_with_prior_runs_saves_the_prior_and_scores_alike(tmp_path):
     assert np.allclose(offline, live)
     with pytest.raises(ConfigError, match="read inside a fitted router"):
         calibrate_runs(cfg.model_copy(update={"signals": ("prior_accuracy",)}))
+
+
+def test_dev_questions_the_prior_saw_get_out_of_fold_values_and_routing_recalls(tmp_path):
+    other = runs(tmp_path, "other", 120, 1)
+    prior = DifficultyPrior.fit(other)
+    seen = routing_data(*other).texts
+    assert set(prior.out_of_fold) == set(seen)  # every question it was fitted on, once
+    recalled, dev = prior.accuracy(seen), prior.dev_accuracy(seen)
+    y = routing_data(*other).student_correct + routing_data(*other).teacher_correct
+    # recalled values sit closer to the question's own outcomes than out-of-fold ones
+    assert np.mean(np.abs(recalled - y / 2)) < np.mean(np.abs(dev - y / 2))
+    new = ["question 999 on algebra and botany matters?"]
+    assert np.array_equal(prior.dev_accuracy(new), prior.accuracy(new))  # unseen: the same either way
+    assert np.array_equal(DifficultyPrior.fit(other).dev_accuracy(seen), dev)  # deterministic
+    data = routing_data(*other)
+    assert np.allclose([f["prior_accuracy"] for f in data.with_prior(prior, dev=True).features], dev)
+    assert np.allclose([f["prior_accuracy"] for f in data.with_prior(prior).features], recalled)
+
+
+def shared_outcome_pairs(tmp_path):
+    """Two pairs with the same outcomes on the same 160 questions, drawn per question (not per
+    topic): a recalled prior value predicts a question's outcome, a value learnt from other
+    questions' wording does not."""
+    rng = np.random.default_rng(5)
+    n = 160
+    qs = [f"item {i} about {TOPICS[i % 6]} {TOPICS[(i * 5) % 6]}?" for i in range(n)]
+    s_ok, t_ok = rng.random(n) < 0.4, rng.random(n) < 0.8
+
+    def pair(name):
+        rows = lambda ok, lens: [{"id": f"q{i}", "question": q, "output": f"#### {i}", "prediction": str(i),  # noqa: E731
+                                  "correct": bool(ok[i]), "completion_tokens": int(lens[i])} for i, q in enumerate(qs)]
+        return (write_run(tmp_path / f"{name}-s", "s", rows(s_ok, rng.integers(5, 9, n))),
+                write_run(tmp_path / f"{name}-t", "t", rows(t_ok, rng.integers(5, 9, n))))
+
+    return pair("other"), pair("new")
+
+
+def test_a_split_calibration_scores_its_held_out_questions_as_routing_does(tmp_path):
+    """Held-out figures computed from out-of-fold prior values would differ from what routing,
+    which recalls, then does."""
+    other, (s, t) = shared_outcome_pairs(tmp_path)
+    cfg = CalibrateConfig(student=str(s), teacher=str(t), target="share=0.5", out=str(tmp_path / "r.json"),
+                          signals=("prior_accuracy", "length"), prior_runs=tuple(map(str, other)), split=0.5)
+    bundle = calibrate_runs(cfg)
+    router = CalibratedRouter.load(tmp_path / "r.json")
+    held = set(bundle.data["heldout_ids"])
+    data = routing_data(s, t)
+    idx = [i for i, q in enumerate(data.ids) if q in held]
+    live = np.array([router.confidence(data.student_rows[i]) for i in idx])
+    assert np.allclose(data.router_confidence(router)[idx], live)
+    # the held-out figures calibrate reports are those of the scores routing gives (recalled values)
+    again = CalibratedRouter.load(tmp_path / "r.json")
+    view = data.subset(idx).policy_view(again)
+    again.evaluate(view.score, data.student_correct[idx], data.teacher_correct[idx], kept=view.kept, up=view.up,
+                   route=view.route)
+    assert again.heldout == bundle.router.heldout
+
+
+def test_prior_covers_seen_trusts_recalled_values_and_new_does_not(tmp_path):
+    other, (s, t) = shared_outcome_pairs(tmp_path)
+    acc = {}
+    for covers in ("new", "seen"):
+        cfg = CalibrateConfig(student=str(s), teacher=str(t), target="share=0.5", out=str(tmp_path / f"{covers}.json"),
+                              signals=("prior_accuracy", "length"), prior_runs=tuple(map(str, other)), split=0.5,
+                              prior_covers=covers)
+        bundle = calibrate_runs(cfg)
+        assert bundle.data["prior_covers"] == covers
+        said = {"new": "dev values out of fold", "seen": "dev values recalled"}[covers]
+        assert f"difficulty prior from 2 run(s), read by the router; {said}" in describe(bundle)
+        acc[covers] = bundle.router.heldout.accuracy
+    # every held-out question is in the prior's runs: the router fitted on recalled values uses
+    # what they know; the one fitted as for new questions learnt that the wording says nothing
+    assert acc["seen"] > acc["new"] + 0.05

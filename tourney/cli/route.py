@@ -33,10 +33,13 @@ def route() -> None:
               help="For a share target: order questions of equal confidence by a hash of their text, so any teacher share is reachable.")
 @click.option("--prior-runs", multiple=True, type=click.Path(exists=True, file_okay=False),
               help="Run directories of other models on the same or similar questions: a difficulty prior (repeatable).")
+@click.option("--prior-covers", type=click.Choice(["new", "seen"]), default="new", show_default=True,
+              help="new: the questions to route are not in the --prior-runs (a tournament); seen: they are "
+                   "(another team's records of the same public benchmark).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="ROUTER.json to write.")
 @friendly_errors
 def route_calibrate(student, teacher, target, absolute, signals, policy, per_type, heldout_student, heldout_teacher,
-                    split, seed, split_ties, prior_runs, out) -> None:
+                    split, seed, split_ties, prior_runs, prior_covers, out) -> None:
     """Choose a router and its threshold for a target on dev runs; report how it holds on held-out ones."""
     from tourney.routers.fitting.fit import CalibrateConfig, calibrate_runs, describe
 
@@ -44,7 +47,7 @@ def route_calibrate(student, teacher, target, absolute, signals, policy, per_typ
     cfg = parse_option(CalibrateConfig, dict(
         student=student, teacher=teacher, target=target, out=out, absolute=absolute, signals=names, policy=policy,
         per_type=per_type, heldout_student=heldout_student, heldout_teacher=heldout_teacher, split=split, seed=seed,
-        split_ties=split_ties, prior_runs=tuple(prior_runs)), "route calibrate")
+        split_ties=split_ties, prior_runs=tuple(prior_runs), prior_covers=prior_covers), "route calibrate")
     click.echo(describe(calibrate_runs(cfg)))
     click.echo(f"wrote {out}")
 

@@ -174,9 +174,10 @@ class RoutingData:
                            teacher_below=router.pre.teacher_below, student_from=router.pre.student_from,
                            unread=self.unread, **lat)
 
-    def with_prior(self, prior: Any) -> "RoutingData":
-        """These questions with `prior_accuracy` filled from a difficulty prior (routers.features.prior)."""
-        acc = prior.accuracy(self.texts)
+    def with_prior(self, prior: Any, *, dev: bool = False) -> "RoutingData":
+        """These questions with `prior_accuracy` filled from a difficulty prior (routers.features.prior):
+        as routing computes it, or (dev) as a router is fitted on it (out of fold where the prior saw them)."""
+        acc = prior.dev_accuracy(self.texts) if dev else prior.accuracy(self.texts)
         features = [{**f, **{name: float(a) for name in PRIOR_FEATURES}} for f, a in zip(self.features, acc)]
         return replace(self, features=features, prior=prior, _avail=None, _fingerprint=None)
 

@@ -66,6 +66,9 @@ class CalibrateConfig(BaseModel):
     split_ties: bool = True  # order tied scores by a hash of the question (routers.policies.thresholds)
     multi_sample: Literal["max", "sum"] = "max"  # student latency over K samples (see rundata)
     prior_runs: tuple[str, ...] = ()  # other pairs' run directories: a difficulty prior (routers.features.prior)
+    # new: the questions routed are new to the prior (a tournament): dev values out of fold;
+    # seen: its runs cover them too (a public benchmark's records): dev values recalled
+    prior_covers: Literal["new", "seen"] = "new"
 
     @field_validator("target")
     @classmethod
@@ -182,12 +185,14 @@ def calibrate_runs(cfg: CalibrateConfig) -> RouterBundle:
     if cfg.prior_runs:
         from tourney.routers.features.prior import DifficultyPrior
 
-        data = data.with_prior(DifficultyPrior.fit(cfg.prior_runs))
-        info["prior_runs"] = list(cfg.prior_runs)
+        data = data.with_prior(DifficultyPrior.fit(cfg.prior_runs), dev=cfg.prior_covers == "new")
+        info.update(prior_runs=list(cfg.prior_runs), prior_covers=cfg.prior_covers)
     heldout: RoutingData | None = None
     if cfg.split is not None:
         dev_idx, held_idx = split_indices(data.n, cfg.split, cfg.seed)
         dev, heldout = data.subset(dev_idx), data.subset(held_idx)
+        if data.prior is not None:  # held-out questions are scored as routing scores them
+            heldout = heldout.with_prior(data.prior)
         info.update(split=cfg.split, seed=cfg.seed, heldout_ids=heldout.ids)
     else:
         dev = data
@@ -237,6 +242,12 @@ def describe(bundle: RouterBundle) -> str:
         elif top:  # the score was named (--signals): the table holds only first-stage candidates
             lines.append(f"score as named by --signals; question routers tried for a first stage, "
                          f"cross-validated APGR on dev: {listed}")
+    if bundle.data.get("prior_runs"):
+        models = [r.model] + ([r.pre.model] if r.pre is not None else [])
+        reads = "read by the router" if any(getattr(m, "prior", None) is not None for m in models) else "offered, not chosen"
+        how = ("dev values out of fold: for questions its runs have not seen" if bundle.data.get("prior_covers") == "new"
+               else "dev values recalled: for questions its runs have seen")
+        lines.append(f"difficulty prior from {len(bundle.data['prior_runs'])} run(s), {reads}; {how} (--prior-covers)")
     lines.append(f"target: {bundle.target} -> threshold {r.threshold:.6g}")
     if r.target_kind == "teacher_share" and r.dev is not None and abs(r.dev.teacher_share - r.target_value) > SHARE_WARN:
         # Questions whose score is blank, or whose answer the grader cannot read, go to the
