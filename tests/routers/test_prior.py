@@ -135,3 +135,39 @@ def test_prior_covers_seen_trusts_recalled_values_and_new_does_not(tmp_path):
     # every held-out question is in the prior's runs: the router fitted on recalled values uses
     # what they know; the one fitted as for new questions learnt that the wording says nothing
     assert acc["seen"] > acc["new"] + 0.05
+
+
+def test_the_words_default_keeps_the_prior_only_where_it_clearly_helps(tmp_path):
+    """1,000 questions whose outcomes the other pair shares question by question: recalled prior
+    values (--prior-covers seen) carry them and the words router keeps the prior; out-of-fold ones
+    (new) carry nothing the words do not, and it is left out."""
+    from dataclasses import replace
+
+    from tourney.routers.fitting.policy_select import _words_default
+    from tourney.routers.fitting.select import ANSWER_MIN_QUESTIONS, Candidate, GAIN, out_of_fold, routing_scores
+
+    rng = np.random.default_rng(11)
+    n = ANSWER_MIN_QUESTIONS
+    s_ok, t_ok = rng.random(n) < 0.4, rng.random(n) < 0.7
+    hedge = rng.random(n) < 0.5
+
+    def pair(name):
+        rows = [{"id": f"q{i}", "question": f"item {i} about {TOPICS[i % 6]}?", "type": f"t{i % 3}",
+                 "output": "Perhaps (A), or maybe (B)." if hedge[i] else "The answer is (B).", "prediction": "B",
+                 "correct": bool(s_ok[i]), "completion_tokens": 9} for i in range(n)]
+        t_rows = [{**r, "correct": bool(t_ok[i])} for i, r in enumerate(rows)]
+        return write_run(tmp_path / f"{name}-s", "s", rows), write_run(tmp_path / f"{name}-t", "t", t_rows)
+
+    other, new = pair("other"), pair("new")
+    prior = DifficultyPrior.fit(other)
+    picked = {}
+    for covers in ("seen", "new"):
+        dev = routing_data(*new).with_prior(prior, dev=covers == "new")
+        table = []
+        for signals in ((), ("prior_accuracy",)):
+            c = Candidate(signals, kind=GAIN, text=True, answer=True, l2=10.0)
+            table.append(replace(c, apgr=routing_scores(dev, out_of_fold(dev, c, repeats=1)[0])[0], eligible=True))
+        notes: list[str] = []
+        picked[covers] = _words_default(dev, table, seed=0, l2=1.0, notes=notes).signals
+        assert bool(notes) == (picked[covers] == ())
+    assert picked == {"seen": ("prior_accuracy",), "new": ()}

@@ -281,7 +281,7 @@ def pick_per_type(table: Sequence[PerTypeScore]) -> int | None:
 def prefer_words(dev: RoutingData, table: Sequence[Candidate], best: Candidate, *, seed: int, l2: float,
                  notes: list[str]) -> Candidate:
     """The default score on a large dev set: the gain router over the words of type, question and
-    answer (routers.features.documents, penalty WORDS_L2; with a difficulty prior, `prior_accuracy` too), unless the candidate with the best
+    answer (routers.features.documents, penalty WORDS_L2), unless the candidate with the best
     cross-validated APGR beats it by more than clear_margin paired bootstrap standard errors (of
     the eligible candidates compared with it).
 
@@ -290,9 +290,14 @@ def prefer_words(dev: RoutingData, table: Sequence[Candidate], best: Candidate, 
     against the words router's 0.529), and on the held-out half the two scored 0.583 and 0.617;
     on both recorded multiple-choice pairs the words router was at or near the top. A candidate
     that is clearly better (on GSM8K, the sample-agreement gain routers beat it by 0.1 and more)
-    still wins."""
-    words = next((c for c in table if c.answer and all(s in PRIOR_FEATURES for s in c.signals)
-                  and c.l2 == WORDS_L2 and c.eligible), None)
+    still wins.
+
+    With a difficulty prior (routers.features.prior) the default is the words router with
+    `prior_accuracy` beside the words only where that beats the words alone by two paired
+    standard errors (one comparison): on questions its runs have not seen the prior's guess from
+    similar wording added noise on the recorded MMLU-Pro pairs (benchmarks/RESULTS.md, issue 23, "A
+    prior that covers the dev questions only"), and a user's prior should cost nothing there."""
+    words = _words_default(dev, table, seed=seed, l2=l2, notes=notes)
     if words is None or words is best or not math.isfinite(words.apgr):
         return best
     if not math.isfinite(best.apgr):
@@ -306,6 +311,26 @@ def prefer_words(dev: RoutingData, table: Sequence[Candidate], best: Candidate, 
     notes.append(f"{best.name} (cross-validated APGR {best.apgr:.3f}) does not beat the words router "
                  f"({words.apgr:.3f}) by {margin:.2f} standard errors ({se:.3f} each): the words router is used")
     return words
+
+
+def _words_default(dev: RoutingData, table: Sequence[Candidate], *, seed: int, l2: float,
+                   notes: list[str]) -> Candidate | None:
+    """The words router at WORDS_L2: with the prior's feature where it clearly helps (prefer_words)."""
+    found = {c.signals: c for c in table if c.answer and all(s in PRIOR_FEATURES for s in c.signals)
+             and c.l2 == WORDS_L2 and c.eligible}
+    plain, prior = found.get(()), next((c for k, c in found.items() if k), None)
+    if plain is None or prior is None or not math.isfinite(prior.apgr):
+        return plain or prior
+    if not math.isfinite(plain.apgr):
+        return prior
+    a = out_of_fold(dev, prior, folds=FOLDS, repeats=1, seed=seed, l2=l2)[0]
+    b = out_of_fold(dev, plain, folds=FOLDS, repeats=1, seed=seed, l2=l2)[0]
+    se = paired_se(dev, a, b, seed)
+    if prior.apgr - plain.apgr > 2.0 * se:
+        return prior
+    notes.append(f"the words router with the difficulty prior (cross-validated APGR {prior.apgr:.3f}) does not beat "
+                 f"it without ({plain.apgr:.3f}) by 2 standard errors ({se:.3f} each): the prior is left out")
+    return plain
 
 
 def choose(dev: RoutingData, *, signals: str = "auto", policy: str = "auto", per_type: str = "auto",

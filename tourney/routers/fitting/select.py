@@ -127,11 +127,13 @@ def candidates(dev: RoutingData) -> list[Candidate]:
     # or beside every dense signal: any question form, nothing assumed about arithmetic. Tens of
     # thousands of n-gram weights on a few thousand questions want a stronger penalty than a
     # dozen signals; which one is chosen by the same cross-validation (ANSWER_L2).
-    # (with a difficulty prior from other pairs, its `prior_accuracy` joins the words). Offered from
+    # (with a difficulty prior from other pairs, also with its `prior_accuracy` beside the words:
+    # routers.fitting.policy_select.prefer_words keeps it only where it helps). Offered from
     # ANSWER_MIN_QUESTIONS dev questions: below, the n-gram weights are fitted from too few
     # questions to carry over (a threshold set on their out-of-fold scores missed a 0.3 share by
     # 7.7 points on 600 miniature dev questions; on GSM8K's 327-question folds they cost APGR).
     for l2 in ANSWER_L2 if dev.n >= ANSWER_MIN_QUESTIONS else ():
+        out.append(Candidate((), kind=GAIN, text=True, answer=True, l2=l2))
         out.append(Candidate(pick(PRIOR_FEATURES), kind=GAIN, text=True, answer=True, l2=l2))
         out.append(Candidate(tuple(avail), kind=GAIN, text=True, answer=True, l2=l2))
     seen: set = set()
