@@ -140,7 +140,7 @@ def test_prior_covers_seen_trusts_recalled_values_and_new_does_not(tmp_path):
 def test_the_words_default_keeps_the_prior_only_where_it_clearly_helps(tmp_path):
     """1,000 questions whose outcomes the other pair shares question by question: recalled prior
     values (--prior-covers seen) carry them and the words router keeps the prior; out-of-fold ones
-    (new) carry nothing the words do not, and it is left out."""
+    (new) carry nothing the words do not, and the two-standard-error test leaves it out."""
     from dataclasses import replace
 
     from tourney.routers.fitting.policy_select import _words_default
@@ -171,3 +171,8 @@ def test_the_words_default_keeps_the_prior_only_where_it_clearly_helps(tmp_path)
         picked[covers] = _words_default(dev, table, seed=0, l2=1.0, notes=notes).signals
         assert bool(notes) == (picked[covers] == ())
     assert picked == {"seen": ("prior_accuracy",), "new": ()}
+    # told that the questions routed are seen, the words router keeps the prior without the test
+    # (its recall is what routing will see), even where these values carry nothing
+    notes = []
+    told_seen = replace(dev, prior_out_of_fold=False)
+    assert _words_default(told_seen, table, seed=0, l2=1.0, notes=notes).signals == ("prior_accuracy",) and not notes

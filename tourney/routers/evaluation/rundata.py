@@ -67,6 +67,7 @@ class RoutingData:
     teacher_run: str = ""
     multi_sample: str = "max"
     prior: Any = None  # routers.features.prior.DifficultyPrior whose `prior_accuracy` the features hold (with_prior)
+    prior_out_of_fold: bool = False  # those values are out of fold where the prior saw a question (with_prior dev)
     _avail: list[str] | None = field(default=None, repr=False)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
     _texts: list[str] | None = field(default=None, repr=False, compare=False)
@@ -179,7 +180,7 @@ class RoutingData:
         as routing computes it, or (dev) as a router is fitted on it (out of fold where the prior saw them)."""
         acc = prior.dev_accuracy(self.texts) if dev else prior.accuracy(self.texts)
         features = [{**f, **{name: float(a) for name in PRIOR_FEATURES}} for f, a in zip(self.features, acc)]
-        return replace(self, features=features, prior=prior, _avail=None, _fingerprint=None)
+        return replace(self, features=features, prior=prior, prior_out_of_fold=dev, _avail=None, _fingerprint=None)
 
     def subset(self, index: Sequence[int]) -> "RoutingData":
         idx = list(index)
@@ -190,7 +191,7 @@ class RoutingData:
             student_latency_first=self.student_latency_first[idx],
             student_latency_all=self.student_latency_all[idx], teacher_latency=self.teacher_latency[idx],
             features=pick(self.features), student_run=self.student_run, teacher_run=self.teacher_run,
-            multi_sample=self.multi_sample, prior=self.prior,
+            multi_sample=self.multi_sample, prior=self.prior, prior_out_of_fold=self.prior_out_of_fold,
         )
 
 

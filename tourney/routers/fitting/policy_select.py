@@ -292,11 +292,12 @@ def prefer_words(dev: RoutingData, table: Sequence[Candidate], best: Candidate, 
     that is clearly better (on GSM8K, the sample-agreement gain routers beat it by 0.1 and more)
     still wins.
 
-    With a difficulty prior (routers.features.prior) the default is the words router with
-    `prior_accuracy` beside the words only where that beats the words alone by two paired
-    standard errors (one comparison): on questions its runs have not seen the prior's guess from
-    similar wording added noise on the recorded MMLU-Pro pairs (benchmarks/RESULTS.md, issue 23, "A
-    prior that covers the dev questions only"), and a user's prior should cost nothing there."""
+    With a difficulty prior (routers.features.prior) for questions its runs have not seen
+    (`--prior-covers new`), the default is the words router with `prior_accuracy` beside the words
+    only where that beats the words alone by two paired standard errors (one comparison): the
+    prior's guess from similar wording added noise on the recorded MMLU-Pro pairs
+    (benchmarks/RESULTS.md, issue 23, "A prior that covers the dev questions only"), and a prior
+    should cost nothing there. For questions its runs have seen, the prior is in the default."""
     words = _words_default(dev, table, seed=seed, l2=l2, notes=notes)
     if words is None or words is best or not math.isfinite(words.apgr):
         return best
@@ -319,6 +320,8 @@ def _words_default(dev: RoutingData, table: Sequence[Candidate], *, seed: int, l
     found = {c.signals: c for c in table if c.answer and all(s in PRIOR_FEATURES for s in c.signals)
              and c.l2 == WORDS_L2 and c.eligible}
     plain, prior = found.get(()), next((c for k, c in found.items() if k), None)
+    if prior is not None and not dev.prior_out_of_fold:  # its recall is what routing will see
+        return prior
     if plain is None or prior is None or not math.isfinite(prior.apgr):
         return plain or prior
     if not math.isfinite(plain.apgr):
