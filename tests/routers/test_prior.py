@@ -144,7 +144,9 @@ def test_the_words_default_keeps_the_prior_only_where_it_clearly_helps(tmp_path)
     from dataclasses import replace
 
     from tourney.routers.fitting.policy_select import _words_default
-    from tourney.routers.fitting.select import ANSWER_MIN_QUESTIONS, Candidate, GAIN, out_of_fold, routing_scores
+    from tourney.routers.fitting.select import (
+        ANSWER_MIN_QUESTIONS, Candidate, GAIN, candidates, out_of_fold, routing_scores,
+    )
 
     rng = np.random.default_rng(11)
     n = ANSWER_MIN_QUESTIONS
@@ -163,6 +165,8 @@ def test_the_words_default_keeps_the_prior_only_where_it_clearly_helps(tmp_path)
     picked = {}
     for covers in ("seen", "new"):
         dev = routing_data(*new).with_prior(prior, dev=covers == "new")
+        offered = [c.signals for c in candidates(dev) if c.answer and c.l2 == 10.0]
+        assert () in offered and ("prior_accuracy",) in offered  # both words routers, in either mode
         table = []
         for signals in ((), ("prior_accuracy",)):
             c = Candidate(signals, kind=GAIN, text=True, answer=True, l2=10.0)
@@ -176,3 +180,15 @@ def test_the_words_default_keeps_the_prior_only_where_it_clearly_helps(tmp_path)
     notes = []
     told_seen = replace(dev, prior_out_of_fold=False)
     assert _words_default(told_seen, table, seed=0, l2=1.0, notes=notes).signals == ("prior_accuracy",) and not notes
+
+
+def test_a_prior_for_new_questions_is_offered_only_beside_the_words(tmp_path):
+    from tourney.routers.fitting.select import candidates
+
+    other, new = shared_outcome_pairs(tmp_path)
+    prior = DifficultyPrior.fit(other)
+    reads = lambda data: [c for c in candidates(data) if "prior_accuracy" in c.signals]  # noqa: E731
+    seen = routing_data(*new).with_prior(prior)
+    assert reads(seen) and not any(c.answer for c in reads(seen))  # 160 questions: no words router
+    assert reads(routing_data(*new).with_prior(prior, dev=True)) == []
+    assert routing_data(*new).with_prior(prior, dev=True).subset(range(10)).prior_out_of_fold
