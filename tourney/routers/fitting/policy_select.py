@@ -303,15 +303,20 @@ def prefer_words(dev: RoutingData, table: Sequence[Candidate], best: Candidate, 
         return best
     if not math.isfinite(best.apgr):
         return words
-    a = out_of_fold(dev, best, folds=FOLDS, repeats=1, seed=seed, l2=l2)[0]
-    b = out_of_fold(dev, words, folds=FOLDS, repeats=1, seed=seed, l2=l2)[0]
-    se = paired_se(dev, a, b, seed)
+    se = _candidates_se(dev, best, words, seed=seed, l2=l2)
     margin = clear_margin(sum(1 for c in table if c.eligible and c is not words and math.isfinite(c.apgr)))
     if best.apgr - words.apgr > margin * se:
         return best
     notes.append(f"{best.name} (cross-validated APGR {best.apgr:.3f}) does not beat the words router "
                  f"({words.apgr:.3f}) by {margin:.2f} standard errors ({se:.3f} each): the words router is used")
     return words
+
+
+def _candidates_se(dev: RoutingData, a: Candidate, b: Candidate, *, seed: int, l2: float) -> float:
+    """The paired bootstrap standard error of two candidates' APGR difference, from their
+    out-of-fold scores on one fold assignment."""
+    return paired_se(dev, out_of_fold(dev, a, folds=FOLDS, repeats=1, seed=seed, l2=l2)[0],
+                     out_of_fold(dev, b, folds=FOLDS, repeats=1, seed=seed, l2=l2)[0], seed)
 
 
 def _words_default(dev: RoutingData, table: Sequence[Candidate], *, seed: int, l2: float,
@@ -326,9 +331,7 @@ def _words_default(dev: RoutingData, table: Sequence[Candidate], *, seed: int, l
         return plain or prior
     if not math.isfinite(plain.apgr):
         return prior
-    a = out_of_fold(dev, prior, folds=FOLDS, repeats=1, seed=seed, l2=l2)[0]
-    b = out_of_fold(dev, plain, folds=FOLDS, repeats=1, seed=seed, l2=l2)[0]
-    se = paired_se(dev, a, b, seed)
+    se = _candidates_se(dev, prior, plain, seed=seed, l2=l2)
     if prior.apgr - plain.apgr > 2.0 * se:
         return prior
     notes.append(f"the words router with the difficulty prior (cross-validated APGR {prior.apgr:.3f}) does not beat "
