@@ -10,10 +10,12 @@ so every figure is a mean over 2 x splits evaluations, with its standard deviati
 Rows (in-process on the same runs, one fit on the calibration half, unread answers escalated as
 the cascade does; routers.fitting.select's code):
 - `words, chosen option`: the gain router over type + question + answer words + the chosen
-  option's words, penalty 10, its gain estimated twice (routers.fitting.gain, `split_gain`): what
-  `--signals auto` defaults to on 1,000+ dev questions;
-- `words, chosen option, marginal gain only`: the same, the gain from the two marginal models
-  alone (before the split estimate);
+  option's words + the check tokens (routers.features.option_checks), penalty 10, its gain
+  estimated twice (routers.fitting.gain, `split_gain`): what `--signals auto` defaults to on
+  1,000+ dev questions;
+- `words, chosen option, no checks`: the same without the check tokens (before they were read);
+- `words, chosen option, no checks, marginal gain only`: neither the checks nor the split
+  estimate;
 - `words, no chosen option, marginal gain only`: neither the chosen option nor the split estimate
   (before issue 23's follow-up);
 - `words, penalty by CV`: the penalty of routers.fitting.select.ANSWER_L2 with the best 5-fold
@@ -50,10 +52,12 @@ from tourney.routers.fitting.select import (  # noqa: E402
 from tourney.routers.fitting.policy_select import WORDS_L2  # noqa: E402
 
 
-def words_scores(cal: RoutingData, held: RoutingData, l2: float, chosen: bool, split: bool = True) -> np.ndarray:
-    docs = (lambda d: d.documents) if chosen else (lambda d: d.plain_documents)
+def words_scores(cal: RoutingData, held: RoutingData, l2: float, chosen: bool, split: bool = True,
+                 checks: bool = True) -> np.ndarray:
+    checks = checks and chosen
+    docs = lambda d: d.documents_as(chosen, checks)  # noqa: E731
     model = GainRouter.fit(cal.features, cal.student_correct, cal.teacher_correct, (), l2=l2, texts=docs(cal),
-                           reads_answer=True, reads_choice=chosen, split_gain=split)
+                           reads_answer=True, reads_choice=chosen, reads_checks=checks, split_gain=split)
     return held.escalating_unread(model.predict(held.features, docs(held)))
 
 
@@ -74,7 +78,9 @@ def variants(cal: RoutingData, held: RoutingData, seed: int) -> dict[str, float]
     dense = Candidate(tuple(cal.regression_signals()), kind=GAIN).fit(cal)
     scores = {
         "words, chosen option": words_scores(cal, held, WORDS_L2, True),
-        "words, chosen option, marginal gain only": words_scores(cal, held, WORDS_L2, True, split=False),
+        "words, chosen option, no checks": words_scores(cal, held, WORDS_L2, True, checks=False),
+        "words, chosen option, no checks, marginal gain only": words_scores(cal, held, WORDS_L2, True, split=False,
+                                                                             checks=False),
         "words, no chosen option, marginal gain only": words_scores(cal, held, WORDS_L2, False, split=False),
         "words, penalty by CV": words_scores(cal, held, cv_penalty(cal, seed), True),
         "dense gain": held.escalating_unread(dense.predict(held.features)),

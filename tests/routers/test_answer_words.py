@@ -81,8 +81,9 @@ def test_documents_hold_the_chosen_options_words():
     r = row("The answer is (B).")
     assert chosen_option(r) == "a big dog"
     d = rows_document([r])
-    assert d.endswith("c_big c_dog") and "c_cat" not in d  # the chosen option only, words of 2+ letters
+    assert d.endswith("c_big c_dog k_nonnumeric") and "c_cat" not in d  # the chosen option only, 2+ letters
     assert "c_" not in rows_document([r], with_choice=False)  # as router files written before read it
+    assert rows_document([r], with_checks=False).endswith("c_big c_dog")
     for unread in (row("C or D?", prediction=None), row("(Z)", prediction="Z"), row("", prediction=None, error="x"),
                    row("The answer is 12.", prediction="12", choices=None)):
         assert chosen_option(unread) is None and "c_" not in rows_document([unread])
@@ -106,12 +107,18 @@ def test_a_router_file_from_before_the_chosen_option_reads_its_documents_as_fitt
                        data.teacher_correct, kind="teacher_share", value=0.5, model=model)
     router.save(tmp_path / "new.json")
     saved = json.loads((tmp_path / "new.json").read_text())
-    old = json.dumps(saved).replace(', "reads_choice": true', "")  # as a file written before it was recorded
-    assert old != json.dumps(saved)
+    # as files written before the check tokens, and before the chosen option too, were recorded
+    no_checks = json.dumps(saved).replace(', "reads_checks": true', "")
+    old = no_checks.replace(', "reads_choice": true', "")
+    assert old != no_checks != json.dumps(saved)
+    (tmp_path / "no_checks.json").write_text(no_checks)
     (tmp_path / "old.json").write_text(old)
-    for name, docs in (("new.json", data.documents), ("old.json", data.plain_documents)):
+    assert data.documents != data.documents_as(True, False)
+    for name, docs in (("new.json", data.documents), ("no_checks.json", data.documents_as(True, False)),
+                       ("old.json", data.plain_documents)):
         loaded = CalibratedRouter.load(tmp_path / name)
-        assert loaded.model.reads_choice == (name == "new.json")
+        assert loaded.model.reads_choice == (name != "old.json")
+        assert loaded.model.reads_checks == (name == "new.json")
         offline = data.router_confidence(loaded)
         live = [loaded.confidence(rows) for rows in data.student_rows]
         assert np.allclose(offline, live)

@@ -71,8 +71,7 @@ class RoutingData:
     _avail: list[str] | None = field(default=None, repr=False)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
     _texts: list[str] | None = field(default=None, repr=False, compare=False)
-    _documents: list[str] | None = field(default=None, repr=False, compare=False)
-    _plain_documents: list[str] | None = field(default=None, repr=False, compare=False)
+    _documents: dict[tuple[bool, bool], list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -137,26 +136,32 @@ class RoutingData:
             self._texts = [rows[0].question for rows in self.student_rows]
         return self._texts
 
+    def documents_as(self, with_choice: bool = True, with_checks: bool = True) -> list[str]:
+        """Each question's document (routers.features.documents) in one form: type, text and
+        student answer, with the chosen option's words and the check tokens or without (what
+        router files written before either was read); each form computed once."""
+        key = (with_choice, with_checks)
+        if key not in self._documents:
+            self._documents[key] = [rows_document(rows, with_choice=with_choice, with_checks=with_checks)
+                                    for rows in self.student_rows]
+        return self._documents[key]
+
     @property
     def documents(self) -> list[str]:
-        """Each question's type, text, student answer and chosen option as one text (routers.features.documents)."""
-        if self._documents is None:
-            self._documents = [rows_document(rows) for rows in self.student_rows]
-        return self._documents
+        """The documents routers are fitted on now: with the chosen option and the check tokens."""
+        return self.documents_as()
 
     @property
     def plain_documents(self) -> list[str]:
-        """The same without the chosen option (what router files written before it was read)."""
-        if self._plain_documents is None:
-            self._plain_documents = [rows_document(rows, with_choice=False) for rows in self.student_rows]
-        return self._plain_documents
+        """The documents without the chosen option or the checks (as the words were first measured)."""
+        return self.documents_as(False, False)
 
     def router_confidence(self, router: CalibratedRouter, *, unread_first: bool = True) -> np.ndarray:
         """A calibrated router's score per question (what its threshold applies to: per-type
         maps and tie jitter included); -inf where it has none, and (unread_first) where the
         student's answer is unread."""
         texts = (self.texts if isinstance(router.model, str)
-                 else scorer_texts(router.model, self.texts, self.documents, self.plain_documents))
+                 else scorer_texts(router.model, self.texts, self.documents_as))
         prior = getattr(router.model, "prior", None)
         data = self if prior is None or prior is self.prior else self.with_prior(prior)
         out = router.finish(router.raw_scores(data.features, texts), self.types, self.texts)

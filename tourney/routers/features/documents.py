@@ -16,6 +16,12 @@ issue 23, "After issue 22's grader"), the gain router over these documents beat 
 them in each of the 20 evaluations: +0.002 (Qwen1.5) and +0.004 (Mistral) held-out APGR on average. A router file
 records whether its documents hold the chosen option (HashedText.reads_choice): files written
 before read their documents as they were fitted.
+
+Last come the check tokens (`with_checks`, routers.features.option_checks: `k_chosen_computed`,
+`k_chosen_not_computed`, ...): whether the student's reasoning wrote the number of the option it
+chose. A hashed word cannot see that "0.016" in the reasoning is option C's "0.016"; these tokens
+say it. Recorded in a router file as HashedText.reads_checks; files written before read their
+documents without them.
 """
 from __future__ import annotations
 
@@ -23,20 +29,24 @@ import re
 from typing import Sequence
 
 from tourney.harness.types import SampleResult
+from tourney.routers.features.option_checks import check_words
 
 HEAD_CHARS, TAIL_CHARS = 400, 1200
 _WORD = re.compile(r"\w\w+")
 
 
-def routing_document(question: str, question_type: str, output: str, chosen: str | None = None) -> str:
+def routing_document(question: str, question_type: str, output: str, chosen: str | None = None,
+                     checks: Sequence[str] = ()) -> str:
     """One question's document; `chosen`: the text of the option the student chose (None: no
-    option read, or a document without it)."""
+    option read, or a document without it); `checks`: the check tokens (option_checks.check_words)."""
     kind = "_".join(_WORD.findall(question_type.lower())) or "default"
     text = output if len(output) <= HEAD_CHARS + TAIL_CHARS else output[:HEAD_CHARS] + " " + output[-TAIL_CHARS:]
     answer = " ".join("a_" + w for w in _WORD.findall(text.lower()))
     doc = f"qtype_{kind} {question} {answer}"
     if chosen:
         doc += " " + " ".join("c_" + w for w in _WORD.findall(chosen[:HEAD_CHARS].lower()))
+    if checks:
+        doc += " " + " ".join(checks)
     return doc
 
 
@@ -50,13 +60,15 @@ def chosen_option(row: SampleResult) -> str | None:
 
 
 def rows_document(rows: Sequence[SampleResult], question: str | None = None, question_type: str | None = None,
-                  *, with_choice: bool = True) -> str:
+                  *, with_choice: bool = True, with_checks: bool = True) -> str:
     """The document of one question from its student samples (the first sample's output; a
-    failed sample reads as no answer); with the chosen option's words unless `with_choice` is
-    False (the documents of router files written before they were read)."""
+    failed sample reads as no answer); with the chosen option's words and the check tokens unless
+    `with_choice` / `with_checks` is False (the documents of router files written before they
+    were read)."""
     first = min(rows, key=lambda r: r.sample) if rows else None
     output = "" if first is None or first.error is not None else first.output
     text = question if question is not None else (first.question if first is not None else "")
     kind = question_type if question_type is not None else (first.type if first is not None else "default")
     chosen = chosen_option(first) if with_choice and first is not None else None
-    return routing_document(text, kind, output, chosen)
+    checks = check_words(first) if with_checks and first is not None else []
+    return routing_document(text, kind, output, chosen, checks)

@@ -53,17 +53,18 @@ class CombinedRouter:
     reads_text = property(lambda self: self.linear.text is not None)
     reads_answer = property(lambda self: self.linear.text is not None and self.linear.text.reads_answer)
     reads_choice = property(lambda self: self.linear.text is not None and self.linear.text.reads_choice)
+    reads_checks = property(lambda self: self.linear.text is not None and self.linear.text.reads_checks)
 
     @classmethod
     def fit(cls, feature_rows: FeatureRows, correct: Sequence[bool], names: Sequence[str], *,
             l2: float = 1.0, primary: str | None = None, texts: Sequence[str] | None = None,
-            reads_answer: bool = False, reads_choice: bool = False) -> "CombinedRouter":
+            reads_answer: bool = False, reads_choice: bool = False, reads_checks: bool = False) -> "CombinedRouter":
         """Fit on dev questions: one mapping of feature values per question (compute_signals gives
         it) and whether the student got that question right. With `primary`, the model breaks
         that signal's ties (module doc); it must be among `names` and available on dev."""
         check_names(names)
         linear = LinearModel.fit(feature_rows, np.asarray(correct, dtype=float), names, l2=l2, texts=texts,
-                                 reads_answer=reads_answer, reads_choice=reads_choice)
+                                 reads_answer=reads_answer, reads_choice=reads_choice, reads_checks=reads_checks)
         step = 0.0
         if primary is not None:
             if primary not in linear.features:

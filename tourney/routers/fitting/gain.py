@@ -92,11 +92,16 @@ class GainRouter:
         """Its documents hold the chosen option's words (routers.features.documents)."""
         return any(m.text is not None and m.text.reads_choice for m in self.models)
 
+    @property
+    def reads_checks(self) -> bool:
+        """Its documents end with the check tokens (routers.features.option_checks)."""
+        return any(m.text is not None and m.text.reads_checks for m in self.models)
+
     @classmethod
     def fit(cls, feature_rows: FeatureRows, student_correct: Sequence[bool], teacher_correct: Sequence[bool],
             names: Sequence[str], *, l2: float = 1.0, texts: Sequence[str] | None = None,
             primary: str | None = None, reads_answer: bool = False, reads_choice: bool = False,
-            split_gain: bool = False) -> "GainRouter":
+            reads_checks: bool = False, split_gain: bool = False) -> "GainRouter":
         """Fit both models on the same dev questions and features (texts: the question texts,
         for a model that reads n-grams too); with `split_gain`, the disagreement and winner
         models too (module doc)."""
@@ -111,7 +116,7 @@ class GainRouter:
             if y.size and y.min() == y.max():  # e.g. a teacher right on every dev question
                 return LinearModel.constant(y, names)
             return LinearModel.fit(rows, y, names, l2=penalty, texts=txt, reads_answer=reads_answer,
-                                   reads_choice=reads_choice)
+                                   reads_choice=reads_choice, reads_checks=reads_checks)
 
         sy, ty = np.asarray(student_correct, dtype=float), np.asarray(teacher_correct, dtype=float)
         s, t = one(sy), one(ty)

@@ -112,6 +112,7 @@ class HashedText:
     weights: tuple[float, ...] = ()
     reads_answer: bool = False  # the texts are routers.features.documents (type + question + the student's answer)
     reads_choice: bool = False  # those documents hold the chosen option's words too (written from issue 23 on)
+    reads_checks: bool = False  # ... and the check tokens (routers.features.option_checks; written later)
 
     def matrix(self, texts: Sequence[str]):
         """(questions x n_features) sparse matrix: presence of each hashed n-gram, rows of unit length."""
@@ -157,7 +158,7 @@ class LinearModel:
     @classmethod
     def fit(cls, rows: FeatureRows, y: Sequence[bool] | np.ndarray, names: Sequence[str], *, l2: float = 1.0,
             texts: Sequence[str] | None = None, reads_answer: bool = False,
-            reads_choice: bool = False) -> "LinearModel":
+            reads_choice: bool = False, reads_checks: bool = False) -> "LinearModel":
         """Fit on one mapping of feature values per question and its label; with `texts`, the
         question n-grams join the dense features in one regression."""
         if len(rows) != len(y):
@@ -185,7 +186,8 @@ class LinearModel:
             w_dense, w_text = w[:len(used)], w[len(used):]
             nz = np.flatnonzero(w_text != 0.0)
             text = HashedText(buckets=tuple(int(keep[i]) for i in nz), weights=tuple(float(w_text[i]) for i in nz),
-                              reads_answer=reads_answer, reads_choice=reads_answer and reads_choice)
+                              reads_answer=reads_answer, reads_choice=reads_answer and reads_choice,
+                              reads_checks=reads_answer and reads_checks)
         else:
             w_dense, b = fit_logistic(z, np.asarray(y), l2)
         return cls(features=used, mean=mean.tolist(), scale=scale.tolist(), weights=[float(v) for v in w_dense],
@@ -226,4 +228,6 @@ class LinearModel:
                 d["text"]["reads_answer"] = True
             if self.text.reads_choice:
                 d["text"]["reads_choice"] = True
+            if self.text.reads_checks:
+                d["text"]["reads_checks"] = True
         return d

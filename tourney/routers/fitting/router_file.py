@@ -66,6 +66,7 @@ class HashedTextSchema(Strict):
     weights: list[Finite] = Field(max_length=MAX_LIST)
     reads_answer: bool = False  # n-grams of type + question + the student's answer (routers.features.documents)
     reads_choice: bool = False  # ... and the chosen option's words (absent in files written before)
+    reads_checks: bool = False  # ... and the check tokens (routers.features.option_checks; ditto)
 
     @model_validator(mode="after")
     def _aligned(self):

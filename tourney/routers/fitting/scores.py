@@ -8,7 +8,7 @@ Two kinds implement `Scorer`: routers.fitting.combined (P(the student is right))
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -48,14 +48,19 @@ def reads_choice(scorer: Scorer) -> bool:
     return bool(getattr(scorer, "reads_choice", False))
 
 
-def scorer_texts(scorer: Scorer, texts: Sequence[str], documents: Sequence[str],
-                 plain_documents: Sequence[str]) -> list[str]:
-    """What the scorer's hashed n-grams read: the documents (routers.features.documents: with the
-    chosen option's words, or `plain_documents` without them for a scorer fitted on those) or
-    the question texts."""
+def reads_checks(scorer: Scorer) -> bool:
+    """Its documents end with the check tokens (router files written before do not)."""
+    return bool(getattr(scorer, "reads_checks", False))
+
+
+def scorer_texts(scorer: Scorer, texts: Sequence[str],
+                 documents: Callable[[bool, bool], Sequence[str]]) -> list[str]:
+    """What the scorer's hashed n-grams read: the question texts, or the documents
+    (routers.features.documents) in the form it was fitted on: `documents(with_choice,
+    with_checks)` gives them."""
     if not reads_answer(scorer):
         return list(texts)
-    return list(documents if reads_choice(scorer) else plain_documents)
+    return list(documents(reads_choice(scorer), reads_checks(scorer)))
 
 
 def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logliks: ChoiceLogliks = None,
@@ -73,7 +78,7 @@ def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logli
     if reads_answer(scorer):
         from tourney.routers.features.documents import rows_document
 
-        text = rows_document(rows, text, with_choice=reads_choice(scorer))
+        text = rows_document(rows, text, with_choice=reads_choice(scorer), with_checks=reads_checks(scorer))
     return float(scorer.predict([values], [text])[0])
 
 

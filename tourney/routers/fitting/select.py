@@ -184,10 +184,11 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
         texts = [source[i] for i in idx] if c.text else None
         if c.kind == GAIN:
             base = GainRouter.fit(rows, dev.student_correct[idx], dev.teacher_correct[idx], c.signals, l2=l2,
-                                  texts=texts, reads_answer=c.answer, reads_choice=c.answer, split_gain=c.answer)
+                                  texts=texts, reads_answer=c.answer, reads_choice=c.answer, reads_checks=c.answer,
+                                  split_gain=c.answer)
         else:
             base = CombinedRouter.fit(rows, dev.student_correct[idx].astype(bool), c.signals, l2=l2, texts=texts,
-                                      reads_answer=c.answer, reads_choice=c.answer)
+                                      reads_answer=c.answer, reads_choice=c.answer, reads_checks=c.answer)
         if any(s in PRIOR_FEATURES for s in c.signals):
             base.prior = dev.prior
         _FITTED[key] = base

@@ -1,0 +1,67 @@
+"""routers.features.option_checks: did the student's reasoning compute the number of the option it chose?"""
+from __future__ import annotations
+
+import math
+
+from hypothesis import given, strategies as st
+
+from tourney.harness.types import SampleResult
+from tourney.routers.features.answer_features import ANSWER_SIGNALS
+from tourney.routers.features.option_checks import check_words, chosen_computed, numbers, numeric_check
+from tourney.routers.features.signals import FEATURE_NAMES
+
+PRICES = ("$52.50", "$83.33", "$131.25", "$78.75")
+
+
+def row(output: str, prediction: str | None = "B", choices=PRICES, **kw) -> SampleResult:
+    base = dict(id="x", question="How much interest?", type="business", sample=0, output=output,
+                prediction=prediction, gold="B", correct=True, latency_s=0.0, ttft_s=None, prompt_tokens=0,
+                completion_tokens=0, finish_reason="stop", choices=list(choices) if choices else None)
+    return SampleResult(**{**base, **kw})
+
+
+def test_numbers_read_the_forms_outputs_write():
+    assert numbers("1,250 and -3.5 then 2e-3") == [1250.0, -3.5, 0.002]
+    assert numbers(r"4.2 x 10^-3, 4.2 \times 10^{-3} and 4.2 × 10^-3") == [0.0042] * 3
+    assert numbers("H2O from 5-10 m") == [5.0, 10.0]  # a digit inside a word is no number; a range is two
+    assert numbers("no digits here") == []
+
+
+@given(st.text(max_size=300))
+def test_numbers_never_fail_and_are_finite(text):
+    assert all(math.isfinite(v) for v in numbers(text))
+
+
+def test_the_chosen_options_number_in_the_reasoning():
+    c = numeric_check(row("5 / 0.06 = 83.33. The answer is (B)."))
+    assert c.numeric and c.chosen == 1 and c.computed == (1,) and c.last
+    assert check_words(row("5 / 0.06 = 83.33. The answer is (B).")) == [
+        "k_numeric", "k_chosen_computed", "k_last_match"]
+    assert chosen_computed([row("5 / 0.06 = 83.3 (rounded). The answer is (B).")]) == 1.0  # within 0.5%
+
+
+def test_an_answer_its_reasoning_did_not_compute():
+    guess = row("So the interest is $61.20. None match; the closest option is (B).")
+    assert check_words(guess) == ["k_numeric", "k_chosen_not_computed", "k_last_miss", "k_none_computed"]
+    assert chosen_computed([guess]) == 0.0
+    other = row("Half a year at 5% gives 52.50, so 83.33 remains... The answer is (B).", prediction="C")
+    assert check_words(other) == ["k_numeric", "k_chosen_not_computed", "k_last_miss", "k_other_computed"]
+
+
+def test_only_the_reasoning_before_the_first_statement_counts():
+    # the chosen number written only after the answer (restating the option) is not a computation
+    r = row("Compounding twice gives 61.2. The answer is (B) $83.33.")
+    assert numeric_check(r).computed == () and chosen_computed([r]) == 0.0
+
+
+def test_other_questions_have_no_check():
+    words = row("A dog barks. The answer is (B).", choices=("cat", "dog", "fish"))
+    assert check_words(words) == ["k_nonnumeric"] and chosen_computed([words]) is None
+    assert check_words(row("12", prediction="12", choices=None)) == []  # an open question
+    assert check_words(row("", prediction=None, error="timeout")) == []  # a failed sample
+    unread = row("83.33 or 52.50?", prediction=None)
+    assert check_words(unread) == ["k_numeric", "k_other_computed"] and chosen_computed([unread]) is None
+
+
+def test_it_is_a_named_signal():
+    assert "chosen_computed" in FEATURE_NAMES and ANSWER_SIGNALS["chosen_computed"] is chosen_computed
