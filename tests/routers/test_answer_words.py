@@ -81,7 +81,7 @@ def test_documents_hold_the_chosen_options_words():
     r = row("The answer is (B).")
     assert chosen_option(r) == "a big dog"
     d = rows_document([r])
-    assert d.endswith("c_big c_dog k_nonnumeric") and "c_cat" not in d  # the chosen option only, 2+ letters
+    assert d.endswith("c_big c_dog k_nonnumeric k_longest") and "c_cat" not in d  # chosen option only
     assert "c_" not in rows_document([r], with_choice=False)  # as router files written before read it
     assert rows_document([r], with_checks=False).endswith("c_big c_dog")
     for unread in (row("C or D?", prediction=None), row("(Z)", prediction="Z"), row("", prediction=None, error="x"),

@@ -1,5 +1,5 @@
-"""Whether a multiple-choice answer follows from the student's own working: for numeric options,
-did the reasoning compute the number of the option it then chose?
+"""What a multiple-choice answer is among its options, and whether it follows from the student's
+own working: for numeric options, did the reasoning compute the number of the option it chose?
 
 A small model that works a calculation out and finds no option with its result still names one
 ("the closest option is (C)", or a letter with no comment). On such answers it is close to a
@@ -7,25 +7,37 @@ guess: on the recorded MMLU-Pro outputs, of the questions with numeric options, 
 right on 0.088 of those where its reasoning (the text before its first answer statement) never
 wrote the chosen option's number, and on 0.319 where it did; Mixtral, the teacher, on 0.256 and
 0.371. The gap a teacher call buys is three times larger on the first kind, and neither words nor
-length see it: "0.016" in the reasoning and "0.016" in option C are different hashed words.
+length see it: "0.016" in the reasoning and "0.016" in option C are different hashed words. Nor
+can words see where the chosen option lies among the others (the largest number, the longest
+text), which says how the student picked it.
 
-Two readers of the same check:
+Two readers of the same checks:
 - `check_words`: tokens the words router's documents end with (routers.features.documents,
-  `with_checks`): `k_numeric` or `k_nonnumeric`, then for numeric options `k_chosen_computed` or
-  `k_chosen_not_computed`, `k_other_computed` (another option's number was written),
-  `k_none_computed`, and `k_last_match` / `k_last_miss` (the chosen number is among the last
-  three numbers of the reasoning: the result, not a given).
-- `chosen_computed`: the same as a signal (1 computed, 0 not; None where the options are not
-  numeric or no option was read), for routers over signals.
+  `with_checks`):
+  - `k_numeric` or `k_nonnumeric`;
+  - for numeric options: `k_chosen_computed` or `k_chosen_not_computed`, `k_other_computed`
+    (another option's number was written), `k_none_computed`, `k_last_match` / `k_last_miss` (the
+    chosen number is among the last three numbers of the reasoning: the result, not a given),
+    `k_chosen_smallest` / `k_chosen_largest` / `k_chosen_inner` (where the chosen number lies
+    among the options': on MMLU-Pro, whose added distractors spread around the answer, Qwen1.5-7B
+    was right on 0.045 of its picks of the largest, 0.29 of inner ones) and `k_chosen_in_question`
+    (the chosen number is one of the question's own: copied, not computed);
+  - for any options (3 or more): `k_longest`, `k_shortest` or `k_inner_length`, the chosen
+    option's place by length (the longest option is a guesser's pick, and a teacher's gain there
+    was half that on inner ones for Qwen1.5: 0.11 against 0.22).
+- `chosen_computed`: the computed check as a signal (1 computed, 0 not; None where the options are
+  not numeric or no option was read), for routers over signals.
 
 Measured on the two recorded MMLU-Pro pairs, random 50/50 splits used both ways
-(benchmarks/RESULTS.md, issue 23, "Did the student compute what it chose?"): the words router with
-these tokens against without, held-out APGR +0.032 (Mistral-7B -> Mixtral) and +0.002
-(Qwen1.5-7B -> 72B).
+(benchmarks/RESULTS.md, issue 23, "Session 8: did the student compute what it chose?"): the words
+router with these tokens against without (see there for each token's share).
 
 Numbers are parsed, never evaluated: "1,250", "-3.5", "2e-3", "4.2 x 10^-3", "4.2 \\times 10^{-3}"
 and "4.2 × 10^-3" are read as the values they write; an option's number is its first. Two numbers
-match within 0.5% of the larger (a reasoning rounds).
+match within 0.5% of the larger (a reasoning rounds). A scientific number of the reasoning also
+offers its mantissa: MMLU-Pro writes some options as "4.950$10^{14}$" (the times sign lost), whose
+first number is 4.950 (on the recorded outputs this added 12-20 matches and +0.002 held-out APGR
+on Mistral-7B -> Mixtral).
 """
 from __future__ import annotations
 
@@ -46,8 +58,9 @@ _NUMBER = re.compile(
 _FIRST_STATEMENT = re.compile(r"answer\s+is|answer\s*:|\\boxed\s*\{", re.IGNORECASE)
 
 
-def numbers(text: str) -> list[float]:
-    """The finite numbers a text writes, in order (a scientific form as one number)."""
+def numbers(text: str, *, mantissas: bool = False) -> list[float]:
+    """The finite numbers a text writes, in order (a scientific form as one number; with
+    `mantissas`, followed by its mantissa as written)."""
     out = []
     for m in _NUMBER.finditer(text[:MAX_SCAN]):
         try:
@@ -60,6 +73,8 @@ def numbers(text: str) -> list[float]:
             continue
         if math.isfinite(v):
             out.append(v)
+            if mantissas and exponent:
+                out.append(float(mantissa))
     return out
 
 
@@ -75,6 +90,8 @@ class NumericCheck:
     chosen: int | None = None  # the chosen option's index; None when no single option was read
     computed: tuple[int, ...] = ()  # the options whose number the reasoning writes
     last: bool = False  # the chosen option's number is among the reasoning's last LAST_NUMBERS
+    rank: str | None = None  # the chosen number among the options' (3+): "smallest", "largest" or "inner"
+    in_question: bool = False  # the chosen number is one of the question's own (copied, not computed)
 
 
 def numeric_check(row: SampleResult) -> NumericCheck | None:
@@ -85,32 +102,58 @@ def numeric_check(row: SampleResult) -> NumericCheck | None:
     if sum(1 for o in option_numbers if o) < NUMERIC_SHARE * len(option_numbers):
         return NumericCheck(numeric=False)
     statement = _FIRST_STATEMENT.search(row.output[:MAX_SCAN])
-    said = numbers(row.output[:statement.start()] if statement else row.output)
+    said = numbers(row.output[:statement.start()] if statement else row.output, mantissas=True)
     computed = tuple(i for i, o in enumerate(option_numbers) if o and any(_match(o[0], v) for v in said))
     k = ord(row.prediction.upper()) - ord("A") if row.prediction and len(row.prediction) == 1 else -1
     if not 0 <= k < len(option_numbers):
         return NumericCheck(numeric=True, computed=computed)
     mine = option_numbers[k]
-    last = bool(mine) and any(_match(mine[0], v) for v in said[-LAST_NUMBERS:])
-    return NumericCheck(numeric=True, chosen=k, computed=computed, last=last)
+    if not mine:
+        return NumericCheck(numeric=True, chosen=k, computed=computed)
+    last = any(_match(mine[0], v) for v in said[-LAST_NUMBERS:])
+    values = sorted(o[0] for o in option_numbers if o)
+    rank = None
+    if len(values) >= 3:
+        rank = "smallest" if mine[0] == values[0] else "largest" if mine[0] == values[-1] else "inner"
+    in_question = any(_match(mine[0], v) for v in numbers(row.question))
+    return NumericCheck(numeric=True, chosen=k, computed=computed, last=last, rank=rank, in_question=in_question)
+
+
+def length_rank(row: SampleResult) -> str | None:
+    """The chosen option's place by length among 3 or more options: "longest", "shortest" or
+    "inner_length"; None without a chosen option."""
+    if row.error is not None or not row.choices or len(row.choices) < 3 or not row.prediction:
+        return None
+    k = ord(row.prediction.upper()) - ord("A") if len(row.prediction) == 1 else -1
+    if not 0 <= k < len(row.choices):
+        return None
+    lengths = [len(c.strip()) for c in row.choices]
+    mine = lengths[k]
+    return "longest" if mine == max(lengths) else "shortest" if mine == min(lengths) else "inner_length"
 
 
 def check_words(row: SampleResult) -> list[str]:
-    """The check as document tokens (module doc); none for an open question or a failed sample."""
+    """The checks as document tokens (module doc); none for an open question or a failed sample."""
     c = numeric_check(row)
     if c is None:
         return []
+    rank = length_rank(row)
+    by_length = [f"k_{rank}"] if rank is not None else []
     if not c.numeric:
-        return ["k_nonnumeric"]
+        return ["k_nonnumeric", *by_length]
     words = ["k_numeric"]
     if c.chosen is not None:
         words.append("k_chosen_computed" if c.chosen in c.computed else "k_chosen_not_computed")
         words.append("k_last_match" if c.last else "k_last_miss")
+        if c.rank is not None:
+            words.append(f"k_chosen_{c.rank}")
+        if c.in_question:
+            words.append("k_chosen_in_question")
     if any(i != c.chosen for i in c.computed):
         words.append("k_other_computed")
     if not c.computed:
         words.append("k_none_computed")
-    return words
+    return words + by_length
 
 
 def chosen_computed(rows, choice_logliks=None) -> float | None:
