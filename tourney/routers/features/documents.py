@@ -18,8 +18,9 @@ records whether its documents hold the chosen option (HashedText.reads_choice): 
 before read their documents as they were fitted.
 
 Last come the check tokens (`with_checks`, routers.features.option_checks: `k_chosen_computed`,
-`k_chosen_not_computed`, ...): whether the student's reasoning wrote the number of the option it
-chose. A hashed word cannot see that "0.016" in the reasoning is option C's "0.016"; these tokens
+`k_chosen_not_computed`, `k_longest`, ...): whether the student's reasoning wrote the number of
+the option it chose, and where that option lies among the others. A hashed word cannot see that
+"0.016" in the reasoning is option C's "0.016", nor that C is the longest option; these tokens
 say it. Recorded in a router file as HashedText.reads_checks; files written before read their
 documents without them.
 """
