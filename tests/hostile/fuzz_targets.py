@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from tourney.errors import TourneyError
 from tourney.harness.questions import load_questions
 from tourney.harness.scoring import extract_answer, extract_choice, score
-from tourney.harness.types import Question
+from tourney.harness.types import Question, SampleResult
+from tourney.routers.features.option_checks import check_words, chosen_computed, numbers
 from tourney.routers.runtime.bundle import RouterBundle
 from tourney.routers.policies.calibrate import CalibratedRouter
 from tourney.routers.evaluation.metrics import CascadeFigures
@@ -61,6 +62,18 @@ def grade_output(text: str) -> None:
     score(Question(id="x", question="?", answer="B", choices=("a", "b", "c", "d")), text)
 
 
+def check_options(text: str) -> None:
+    """The router's option checks read any output against numeric, word and hostile options."""
+    assert all(v == v and abs(v) != float("inf") for v in numbers(text, mantissas=True))
+    for choices in (["1e999999", "9" * 50, "4.2 x 10^{-3}", "$1,250"], ["cat", "dog", "fish"], [text[:40]] * 3):
+        for prediction in ("B", "Z", None, text[:3]):
+            row = SampleResult(id="x", question=text[-60:], type="t", sample=0, output=text, prediction=prediction,
+                               gold="B", correct=False, latency_s=0.0, ttft_s=None, prompt_tokens=0,
+                               completion_tokens=0, finish_reason="stop", choices=choices)
+            assert all(w.startswith("k_") for w in check_words(row))
+            assert chosen_computed([row]) in (None, 0.0, 1.0)
+
+
 # A valid ROUTER.json (a length threshold, models named) and copies with one field replaced.
 _ROUTER = {**RouterBundle(CalibratedRouter("teacher_share", 0.5, 0.25, ["length"], "length",
                                            CascadeFigures(4, 0.5, 1.0))).to_dict(),
@@ -93,5 +106,6 @@ TARGETS: dict[str, tuple[Callable, object]] = {
     "question file (JSON)": (lambda t: parse_question_file(t, ".json"), question_lines),
     "question file (CSV)": (lambda t: parse_question_file("question,answer,choices\n" + t, ".csv"), messy_text),
     "answer extractor": (grade_output, messy_text),
+    "option checks (router)": (check_options, messy_text),
     "router file (ROUTER.json)": (load_router_text, router_texts),
 }

@@ -7,7 +7,10 @@ from hypothesis import given, strategies as st
 
 from tourney.harness.types import SampleResult
 from tourney.routers.features.answer_features import ANSWER_SIGNALS
-from tourney.routers.features.option_checks import check_words, chosen_computed, length_rank, numbers, numeric_check
+from tourney.routers.features.documents import chosen_option
+from tourney.routers.features.option_checks import (
+    check_words, chosen_computed, chosen_index, length_rank, numbers, numeric_check,
+)
 from tourney.routers.features.signals import FEATURE_NAMES
 
 PRICES = ("$52.50", "$83.33", "$131.25", "$78.75")
@@ -93,3 +96,13 @@ def test_the_chosen_options_place_by_length():
 
 def test_it_is_a_named_signal():
     assert "chosen_computed" in FEATURE_NAMES and ANSWER_SIGNALS["chosen_computed"] is chosen_computed
+
+
+def test_a_prediction_that_is_not_one_option_letter_names_no_option():
+    # a replayed file's prediction is any text; "ß" upper-cases to "SS" (it once raised)
+    for p in ("ß", "SS", "Z", "1", "é", "ſ"):
+        r = row("83.33. The answer is (B).", prediction=p)
+        assert chosen_index(r) is None and length_rank(r) is None and numeric_check(r).chosen is None
+        assert chosen_computed([r]) is None and chosen_option(r) is None
+        assert ANSWER_SIGNALS["chosen_position"]([r]) is None
+    assert chosen_index(row("...", prediction="b")) == 1

@@ -29,7 +29,7 @@ import re
 from typing import Sequence
 
 from tourney.harness.types import SampleResult
-from tourney.routers.features.option_checks import chosen_computed
+from tourney.routers.features.option_checks import chosen_computed, chosen_index
 
 MAX_SCAN = 20_000  # characters of one output read: a runaway output stays cheap
 _STATEMENT = re.compile(r"answer\s+is\s*:?\s*\(?\s*([^\s.,;)]+)|answer\s*:\s*\(?\s*([^\s.,;)]+)|\\boxed\s*\{([^{}]*)\}",
@@ -85,12 +85,8 @@ def truncated(rows: Sequence[SampleResult], choice_logliks=None) -> float | None
 def _chosen(rows: Sequence[SampleResult]) -> tuple[SampleResult, list[str], int] | None:
     """(first row, its options, the chosen option's index), for a read multiple-choice answer."""
     first = _first(rows)
-    if first is None or not first.choices or not first.prediction:
-        return None
-    k = ord(first.prediction[0].upper()) - ord("A")
-    if len(first.prediction) != 1 or not 0 <= k < len(first.choices):
-        return None
-    return first, list(first.choices), k
+    k = None if first is None else chosen_index(first)
+    return None if k is None else (first, list(first.choices), k)
 
 
 def options_mentioned(rows: Sequence[SampleResult], choice_logliks=None) -> float | None:

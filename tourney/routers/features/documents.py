@@ -30,7 +30,7 @@ import re
 from typing import Sequence
 
 from tourney.harness.types import SampleResult
-from tourney.routers.features.option_checks import check_words
+from tourney.routers.features.option_checks import check_words, chosen_index
 
 HEAD_CHARS, TAIL_CHARS = 400, 1200
 _WORD = re.compile(r"\w\w+")
@@ -54,10 +54,8 @@ def routing_document(question: str, question_type: str, output: str, chosen: str
 def chosen_option(row: SampleResult) -> str | None:
     """The text of the option a multiple-choice row's prediction names; None for an open
     question, a failed sample, or an answer that names no single option among the choices."""
-    if row.error is not None or not row.choices or not row.prediction or len(row.prediction) != 1:
-        return None
-    k = ord(row.prediction.upper()) - ord("A")
-    return row.choices[k] if 0 <= k < len(row.choices) else None
+    k = chosen_index(row)
+    return None if k is None else row.choices[k]
 
 
 def rows_document(rows: Sequence[SampleResult], question: str | None = None, question_type: str | None = None,

@@ -84,6 +84,17 @@ def _match(a: float, b: float) -> bool:
     return abs(a - b) <= TOLERANCE * max(abs(a), abs(b)) + 1e-12
 
 
+def chosen_index(row: SampleResult) -> int | None:
+    """The index of the option a multiple-choice row's prediction names (one ASCII letter within
+    the choices); None for an open question, a failed sample or any other prediction (a replayed
+    file's prediction is any text: "ß" upper-cases to two letters)."""
+    p = row.prediction
+    if row.error is not None or not row.choices or not p or len(p) != 1 or not (p.isascii() and p.isalpha()):
+        return None
+    k = ord(p.upper()) - ord("A")
+    return k if k < len(row.choices) else None
+
+
 @dataclass(frozen=True)
 class NumericCheck:
     """What a multiple-choice answer's reasoning computed, against its options."""
@@ -106,8 +117,8 @@ def numeric_check(row: SampleResult) -> NumericCheck | None:
     statement = _FIRST_STATEMENT.search(row.output[:MAX_SCAN])
     said = numbers(row.output[:statement.start()] if statement else row.output, mantissas=True)
     computed = tuple(i for i, o in enumerate(option_numbers) if o and any(_match(o[0], v) for v in said))
-    k = ord(row.prediction.upper()) - ord("A") if row.prediction and len(row.prediction) == 1 else -1
-    if not 0 <= k < len(option_numbers):
+    k = chosen_index(row)
+    if k is None:
         return NumericCheck(numeric=True, computed=computed)
     mine = option_numbers[k]
     if not mine:
@@ -124,10 +135,8 @@ def numeric_check(row: SampleResult) -> NumericCheck | None:
 def length_rank(row: SampleResult) -> str | None:
     """The chosen option's place by length among 3 or more options: "longest", "shortest" or
     "inner_length"; None without a chosen option."""
-    if row.error is not None or not row.choices or len(row.choices) < 3 or not row.prediction:
-        return None
-    k = ord(row.prediction.upper()) - ord("A") if len(row.prediction) == 1 else -1
-    if not 0 <= k < len(row.choices):
+    k = chosen_index(row)
+    if k is None or len(row.choices) < 3:
         return None
     lengths = [len(c.strip()) for c in row.choices]
     mine = lengths[k]
