@@ -74,6 +74,9 @@ def test_only_the_reasoning_before_the_first_statement_counts():
     # the chosen number written only after the answer (restating the option) is not a computation
     r = row("Compounding twice gives 61.2. The answer is (B) $83.33.")
     assert numeric_check(r).computed == () and chosen_computed([r]) == 0.0
+    # where the grader read the answer, whatever the statement's form
+    assert chosen_computed([row("It gives 61.2, so the correct option is B: $83.33.")]) == 0.0
+    assert chosen_computed([row("It gives 83.33, so the correct option is B.")]) == 1.0
 
 
 def test_other_questions_have_no_check():

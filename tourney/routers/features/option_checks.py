@@ -4,12 +4,12 @@ own working: for numeric options, did the reasoning compute the number of the op
 A small model that works a calculation out and finds no option with its result still names one
 ("the closest option is (C)", or a letter with no comment). On such answers it is close to a
 guess: on the recorded MMLU-Pro outputs, of the questions with numeric options, Mistral-7B was
-right on 0.133 of those where its reasoning (the text before its first answer statement) never
-wrote the chosen option's number, and on 0.318 where it did; Mixtral, the teacher, on 0.298 and
-0.372. The gain a teacher call buys is three times larger on the first kind, and neither words
-nor length see it: "0.016" in the reasoning and "0.016" in option C are different hashed words. Nor
-can words see where the chosen option lies among the others (the largest number, the longest
-text), which says how the student picked it.
+right on 0.133 of those where its reasoning (the text before its answer, where the grader read
+it: `reasoning`) never wrote the chosen option's number, and on 0.318 where it did; Mixtral, the
+teacher, on 0.298 and 0.372. The gain a teacher call buys is three times larger on the first
+kind, and neither words nor length see it: "0.016" in the reasoning and "0.016" in option C are
+different hashed words. Nor can words see where the chosen option lies among the others (the
+largest number, the longest text), which says how the student picked it.
 
 Two readers of the same checks:
 - `check_words`: tokens the words router's documents end with (routers.features.documents,
@@ -47,6 +47,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from tourney.harness.grading_choice import as_read, read_choice
 from tourney.harness.types import SampleResult
 
 MAX_SCAN = 20_000  # characters of one output read (as routers.features.answer_features)
@@ -57,7 +58,6 @@ _NUMBER = re.compile(
     r"(?<![\w.])(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d*\.?\d+(?:[eE][-+]?\d+)?)"
     r"(?:\s*(?:x|×|\*|\\times|\\cdot|·)\s*10\s*\^\s*\{?\s*([-+−]?\d{1,3})\s*\}?)?"
 )
-_FIRST_STATEMENT = re.compile(r"answer\s+is|answer\s*:|\\boxed\s*\{", re.IGNORECASE)
 
 
 def numbers(text: str, *, mantissas: bool = False) -> list[float]:
@@ -82,6 +82,15 @@ def numbers(text: str, *, mantissas: bool = False) -> list[float]:
 
 def _match(a: float, b: float) -> bool:
     return abs(a - b) <= TOLERANCE * max(abs(a), abs(b)) + 1e-12
+
+
+def reasoning(output: str, n_choices: int) -> str:
+    """The text before the answer as the grader reads it (harness.grading_choice: its first
+    statement, or the option line or stray letter it fell back on): the working, not the answer
+    restating its option ("The answer is (B) $83.33")."""
+    text = as_read(output)
+    at = read_choice(output, n_choices).at
+    return text if at is None else text[:at]
 
 
 def chosen_index(row: SampleResult) -> int | None:
@@ -114,8 +123,7 @@ def numeric_check(row: SampleResult) -> NumericCheck | None:
     option_numbers = [numbers(c) for c in row.choices]
     if sum(1 for o in option_numbers if o) < NUMERIC_SHARE * len(option_numbers):
         return NumericCheck(numeric=False)
-    statement = _FIRST_STATEMENT.search(row.output[:MAX_SCAN])
-    said = numbers(row.output[:statement.start()] if statement else row.output, mantissas=True)
+    said = numbers(reasoning(row.output[:MAX_SCAN], len(row.choices)), mantissas=True)
     computed = tuple(i for i, o in enumerate(option_numbers) if o and any(_match(o[0], v) for v in said))
     k = chosen_index(row)
     if k is None:
