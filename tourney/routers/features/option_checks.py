@@ -4,9 +4,9 @@ own working: for numeric options, did the reasoning compute the number of the op
 A small model that works a calculation out and finds no option with its result still names one
 ("the closest option is (C)", or a letter with no comment). On such answers it is close to a
 guess: on the recorded MMLU-Pro outputs, of the questions with numeric options, Mistral-7B was
-right on 0.133 of those where its reasoning (the text before its answer, where the grader read
-it: `reasoning`) never wrote the chosen option's number, and on 0.318 where it did; Mixtral, the
-teacher, on 0.298 and 0.372. The gain a teacher call buys is three times larger on the first
+right on 0.128 of those where its reasoning (the text before its answer, where the grader read
+it: `reasoning`) never wrote the chosen option's number, and on 0.326 where it did; Mixtral, the
+teacher, on 0.294 and 0.376. The gain a teacher call buys is three times larger on the first
 kind, and neither words nor length see it: "0.016" in the reasoning and "0.016" in option C are
 different hashed words. Nor can words see where the chosen option lies among the others (the
 largest number, the longest text), which says how the student picked it.
@@ -31,8 +31,8 @@ Two readers of the same checks:
 Measured on the two recorded MMLU-Pro pairs, random 50/50 splits used both ways
 (benchmarks/RESULTS.md, issue 23, "Session 8: did the student compute what it chose?", with each
 token's questions and both models' accuracy there), the words router with these tokens against
-without, held-out APGR: +0.037 and +0.035 on Mistral-7B -> Mixtral (two seeds), +0.007 and +0.008
-on Qwen1.5-7B -> 72B, +0.014 and +0.004 on the two crossed pairs the same outputs make.
+without, held-out APGR: +0.038 and +0.035 on Mistral-7B -> Mixtral (two seeds), +0.008 and +0.008
+on Qwen1.5-7B -> 72B, +0.016 and +0.005 on the two crossed pairs the same outputs make.
 
 Numbers are parsed, never evaluated: "1,250", "-3.5", "2e-3", "4.2 x 10^-3", "4.2 \\times 10^{-3}"
 and "4.2 × 10^-3" are read as the values they write; an option's number is its first. Two numbers
