@@ -16,7 +16,7 @@ from tourney.errors import TourneyError
 from tourney.harness.questions import load_questions
 from tourney.harness.scoring import extract_answer, extract_choice, score
 from tourney.harness.types import Question, SampleResult
-from tourney.routers.features.option_checks import check_words, chosen_computed, numbers
+from tourney.routers.features.option_checks import check_words, numbers, numeric_check
 from tourney.routers.runtime.bundle import RouterBundle
 from tourney.routers.policies.calibrate import CalibratedRouter
 from tourney.routers.evaluation.metrics import CascadeFigures
@@ -71,7 +71,8 @@ def check_options(text: str) -> None:
                                gold="B", correct=False, latency_s=0.0, ttft_s=None, prompt_tokens=0,
                                completion_tokens=0, finish_reason="stop", choices=choices)
             assert all(w.startswith("k_") for w in check_words(row))
-            assert chosen_computed([row]) in (None, 0.0, 1.0)
+            c = numeric_check(row)
+            assert c is None or c.chosen is None or 0 <= c.chosen < len(choices)
 
 
 # A valid ROUTER.json (a length threshold, models named) and copies with one field replaced.

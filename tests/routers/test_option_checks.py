@@ -9,11 +9,16 @@ from tourney.harness.types import SampleResult
 from tourney.routers.features.answer_features import ANSWER_SIGNALS
 from tourney.routers.features.documents import chosen_option
 from tourney.routers.features.option_checks import (
-    check_words, chosen_computed, chosen_index, length_rank, numbers, numeric_check,
+    check_words, chosen_index, length_rank, numbers, numeric_check,
 )
-from tourney.routers.features.signals import FEATURE_NAMES
 
 PRICES = ("$52.50", "$83.33", "$131.25", "$78.75")
+
+
+def chosen_computed(rows: list[SampleResult]) -> float | None:
+    """1 / 0: whether the reasoning wrote the chosen option's number; None without that check."""
+    c = numeric_check(rows[0])
+    return None if c is None or not c.numeric or c.chosen is None else float(c.chosen in c.computed)
 
 
 def row(output: str, prediction: str | None = "B", choices=PRICES, **kw) -> SampleResult:
@@ -97,10 +102,6 @@ def test_the_chosen_options_place_by_length():
     assert check_words(row("The answer is (B).", choices=choices))[-1] == "k_longest"
 
 
-def test_it_is_a_named_signal():
-    assert "chosen_computed" in FEATURE_NAMES and ANSWER_SIGNALS["chosen_computed"] is chosen_computed
-
-
 def test_a_prediction_that_is_not_one_option_letter_names_no_option():
     # a replayed file's prediction is any text; "ß" upper-cases to "SS" (it once raised)
     for p in ("ß", "SS", "Z", "1", "é", "ſ"):
@@ -109,3 +110,4 @@ def test_a_prediction_that_is_not_one_option_letter_names_no_option():
         assert chosen_computed([r]) is None and chosen_option(r) is None
         assert ANSWER_SIGNALS["chosen_position"]([r]) is None
     assert chosen_index(row("...", prediction="b")) == 1
+

@@ -16,8 +16,6 @@ on a multiple-choice tournament; these do.
 - `chosen_length`: multiple choice, the chosen option's length over the options' mean length.
 - `chosen_overlap`: multiple choice, the share of the chosen option's words (3+ letters) that the
   output writes.
-- `chosen_computed`: multiple choice with numeric options, 1 when the reasoning wrote the chosen
-  option's number before stating its answer, 0 when not (routers.features.option_checks).
 
 The multiple-choice ones read the options the row recorded (SampleResult.choices) and are None
 without them, as every signal here is None for a failed sample. Orientation (+1: larger = more
@@ -29,7 +27,7 @@ import re
 from typing import Sequence
 
 from tourney.harness.types import SampleResult
-from tourney.routers.features.option_checks import chosen_computed, chosen_index
+from tourney.routers.features.option_checks import chosen_index
 
 MAX_SCAN = 20_000  # characters of one output read: a runaway output stays cheap
 _STATEMENT = re.compile(r"answer\s+is\s*:?\s*\(?\s*([^\s.,;)]+)|answer\s*:\s*\(?\s*([^\s.,;)]+)|\\boxed\s*\{([^{}]*)\}",
@@ -136,10 +134,8 @@ ANSWER_SIGNALS = {
     "chosen_position": chosen_position,
     "chosen_length": chosen_length,
     "chosen_overlap": chosen_overlap,
-    "chosen_computed": chosen_computed,
 }
 ANSWER_ORIENTATION = {
     "answer_statements": 1, "answer_changes": -1, "hedge_rate": -1, "truncated": -1,
     "options_mentioned": -1, "chosen_position": -1, "chosen_length": 1, "chosen_overlap": 1,
-    "chosen_computed": 1,
 }

@@ -11,7 +11,6 @@ kind, and neither words nor length see it: "0.016" in the reasoning and "0.016" 
 different hashed words. Nor can words see where the chosen option lies among the others (the
 largest number, the longest text), which says how the student picked it.
 
-Two readers of the same checks:
 - `check_words`: tokens the words router's documents end with (routers.features.documents,
   `with_checks`):
   - `k_numeric` or `k_nonnumeric`;
@@ -25,8 +24,10 @@ Two readers of the same checks:
   - for any options (3 or more): `k_longest`, `k_shortest` or `k_inner_length`, the chosen
     option's place by length (the longest option is a guesser's pick, and a teacher's gain there
     was half that on inner ones for Qwen1.5: 0.11 against 0.22).
-- `chosen_computed`: the computed check as a signal (1 computed, 0 not; None where the options are
-  not numeric or no option was read), for routers over signals.
+
+They are tokens of the words router only, not signals of their own: offered as a signal
+(`chosen_computed`, blank on word options), auto-selection on 200 MMLU-Pro dev questions chose it
+tie-broken, which escalates every blank (0.67 of the held-out questions for a 0.5 target).
 
 Measured on the two recorded MMLU-Pro pairs, random 50/50 splits used both ways
 (benchmarks/RESULTS.md, issue 23, "Session 8: did the student compute what it chose?", with each
@@ -174,13 +175,3 @@ def check_words(row: SampleResult) -> list[str]:
         words.append("k_none_computed")
     return words + by_length
 
-
-def chosen_computed(rows, choice_logliks=None) -> float | None:
-    """1 when the reasoning wrote the chosen option's number, 0 when not; None unless the options
-    are numeric and one was chosen."""
-    if not rows:
-        raise ValueError("a signal needs at least one sample of the question, got none")
-    c = numeric_check(min(rows, key=lambda r: r.sample))
-    if c is None or not c.numeric or c.chosen is None:
-        return None
-    return 1.0 if c.chosen in c.computed else 0.0
