@@ -13,6 +13,8 @@ the cascade does; routers.fitting.select's code):
   option's words + the check tokens (routers.features.option_checks), penalty 10, its gain
   estimated twice (routers.fitting.gain, `split_gain`): what `--signals auto` defaults to on
   1,000+ dev questions;
+- `words, chosen option, unit length`: the same with each document's vector of unit length
+  (before the answer words were weighed by length: routers.fitting.linear.DOCUMENT_LENGTH_POWER);
 - `words, chosen option, no checks`: the same without the check tokens (before they were read);
 - `words, chosen option, no checks, marginal gain only`: neither the checks nor the split
   estimate;
@@ -38,6 +40,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -50,6 +53,7 @@ from tourney.routers.fitting.select import (  # noqa: E402
     ANSWER_L2, GAIN, Candidate, fold_splits, routing_scores,
 )
 from tourney.routers.fitting.policy_select import WORDS_L2  # noqa: E402
+from tourney.routers.fitting import linear  # noqa: E402
 
 
 def words_scores(cal: RoutingData, held: RoutingData, l2: float, chosen: bool, split: bool = True,
@@ -59,6 +63,12 @@ def words_scores(cal: RoutingData, held: RoutingData, l2: float, chosen: bool, s
     model = GainRouter.fit(cal.features, cal.student_correct, cal.teacher_correct, (), l2=l2, texts=docs(cal),
                            reads_answer=True, reads_choice=chosen, reads_checks=checks, split_gain=split)
     return held.escalating_unread(model.predict(held.features, docs(held)))
+
+
+def unit_length(fit, *args, **kwargs):
+    """`fit` as it was before documents were weighed by length (their rows of unit length)."""
+    with mock.patch.object(linear, "DOCUMENT_LENGTH_POWER", 0.5):
+        return fit(*args, **kwargs)
 
 
 def cv_penalty(cal: RoutingData, seed: int) -> float:
@@ -79,6 +89,7 @@ def variants(cal: RoutingData, held: RoutingData, seed: int) -> dict[str, float]
     scores = {
         "words, chosen option": words_scores(cal, held, WORDS_L2, True),
         "words, chosen option, no checks": words_scores(cal, held, WORDS_L2, True, checks=False),
+        "words, chosen option, unit length": unit_length(words_scores, cal, held, WORDS_L2, True),
         "words, chosen option, no checks, marginal gain only": words_scores(cal, held, WORDS_L2, True, split=False,
                                                                              checks=False),
         "words, no chosen option, marginal gain only": words_scores(cal, held, WORDS_L2, False, split=False),

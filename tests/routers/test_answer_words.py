@@ -4,6 +4,7 @@ student's text, and the gain router over the words of type, question and answer 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from tourney.harness.types import SampleResult
 from tourney.routers.features.answer_features import ANSWER_SIGNALS
@@ -107,19 +108,71 @@ def test_a_router_file_from_before_the_chosen_option_reads_its_documents_as_fitt
                        data.teacher_correct, kind="teacher_share", value=0.5, model=model)
     router.save(tmp_path / "new.json")
     saved = json.loads((tmp_path / "new.json").read_text())
-    # as files written before the check tokens, and before the chosen option too, were recorded
-    no_checks = json.dumps(saved).replace(', "reads_checks": true', "")
+    # as files written before the length weighting, the check tokens and the chosen option were recorded
+    weighted = json.dumps(saved)
+    texts = [saved["model"][m]["text"] for m in ("student", "teacher", "discord", "winner")]
+    assert all((x.pop("length_power"), x.pop("length_pivot")) == (0.25, 25.0) for x in texts)  # all read documents
+    unit = json.dumps(saved)
+    no_checks = unit.replace(', "reads_checks": true', "")
     old = no_checks.replace(', "reads_choice": true', "")
-    assert old != no_checks != json.dumps(saved)
+    assert old != no_checks != unit != weighted
+    (tmp_path / "unit.json").write_text(unit)
     (tmp_path / "no_checks.json").write_text(no_checks)
     (tmp_path / "old.json").write_text(old)
     assert data.documents != data.documents_as(True, False)
-    for name, docs in (("new.json", data.documents), ("no_checks.json", data.documents_as(True, False)),
-                       ("old.json", data.plain_documents)):
+    scores = {}
+    for name, docs in (("new.json", data.documents), ("unit.json", data.documents),
+                       ("no_checks.json", data.documents_as(True, False)), ("old.json", data.plain_documents)):
         loaded = CalibratedRouter.load(tmp_path / name)
         assert loaded.model.reads_choice == (name != "old.json")
-        assert loaded.model.reads_checks == (name == "new.json")
+        assert loaded.model.reads_checks == (name in ("new.json", "unit.json"))
+        assert all(m.text.unit_length == (name != "new.json") for m in loaded.model.models)
         offline = data.router_confidence(loaded)
         live = [loaded.confidence(rows) for rows in data.student_rows]
         assert np.allclose(offline, live)
         assert np.allclose(offline, loaded.model.predict(data.features, docs))
+        scores[name] = offline
+    assert not np.allclose(scores["new.json"], scores["unit.json"])  # the weighting is read from the file
+
+
+def test_answer_documents_weigh_their_words_by_length_and_question_texts_stay_unit_length():
+    from scipy.sparse import linalg
+
+    from tourney.routers.fitting.linear import HashedText, LinearModel
+
+    texts = [" ".join(f"w{i}" for i in range(n)) for n in (3, 13, 200)]  # 5, 25 and 399 distinct 1-2 grams
+    unit = HashedText().matrix(texts)
+    weighted = HashedText(length_power=0.25, length_pivot=25.0).matrix(texts)
+    assert np.allclose([linalg.norm(unit[i]) for i in range(3)], 1.0)
+    # a row's length is (n / 25) ** 0.25: a text of 25 n-grams as at unit length, a longer one more
+    assert np.allclose([linalg.norm(weighted[i]) for i in range(3)], [(n / 25) ** 0.25 for n in (5, 25, 399)])
+    assert ((weighted > 0) != (unit > 0)).nnz == 0 and HashedText(length_pivot=7.0).unit_length  # same n-grams
+    y = np.array([0, 1] * 20, dtype=float)
+    docs = [f"{t} q{i % 4} right{int(v)}" for i, (t, v) in enumerate(zip(texts * 14, y))]
+    answer = LinearModel.fit([{}] * 40, y, [], texts=docs, reads_answer=True).text
+    question = LinearModel.fit([{}] * 40, y, [], texts=docs).text
+    assert (answer.length_power, answer.length_pivot) == (0.25, 25.0) and question.unit_length
+    for bad in ({"length_power": 1.5}, {"length_pivot": 0.0}, {"length_power": float("nan")}):
+        with pytest.raises(ValueError, match="length_p"):
+            HashedText(**bad)
+
+
+def test_a_router_file_with_a_bad_length_weighting_names_the_field(tmp_path):
+    import json
+
+    from tourney.errors import DataError
+
+    s, t = runs(tmp_path, 40)
+    data = routing_data(s, t)
+    c = Candidate((), kind=GAIN, text=True, answer=True, l2=1.0)
+    model = c.fit(data)
+    router = calibrate(candidate_scores(c, data, np.arange(data.n), model), data.student_correct,
+                       data.teacher_correct, kind="teacher_share", value=0.5, model=model)
+    router.save(tmp_path / "r.json")
+    saved = json.loads((tmp_path / "r.json").read_text())
+    for field, bad in (("length_power", 7), ("length_pivot", -1), ("length_pivot", "nan")):
+        raw = json.loads(json.dumps(saved))
+        raw["model"]["teacher"]["text"][field] = bad
+        (tmp_path / "r.json").write_text(json.dumps(raw))
+        with pytest.raises(DataError, match=f"r.json.*teacher.*{field}"):
+            CalibratedRouter.load(tmp_path / "r.json")

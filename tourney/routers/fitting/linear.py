@@ -36,6 +36,13 @@ class CannotFit(DataError):
 FeatureRows = Sequence[Mapping[str, float | None]]
 TEXT_FEATURES = 2 ** 18  # hash buckets: collisions are rare at a few thousand distinct n-grams
 TEXT_MIN_DF = 2  # an n-gram seen in a single training question carries no pattern, only noise
+# A document that holds the student's answer weighs each of its n-grams (n / 25) ** 0.25 times
+# what a row of unit length gives it, n its count of distinct n-grams (HashedText.length_power /
+# length_pivot): at unit length every word of a long answer is nearly mute, and answers run from a
+# few words to hundreds. Measured on recorded MMLU-Pro outputs over random half-splits
+# (benchmarks/RESULTS.md, issue 23, "answer words weighed by length").
+DOCUMENT_LENGTH_POWER = 0.25
+DOCUMENT_LENGTH_PIVOT = 25.0
 
 
 def value(x: Any) -> float:
@@ -103,8 +110,11 @@ def _hashed(texts: Sequence[str], n_features: int, ngram_max: int):
 
 @dataclass(frozen=True)
 class HashedText:
-    """Word 1- and 2-grams of the question, hashed into `n_features` buckets, presence only,
-    each question's vector scaled to unit length; `buckets[i]` carries `weights[i]`."""
+    """Word 1- and 2-grams of the question, hashed into `n_features` buckets, presence only. A text
+    of n distinct n-grams weighs each n ** -length_power * length_pivot ** (length_power - 0.5):
+    unit length times (n / length_pivot) ** (0.5 - length_power), so a text of `length_pivot`
+    n-grams weighs as at unit length whatever the power (the defaults: unit length, as every file
+    before the document weighting was written). `buckets[i]` carries `weights[i]`."""
 
     n_features: int = TEXT_FEATURES
     ngram_max: int = 2
@@ -113,10 +123,27 @@ class HashedText:
     reads_answer: bool = False  # the texts are routers.features.documents (type + question + the student's answer)
     reads_choice: bool = False  # those documents hold the chosen option's words too (written from issue 23 on)
     reads_checks: bool = False  # ... and the check tokens (routers.features.option_checks; written later)
+    length_power: float = 0.5
+    length_pivot: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.length_power <= 1.0 and self.length_pivot > 0.0):
+            raise ValueError("fields 'length_power' and 'length_pivot': need 0 <= power <= 1 and pivot > 0")
+
+    @property
+    def unit_length(self) -> bool:
+        return self.length_power == 0.5  # the pivot then changes nothing
 
     def matrix(self, texts: Sequence[str]):
-        """(questions x n_features) sparse matrix: presence of each hashed n-gram, rows of unit length."""
-        return _hashed(list(texts), self.n_features, self.ngram_max)
+        """(questions x n_features) sparse matrix: presence of each hashed n-gram, weighed by the
+        text's length (class doc)."""
+        from scipy.sparse import diags
+
+        m = _hashed(list(texts), self.n_features, self.ngram_max)
+        if self.unit_length:  # the rows as hashed: files written before read exactly as fitted
+            return m
+        n = np.maximum(np.diff(m.indptr), 1).astype(float)
+        return (diags((n / self.length_pivot) ** (0.5 - self.length_power)) @ m).tocsr()
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
         """The text part of the logit for each question."""
@@ -179,7 +206,8 @@ class LinearModel:
 
             if len(texts) != len(rows):
                 raise ValueError(f"{len(texts)} question texts for {len(rows)} feature rows")
-            hashed = HashedText()
+            hashed = (HashedText(length_power=DOCUMENT_LENGTH_POWER, length_pivot=DOCUMENT_LENGTH_PIVOT)
+                      if reads_answer else HashedText())
             m = hashed.matrix(texts)
             keep = common_buckets(m)
             w, b = fit_logistic(hstack([csr_matrix(z), m[:, keep]]).tocsr(), np.asarray(y), l2)
@@ -187,7 +215,8 @@ class LinearModel:
             nz = np.flatnonzero(w_text != 0.0)
             text = HashedText(buckets=tuple(int(keep[i]) for i in nz), weights=tuple(float(w_text[i]) for i in nz),
                               reads_answer=reads_answer, reads_choice=reads_answer and reads_choice,
-                              reads_checks=reads_answer and reads_checks)
+                              reads_checks=reads_answer and reads_checks, length_power=hashed.length_power,
+                              length_pivot=hashed.length_pivot)
         else:
             w_dense, b = fit_logistic(z, np.asarray(y), l2)
         return cls(features=used, mean=mean.tolist(), scale=scale.tolist(), weights=[float(v) for v in w_dense],
@@ -230,4 +259,6 @@ class LinearModel:
                 d["text"]["reads_choice"] = True
             if self.text.reads_checks:
                 d["text"]["reads_checks"] = True
+            if not self.text.unit_length:
+                d["text"].update(length_power=self.text.length_power, length_pivot=self.text.length_pivot)
         return d

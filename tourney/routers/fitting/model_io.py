@@ -30,7 +30,8 @@ def linear_from_schema(m: LinearSchema) -> LinearModel:
         text = HashedText(n_features=m.text.n_features, ngram_max=m.text.ngram_max,
                           buckets=tuple(m.text.buckets), weights=tuple(m.text.weights),
                           reads_answer=m.text.reads_answer, reads_choice=m.text.reads_choice,
-                          reads_checks=m.text.reads_checks)
+                          reads_checks=m.text.reads_checks, length_power=m.text.length_power,
+                          length_pivot=m.text.length_pivot)
     return LinearModel(features=list(m.features), mean=list(m.mean), scale=list(m.scale), weights=list(m.weights),
                        bias=m.bias, l2=m.l2, unavailable=list(m.unavailable), text=text)
 

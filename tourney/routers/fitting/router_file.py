@@ -67,6 +67,8 @@ class HashedTextSchema(Strict):
     reads_answer: bool = False  # n-grams of type + question + the student's answer (routers.features.documents)
     reads_choice: bool = False  # ... and the chosen option's words (absent in files written before)
     reads_checks: bool = False  # ... and the check tokens (routers.features.option_checks; ditto)
+    length_power: float = Field(default=0.5, ge=0.0, le=1.0)  # absent: unit length (routers.fitting.linear)
+    length_pivot: float = Field(default=1.0, gt=0.0, le=1e6)
 
     @model_validator(mode="after")
     def _aligned(self):
