@@ -147,9 +147,9 @@ def prior_study(work: Path, pairs: list[str], sizes: list[int], target: str, cal
                 router = work / f"{name}.json"
                 extra = ([a for r in prior for a in ("--prior-runs", r)] + ["--prior-covers", calibrate_as]
                          if with_prior else [])
-                if with_prior or not router.is_file():  # the router without prior is the same for either cover
-                    cli(["route", "calibrate", "--student", sub[0], "--teacher", sub[1], "--target", target, *extra,
-                         "--out", router])
+                # always calibrated anew: a router left in --work by an earlier run may be older code's
+                cli(["route", "calibrate", "--student", sub[0], "--teacher", sub[1], "--target", target, *extra,
+                     "--out", router])
                 r = route_eval(router, held, work / f"{name}-eval")
                 out[name] = r
                 print(f"{pair} n={min(n, len(cal_q))} {'with' if with_prior else 'without'} prior: held-out APGR "
