@@ -32,7 +32,13 @@ questions, each model's own recorded outputs), two more real pairs than the data
 (`qwen15/mistral`: Qwen1.5-7B-Chat -> Mixtral-8x7B; `mistral/qwen15`: Mistral-7B -> Qwen1.5-72B),
 for what a router does on pairs it was not tuned on (not with --auto).
 
+With `--curve N ...` it measures instead how much more dev data buys the default words router:
+per seed of `--curve-seeds`, the questions are cut into 5 random folds, each held out in turn,
+and the router is fitted on the first N of the other questions (shuffled; N larger than their
+number means all of them); the mean held-out APGR over folds and seeds per N.
+
     OMP_NUM_THREADS=1 python benchmarks/router_mcq_splits.py [--pairs qwen15 mistral qwen15/mistral] [--splits 5] [--auto]
+    OMP_NUM_THREADS=1 python benchmarks/router_mcq_splits.py --curve 1200 2400 3600 99999 [--curve-seeds 1 2]
 """
 from __future__ import annotations
 
@@ -99,6 +105,20 @@ def variants(cal: RoutingData, held: RoutingData, seed: int) -> dict[str, float]
     return {k: routing_scores(held, v)[0] for k, v in scores.items()}
 
 
+def learning_curve(data: RoutingData, sizes: list[int], seeds: list[int], folds: int = 5) -> dict[int, list[float]]:
+    """Held-out APGR of the words router per dev size, one value per fold and seed (module doc)."""
+    out: dict[int, list[float]] = {n: [] for n in sizes}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        for held in np.array_split(rng.permutation(data.n), folds):
+            held = np.sort(held)
+            rest = rng.permutation(np.setdiff1d(np.arange(data.n), held))
+            for n in sizes:
+                h = data.subset(held)
+                out[n].append(routing_scores(h, words_scores(data.subset(np.sort(rest[:n])), h, WORDS_L2, True))[0])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", nargs="*", default=["qwen15", "mistral"])
@@ -106,6 +126,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=99)
     ap.add_argument("--auto", action="store_true", help="also the full --signals auto choice through the CLI")
     ap.add_argument("--work", default=str(ROOT / "runs" / "router-mcq-splits"))
+    ap.add_argument("--curve", nargs="+", type=int, help="instead: the learning curve at these dev sizes")
+    ap.add_argument("--curve-seeds", nargs="+", type=int, default=[1, 2])
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -119,6 +141,13 @@ def main() -> None:
             data = routing_data(runs(work, s_pair, "all", qs)[0], runs(work, t_pair, "all", qs)[1])
         else:
             data = routing_data(*runs(work, pair, "all", qs))
+        if args.curve:
+            curve = learning_curve(data, args.curve, args.curve_seeds)
+            out[pair] = {str(n): v for n, v in curve.items()}
+            print(f"{pair}: " + ", ".join(f"{min(n, data.n - data.n // 5)} questions {np.mean(v):.4f} "
+                                          f"(se {np.std(v) / np.sqrt(len(v)):.4f})" for n, v in curve.items()),
+                  flush=True)
+            continue
         rng = np.random.default_rng(args.seed)
         rows: dict[str, list[float]] = {}
         for k in range(args.splits):
@@ -139,6 +168,9 @@ def main() -> None:
                     rows.setdefault(name, []).append(v)
                 print(f"{pair} split {k} way {way}: " + ", ".join(f"{n} {v:.3f}" for n, v in got.items()), flush=True)
         out[pair] = rows
+    if args.curve:
+        (work / "curve_results.json").write_text(json.dumps(out, indent=1) + "\n")
+        return
     print(f"\n{args.splits} random 50/50 splits x 2 ways (seed {args.seed}): held-out APGR")
     print("| pair | router | mean | sd | min | max | mean difference from `words, chosen option` (sd) |")
     print("|---|---|---|---|---|---|---|")
