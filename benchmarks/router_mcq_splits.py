@@ -54,6 +54,7 @@ from router_mcq import DATA, ROOT, cli, route_eval, runs
 
 sys.path.insert(0, str(ROOT))
 from tourney.routers.evaluation.rundata import RoutingData, routing_data  # noqa: E402
+from tourney.routers.features.documents import DocumentForm  # noqa: E402
 from tourney.routers.fitting.gain import GainRouter  # noqa: E402
 from tourney.routers.fitting.select import (  # noqa: E402
     ANSWER_L2, GAIN, Candidate, fold_splits, routing_scores,
@@ -65,10 +66,10 @@ from tourney.routers.fitting import linear  # noqa: E402
 def words_scores(cal: RoutingData, held: RoutingData, l2: float, chosen: bool, split: bool = True,
                  checks: bool = True) -> np.ndarray:
     checks = checks and chosen
-    docs = lambda d: d.documents_as(chosen, checks)  # noqa: E731
-    model = GainRouter.fit(cal.features, cal.student_correct, cal.teacher_correct, (), l2=l2, texts=docs(cal),
-                           reads_answer=True, reads_choice=chosen, reads_checks=checks, split_gain=split)
-    return held.escalating_unread(model.predict(held.features, docs(held)))
+    form = DocumentForm(True, chosen, checks)
+    model = GainRouter.fit(cal.features, cal.student_correct, cal.teacher_correct, (), l2=l2,
+                           texts=cal.documents_as(form), document=form, split_gain=split)
+    return held.escalating_unread(model.predict(held.features, held.documents_as(form)))
 
 
 def unit_length(fit, *args, **kwargs):

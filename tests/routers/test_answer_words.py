@@ -9,7 +9,7 @@ import pytest
 from tourney.harness.types import SampleResult
 from tourney.routers.features.answer_features import ANSWER_SIGNALS
 from tourney.routers.policies.calibrate import CalibratedRouter, calibrate
-from tourney.routers.features.documents import routing_document
+from tourney.routers.features.documents import FULL_DOCUMENT, DocumentForm, routing_document
 from tourney.routers.evaluation.rundata import routing_data
 from tourney.routers.fitting.select import ANSWER_MIN_QUESTIONS, GAIN, Candidate, candidate_scores, candidates
 
@@ -71,7 +71,7 @@ def test_words_routers_are_offered_from_enough_questions_and_score_alike(tmp_pat
     router = calibrate(score, data.student_correct, data.teacher_correct, kind="teacher_share", value=0.5, model=model)
     router.save(tmp_path / "r.json")
     loaded = CalibratedRouter.load(tmp_path / "r.json")
-    assert loaded.model.reads_answer
+    assert loaded.model.document_form == FULL_DOCUMENT
     live = [loaded.confidence(rows) for rows in data.student_rows[:20]]
     assert np.allclose(data.router_confidence(loaded)[:20], live)
 
@@ -83,11 +83,19 @@ def test_documents_hold_the_chosen_options_words():
     assert chosen_option(r) == "a big dog"
     d = rows_document([r])
     assert d.endswith("c_big c_dog k_nonnumeric k_longest") and "c_cat" not in d  # chosen option only
-    assert "c_" not in rows_document([r], with_choice=False)  # as router files written before read it
-    assert rows_document([r], with_checks=False).endswith("c_big c_dog")
+    assert "c_" not in rows_document([r], form=DocumentForm(answer=True, checks=True))  # as files written before
+    assert rows_document([r], form=DocumentForm(answer=True, choice=True)).endswith("c_big c_dog")
     for unread in (row("C or D?", prediction=None), row("(Z)", prediction="Z"), row("", prediction=None, error="x"),
                    row("The answer is 12.", prediction="12", choices=None)):
         assert chosen_option(unread) is None and "c_" not in rows_document([unread])
+
+
+def test_a_document_form_holds_the_option_and_the_checks_only_with_the_answer():
+    from tourney.routers.features.documents import QUESTION_TEXT
+
+    assert DocumentForm(choice=True, checks=True) == QUESTION_TEXT  # what the fit did with three flags
+    assert DocumentForm.widest([QUESTION_TEXT, DocumentForm(True, choice=True), DocumentForm(True, checks=True)]) \
+        == FULL_DOCUMENT
 
 
 def test_a_router_file_from_before_the_chosen_option_reads_its_documents_as_fitted(tmp_path):
@@ -103,7 +111,7 @@ def test_a_router_file_from_before_the_chosen_option_reads_its_documents_as_fitt
     assert data.documents != data.plain_documents
     c = Candidate((), kind=GAIN, text=True, answer=True, l2=1.0)
     model = c.fit(data)
-    assert model.reads_choice
+    assert model.document_form == FULL_DOCUMENT
     router = calibrate(candidate_scores(c, data, np.arange(data.n), model), data.student_correct,
                        data.teacher_correct, kind="teacher_share", value=0.5, model=model)
     router.save(tmp_path / "new.json")
@@ -119,13 +127,14 @@ def test_a_router_file_from_before_the_chosen_option_reads_its_documents_as_fitt
     (tmp_path / "unit.json").write_text(unit)
     (tmp_path / "no_checks.json").write_text(no_checks)
     (tmp_path / "old.json").write_text(old)
-    assert data.documents != data.documents_as(True, False)
+    no_checks_form = DocumentForm(answer=True, choice=True)
+    assert data.documents != data.documents_as(no_checks_form)
     scores = {}
-    for name, docs in (("new.json", data.documents), ("unit.json", data.documents),
-                       ("no_checks.json", data.documents_as(True, False)), ("old.json", data.plain_documents)):
+    for name, docs, form in (("new.json", data.documents, FULL_DOCUMENT), ("unit.json", data.documents, FULL_DOCUMENT),
+                             ("no_checks.json", data.documents_as(no_checks_form), no_checks_form),
+                             ("old.json", data.plain_documents, DocumentForm(answer=True))):
         loaded = CalibratedRouter.load(tmp_path / name)
-        assert loaded.model.reads_choice == (name != "old.json")
-        assert loaded.model.reads_checks == (name in ("new.json", "unit.json"))
+        assert loaded.model.document_form == form
         assert all(m.text.unit_length == (name != "new.json") for m in loaded.model.models)
         offline = data.router_confidence(loaded)
         live = [loaded.confidence(rows) for rows in data.student_rows]
@@ -149,7 +158,7 @@ def test_answer_documents_weigh_their_words_by_length_and_question_texts_stay_un
     assert ((weighted > 0) != (unit > 0)).nnz == 0 and HashedText(length_pivot=7.0).unit_length  # same n-grams
     y = np.array([0, 1] * 20, dtype=float)
     docs = [f"{t} q{i % 4} right{int(v)}" for i, (t, v) in enumerate(zip(texts * 14, y))]
-    answer = LinearModel.fit([{}] * 40, y, [], texts=docs, reads_answer=True).text
+    answer = LinearModel.fit([{}] * 40, y, [], texts=docs, document=DocumentForm(answer=True)).text
     question = LinearModel.fit([{}] * 40, y, [], texts=docs).text
     assert (answer.length_power, answer.length_pivot) == (0.25, 25.0) and question.unit_length
     for bad in ({"length_power": 1.5}, {"length_pivot": 0.0}, {"length_power": float("nan")}):

@@ -37,7 +37,7 @@ from tourney.harness.types import DataError, SampleResult
 from tourney.routers.runtime.bundle import needs_samples
 from tourney.routers.policies.calibrate import CalibratedRouter
 from tourney.routers.runtime.cascade import unreadable
-from tourney.routers.features.documents import rows_document
+from tourney.routers.features.documents import FULL_DOCUMENT, DocumentForm, rows_document
 from tourney.routers.policies.policy import TWO_STAGE, PolicyView, policy_view
 from tourney.routers.fitting.scores import scorer_texts
 from tourney.routers.features.signals import FEATURE_NAMES, MIXED_SIGNALS, PRIOR_FEATURES, compute_signals, oriented
@@ -71,7 +71,7 @@ class RoutingData:
     _avail: list[str] | None = field(default=None, repr=False)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
     _texts: list[str] | None = field(default=None, repr=False, compare=False)
-    _documents: dict[tuple[bool, bool], list[str]] = field(default_factory=dict, repr=False, compare=False)
+    _documents: dict[DocumentForm, list[str]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def n(self) -> int:
@@ -136,15 +136,16 @@ class RoutingData:
             self._texts = [rows[0].question for rows in self.student_rows]
         return self._texts
 
-    def documents_as(self, with_choice: bool = True, with_checks: bool = True) -> list[str]:
+    def documents_as(self, form: DocumentForm = FULL_DOCUMENT) -> list[str]:
         """Each question's document (routers.features.documents) in one form: type, text and
         student answer, with the chosen option's words and the check tokens or without (what
-        router files written before either was read); each form computed once."""
-        key = (with_choice, with_checks)
-        if key not in self._documents:
-            self._documents[key] = [rows_document(rows, with_choice=with_choice, with_checks=with_checks)
-                                    for rows in self.student_rows]
-        return self._documents[key]
+        router files written before either was read); each form computed once. A form that does
+        not read the answer gives the question texts."""
+        if not form.answer:
+            return self.texts
+        if form not in self._documents:
+            self._documents[form] = [rows_document(rows, form=form) for rows in self.student_rows]
+        return self._documents[form]
 
     @property
     def documents(self) -> list[str]:
@@ -154,7 +155,7 @@ class RoutingData:
     @property
     def plain_documents(self) -> list[str]:
         """The documents without the chosen option or the checks (as the words were first measured)."""
-        return self.documents_as(False, False)
+        return self.documents_as(DocumentForm(answer=True))
 
     def router_confidence(self, router: CalibratedRouter, *, unread_first: bool = True) -> np.ndarray:
         """A calibrated router's score per question (what its threshold applies to: per-type

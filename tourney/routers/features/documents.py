@@ -9,24 +9,29 @@ and "however" in the question land in different buckets. Of a long output only i
 are read (where the approach and the conclusion are), so a runaway output stays cheap.
 
 For multiple choice the words of the option the student chose follow, each prefixed `c_`
-(`with_choice`): the question's text holds no options, and which option text a student settles
+(`DocumentForm.choice`): the question's text holds no options, and which option text a student settles
 on says something its reasoning does not (MMLU-Pro's added distractors read alike). Measured on
 the two recorded MMLU-Pro pairs, 5 random 50/50 splits each used both ways (benchmarks/RESULTS.md,
 issue 23, "After issue 22's grader"), the gain router over these documents beat the one without
 them in each of the 20 evaluations: +0.002 (Qwen1.5) and +0.004 (Mistral) held-out APGR on average. A router file
-records whether its documents hold the chosen option (HashedText.reads_choice): files written
-before read their documents as they were fitted.
+records whether its documents hold the chosen option (`DocumentForm.choice`, HashedText.form;
+the file key `reads_choice`): files written before read their documents as they were fitted.
 
-Last come the check tokens (`with_checks`, routers.features.option_checks: `k_chosen_computed`,
+Last come the check tokens (`DocumentForm.checks`, routers.features.option_checks: `k_chosen_computed`,
 `k_chosen_not_computed`, `k_longest`, ...): whether the student's reasoning wrote the number of
 the option it chose, and where that option lies among the others. A hashed word cannot see that
 "0.016" in the reasoning is option C's "0.016", nor that C is the longest option; these tokens
-say it. Recorded in a router file as HashedText.reads_checks; files written before read their
-documents without them.
+say it. Recorded as `DocumentForm.checks` (the file key `reads_checks`); files written before
+read their documents without them.
+
+`DocumentForm` names which of these a router's texts are, in one value: the bare question text
+(QUESTION_TEXT), or a document with or without the chosen option and the check tokens
+(FULL_DOCUMENT: what routers are fitted on now).
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Sequence
 
 from tourney.harness.types import SampleResult
@@ -34,6 +39,35 @@ from tourney.routers.features.option_checks import check_words, chosen_index
 
 HEAD_CHARS, TAIL_CHARS = 400, 1200
 _WORD = re.compile(r"\w\w+")
+
+
+@dataclass(frozen=True)
+class DocumentForm:
+    """What a words router's texts are: the question's text alone (`answer` False), or documents
+    of type, question and the student's answer (`answer`), which may also hold the chosen option's
+    words (`choice`) and end with the check tokens (`checks`). A router file records the three as
+    `reads_answer`, `reads_choice` and `reads_checks` (routers.fitting.router_file), each absent
+    in files written before it was read. The chosen option and the checks are parts of a
+    document: without the answer they are False, whatever was asked."""
+
+    answer: bool = False
+    choice: bool = False
+    checks: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.answer:  # frozen: set through object
+            object.__setattr__(self, "choice", False)
+            object.__setattr__(self, "checks", False)
+
+    @staticmethod
+    def widest(forms: "Sequence[DocumentForm]") -> "DocumentForm":
+        """The form that holds each part any of `forms` holds (a gain router's models are fitted
+        on one form; a file that mixed them was read this way before the form was one value)."""
+        return DocumentForm(any(f.answer for f in forms), any(f.choice for f in forms), any(f.checks for f in forms))
+
+
+QUESTION_TEXT = DocumentForm()  # the bare question text, as question routers read it
+FULL_DOCUMENT = DocumentForm(answer=True, choice=True, checks=True)  # what words routers are fitted on now
 
 
 def routing_document(question: str, question_type: str, output: str, chosen: str | None = None,
@@ -59,15 +93,16 @@ def chosen_option(row: SampleResult) -> str | None:
 
 
 def rows_document(rows: Sequence[SampleResult], question: str | None = None, question_type: str | None = None,
-                  *, with_choice: bool = True, with_checks: bool = True) -> str:
+                  *, form: DocumentForm = FULL_DOCUMENT) -> str:
     """The document of one question from its student samples (the first sample's output; a
-    failed sample reads as no answer); with the chosen option's words and the check tokens unless
-    `with_choice` / `with_checks` is False (the documents of router files written before they
-    were read)."""
+    failed sample reads as no answer); with the chosen option's words and the check tokens as far
+    as `form` holds them (the documents of router files written before they were read hold
+    neither or only the option). It is a document whatever `form.answer` says: callers ask for
+    one only for a form that reads the answer."""
     first = min(rows, key=lambda r: r.sample) if rows else None
     output = "" if first is None or first.error is not None else first.output
     text = question if question is not None else (first.question if first is not None else "")
     kind = question_type if question_type is not None else (first.type if first is not None else "default")
-    chosen = chosen_option(first) if with_choice and first is not None else None
-    checks = check_words(first) if with_checks and first is not None else []
+    chosen = chosen_option(first) if form.choice and first is not None else None
+    checks = check_words(first) if form.checks and first is not None else []
     return routing_document(text, kind, output, chosen, checks)

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tourney.harness.types import SampleResult
+from tourney.routers.features.documents import QUESTION_TEXT, DocumentForm
 from tourney.routers.fitting.linear import CannotFit, FeatureRows, LinearModel  # noqa: F401 -- CannotFit re-exported
 from tourney.routers.fitting.scores import score_question, step_between, tie_broken
 from tourney.routers.features.signals import ChoiceLogliks, check_names
@@ -51,20 +52,18 @@ class CombinedRouter:
     l2 = property(lambda self: self.linear.l2)
     unavailable = property(lambda self: self.linear.unavailable)
     reads_text = property(lambda self: self.linear.text is not None)
-    reads_answer = property(lambda self: self.linear.text is not None and self.linear.text.reads_answer)
-    reads_choice = property(lambda self: self.linear.text is not None and self.linear.text.reads_choice)
-    reads_checks = property(lambda self: self.linear.text is not None and self.linear.text.reads_checks)
+    document_form = property(lambda self: self.linear.document_form)
 
     @classmethod
     def fit(cls, feature_rows: FeatureRows, correct: Sequence[bool], names: Sequence[str], *,
             l2: float = 1.0, primary: str | None = None, texts: Sequence[str] | None = None,
-            reads_answer: bool = False, reads_choice: bool = False, reads_checks: bool = False) -> "CombinedRouter":
+            document: DocumentForm = QUESTION_TEXT) -> "CombinedRouter":
         """Fit on dev questions: one mapping of feature values per question (compute_signals gives
         it) and whether the student got that question right. With `primary`, the model breaks
         that signal's ties (module doc); it must be among `names` and available on dev."""
         check_names(names)
         linear = LinearModel.fit(feature_rows, np.asarray(correct, dtype=float), names, l2=l2, texts=texts,
-                                 reads_answer=reads_answer, reads_choice=reads_choice, reads_checks=reads_checks)
+                                 document=document)
         step = 0.0
         if primary is not None:
             if primary not in linear.features:

@@ -42,6 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tourney.harness.types import SampleResult
+from tourney.routers.features.documents import QUESTION_TEXT, DocumentForm
 from tourney.routers.fitting.linear import FeatureRows, LinearModel
 from tourney.routers.fitting.scores import score_question, step_between, tie_broken
 from tourney.routers.features.signals import ChoiceLogliks, check_names
@@ -83,28 +84,18 @@ class GainRouter:
         return any(m.text is not None for m in self.models)
 
     @property
-    def reads_answer(self) -> bool:
-        """Its texts are routers.features.documents (type, question and the student's answer)."""
-        return any(m.text is not None and m.text.reads_answer for m in self.models)
-
-    @property
-    def reads_choice(self) -> bool:
-        """Its documents hold the chosen option's words (routers.features.documents)."""
-        return any(m.text is not None and m.text.reads_choice for m in self.models)
-
-    @property
-    def reads_checks(self) -> bool:
-        """Its documents end with the check tokens (routers.features.option_checks)."""
-        return any(m.text is not None and m.text.reads_checks for m in self.models)
+    def document_form(self) -> DocumentForm:
+        """What its texts are: the question's, or routers.features.documents in one form."""
+        return DocumentForm.widest([m.document_form for m in self.models])
 
     @classmethod
     def fit(cls, feature_rows: FeatureRows, student_correct: Sequence[bool], teacher_correct: Sequence[bool],
             names: Sequence[str], *, l2: float = 1.0, texts: Sequence[str] | None = None,
-            primary: str | None = None, reads_answer: bool = False, reads_choice: bool = False,
-            reads_checks: bool = False, split_gain: bool = False) -> "GainRouter":
-        """Fit both models on the same dev questions and features (texts: the question texts,
-        for a model that reads n-grams too); with `split_gain`, the disagreement and winner
-        models too (module doc)."""
+            primary: str | None = None, document: DocumentForm = QUESTION_TEXT,
+            split_gain: bool = False) -> "GainRouter":
+        """Fit both models on the same dev questions and features (texts: the question texts, or
+        documents in the `document` form, for a model that reads n-grams too); with `split_gain`,
+        the disagreement and winner models too (module doc)."""
         check_names(names)
 
         def one(y: np.ndarray, idx: np.ndarray | None = None, penalty: float = l2) -> LinearModel:
@@ -115,8 +106,7 @@ class GainRouter:
             y = y if idx is None else y[idx]
             if y.size and y.min() == y.max():  # e.g. a teacher right on every dev question
                 return LinearModel.constant(y, names)
-            return LinearModel.fit(rows, y, names, l2=penalty, texts=txt, reads_answer=reads_answer,
-                                   reads_choice=reads_choice, reads_checks=reads_checks)
+            return LinearModel.fit(rows, y, names, l2=penalty, texts=txt, document=document)
 
         sy, ty = np.asarray(student_correct, dtype=float), np.asarray(teacher_correct, dtype=float)
         s, t = one(sy), one(ty)

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tourney.errors import DataError
+from tourney.routers.features.documents import QUESTION_TEXT, DocumentForm
 
 class CannotFit(DataError):
     """The dev data cannot fit a router (one outcome only, or none of the signals present).
@@ -120,9 +121,9 @@ class HashedText:
     ngram_max: int = 2
     buckets: tuple[int, ...] = ()
     weights: tuple[float, ...] = ()
-    reads_answer: bool = False  # the texts are routers.features.documents (type + question + the student's answer)
-    reads_choice: bool = False  # those documents hold the chosen option's words too (written from issue 23 on)
-    reads_checks: bool = False  # ... and the check tokens (routers.features.option_checks; written later)
+    # the question text, or documents (type + question + the student's answer; the chosen option's
+    # words written from issue 23 on, the check tokens later): routers.features.documents
+    form: DocumentForm = QUESTION_TEXT
     length_power: float = 0.5
     length_pivot: float = 1.0
 
@@ -184,10 +185,10 @@ class LinearModel:
 
     @classmethod
     def fit(cls, rows: FeatureRows, y: Sequence[bool] | np.ndarray, names: Sequence[str], *, l2: float = 1.0,
-            texts: Sequence[str] | None = None, reads_answer: bool = False,
-            reads_choice: bool = False, reads_checks: bool = False) -> "LinearModel":
+            texts: Sequence[str] | None = None, document: DocumentForm = QUESTION_TEXT) -> "LinearModel":
         """Fit on one mapping of feature values per question and its label; with `texts`, the
-        question n-grams join the dense features in one regression."""
+        question n-grams join the dense features in one regression (`document`: what the texts
+        are, the question's or routers.features.documents in that form)."""
         if len(rows) != len(y):
             raise ValueError(f"{len(rows)} feature rows for {len(y)} labels")
         raw = np.array([[value(r.get(n)) for n in names] for r in rows], dtype=float).reshape(len(rows), len(names))
@@ -207,16 +208,14 @@ class LinearModel:
             if len(texts) != len(rows):
                 raise ValueError(f"{len(texts)} question texts for {len(rows)} feature rows")
             hashed = (HashedText(length_power=DOCUMENT_LENGTH_POWER, length_pivot=DOCUMENT_LENGTH_PIVOT)
-                      if reads_answer else HashedText())
+                      if document.answer else HashedText())
             m = hashed.matrix(texts)
             keep = common_buckets(m)
             w, b = fit_logistic(hstack([csr_matrix(z), m[:, keep]]).tocsr(), np.asarray(y), l2)
             w_dense, w_text = w[:len(used)], w[len(used):]
             nz = np.flatnonzero(w_text != 0.0)
             text = HashedText(buckets=tuple(int(keep[i]) for i in nz), weights=tuple(float(w_text[i]) for i in nz),
-                              reads_answer=reads_answer, reads_choice=reads_answer and reads_choice,
-                              reads_checks=reads_answer and reads_checks, length_power=hashed.length_power,
-                              length_pivot=hashed.length_pivot)
+                              form=document, length_power=hashed.length_power, length_pivot=hashed.length_pivot)
         else:
             w_dense, b = fit_logistic(z, np.asarray(y), l2)
         return cls(features=used, mean=mean.tolist(), scale=scale.tolist(), weights=[float(v) for v in w_dense],
@@ -230,6 +229,11 @@ class LinearModel:
         p = (y.sum() + 0.5) / (y.size + 1.0)
         return cls(features=[], mean=[], scale=[], weights=[], bias=float(np.log(p / (1 - p))), l2=1.0,
                    unavailable=list(names))
+
+    @property
+    def document_form(self) -> DocumentForm:
+        """What its texts are (the question's text when it reads none)."""
+        return QUESTION_TEXT if self.text is None else self.text.form
 
     def logit(self, rows: FeatureRows, texts: Sequence[str] | None = None) -> np.ndarray:
         x = np.array([[value(r.get(n)) for n in self.features] for r in rows], dtype=float)
@@ -253,12 +257,10 @@ class LinearModel:
         if self.text is not None:
             d["text"] = {"n_features": self.text.n_features, "ngram_max": self.text.ngram_max,
                          "buckets": list(self.text.buckets), "weights": list(self.text.weights)}
-            if self.text.reads_answer:
-                d["text"]["reads_answer"] = True
-            if self.text.reads_choice:
-                d["text"]["reads_choice"] = True
-            if self.text.reads_checks:
-                d["text"]["reads_checks"] = True
+            form = self.text.form  # the file's keys (routers.fitting.router_file): only the true ones
+            for key, on in (("reads_answer", form.answer), ("reads_choice", form.choice), ("reads_checks", form.checks)):
+                if on:
+                    d["text"][key] = True
             if not self.text.unit_length:
                 d["text"].update(length_power=self.text.length_power, length_pivot=self.text.length_pivot)
         return d

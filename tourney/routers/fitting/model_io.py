@@ -13,6 +13,7 @@ from tourney.routers.fitting.linear import HashedText, LinearModel
 from tourney.routers.evaluation.metrics import CascadeFigures
 from tourney.routers.policies.pertype import GainMap, TypeCalibration
 from tourney.routers.policies.policy import PreRouting
+from tourney.routers.features.documents import DocumentForm
 from tourney.routers.features.signals import QUESTION_FEATURES
 from tourney.routers.fitting.router_file import (
     FiguresSchema, GainSchema, IsotonicSchema, LinearSchema, LogisticSchema, PriorSchema, RouterFileSchema,
@@ -29,9 +30,8 @@ def linear_from_schema(m: LinearSchema) -> LinearModel:
     if m.text is not None:
         text = HashedText(n_features=m.text.n_features, ngram_max=m.text.ngram_max,
                           buckets=tuple(m.text.buckets), weights=tuple(m.text.weights),
-                          reads_answer=m.text.reads_answer, reads_choice=m.text.reads_choice,
-                          reads_checks=m.text.reads_checks, length_power=m.text.length_power,
-                          length_pivot=m.text.length_pivot)
+                          form=DocumentForm(m.text.reads_answer, m.text.reads_choice, m.text.reads_checks),
+                          length_power=m.text.length_power, length_pivot=m.text.length_pivot)
     return LinearModel(features=list(m.features), mean=list(m.mean), scale=list(m.scale), weights=list(m.weights),
                        bias=m.bias, l2=m.l2, unavailable=list(m.unavailable), text=text)
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Protocol, Sequence
 import numpy as np
 
 from tourney.harness.types import SampleResult
+from tourney.routers.features.documents import QUESTION_TEXT, DocumentForm, rows_document
 from tourney.routers.fitting.linear import FeatureRows, value
 from tourney.routers.features.signals import ChoiceLogliks, QUESTION_FEATURES, compute_signals, oriented
 
@@ -27,7 +28,7 @@ class Scorer(Protocol):
     def reads_text(self) -> bool: ...  # it reads the question's words
 
     @property
-    def reads_answer(self) -> bool: ...  # its texts are routers.features.documents: type, question and answer
+    def document_form(self) -> DocumentForm: ...  # its texts: the question's, or routers.features.documents
 
     def predict(self, rows: FeatureRows, texts: Sequence[str] | None = None) -> np.ndarray: ...
 
@@ -36,31 +37,21 @@ class Scorer(Protocol):
 
 def question_only(scorer: Scorer) -> bool:
     """Whether the score is known before the student answers (question features and text only)."""
-    return all(f in QUESTION_FEATURES for f in scorer.features) and not reads_answer(scorer)
+    return all(f in QUESTION_FEATURES for f in scorer.features) and not document_form(scorer).answer
 
 
-def reads_answer(scorer: Scorer) -> bool:
-    return bool(getattr(scorer, "reads_answer", False))
-
-
-def reads_choice(scorer: Scorer) -> bool:
-    """Its documents hold the chosen option's words (router files written before do not)."""
-    return bool(getattr(scorer, "reads_choice", False))
-
-
-def reads_checks(scorer: Scorer) -> bool:
-    """Its documents end with the check tokens (router files written before do not)."""
-    return bool(getattr(scorer, "reads_checks", False))
+def document_form(scorer: Scorer) -> DocumentForm:
+    """What its texts are (routers.features.documents.DocumentForm); the question's text for a
+    scorer without one."""
+    return getattr(scorer, "document_form", QUESTION_TEXT)
 
 
 def scorer_texts(scorer: Scorer, texts: Sequence[str],
-                 documents: Callable[[bool, bool], Sequence[str]]) -> list[str]:
+                 documents: Callable[[DocumentForm], Sequence[str]]) -> list[str]:
     """What the scorer's hashed n-grams read: the question texts, or the documents
-    (routers.features.documents) in the form it was fitted on: `documents(with_choice,
-    with_checks)` gives them."""
-    if not reads_answer(scorer):
-        return list(texts)
-    return list(documents(reads_choice(scorer), reads_checks(scorer)))
+    (routers.features.documents) in the form it was fitted on: `documents(form)` gives them."""
+    form = document_form(scorer)
+    return list(documents(form)) if form.answer else list(texts)
 
 
 def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logliks: ChoiceLogliks = None,
@@ -75,10 +66,9 @@ def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logli
     else:
         values = compute_signals([], [f for f in scorer.features if f in QUESTION_FEATURES], question_text=text,
                                  prior=prior)
-    if reads_answer(scorer):
-        from tourney.routers.features.documents import rows_document
-
-        text = rows_document(rows, text, with_choice=reads_choice(scorer), with_checks=reads_checks(scorer))
+    form = document_form(scorer)
+    if form.answer:
+        text = rows_document(rows, text, form=form)
     return float(scorer.predict([values], [text])[0])
 
 

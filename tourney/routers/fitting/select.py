@@ -37,6 +37,7 @@ from tourney.routers.fitting.gain import GainRouter
 from tourney.routers.evaluation.metrics import apgr, auroc, routing_curve
 from tourney.routers.evaluation.rundata import RoutingData
 from tourney.routers.fitting.scores import step_between
+from tourney.routers.features.documents import FULL_DOCUMENT, QUESTION_TEXT, DocumentForm
 from tourney.routers.features.signals import PRIOR_FEATURES, QUESTION_FEATURES
 from tourney.routers.features.answer_features import ANSWER_SIGNALS
 from tourney.routers.features.solution_features import SOLUTION_SIGNALS
@@ -71,6 +72,11 @@ class Candidate:
     @property
     def question_only(self) -> bool:
         return all(s in QUESTION_FEATURES for s in self.signals) and not self.answer
+
+    @property
+    def document_form(self) -> DocumentForm:
+        """What its n-grams read: the documents routers are fitted on now, or the question text."""
+        return FULL_DOCUMENT if self.answer else QUESTION_TEXT
 
     @property
     def name(self) -> str:
@@ -180,15 +186,14 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
     if base is None:
         if len(_FITTED) > 512:
             _FITTED.clear()
-        source = dev.documents if c.answer else dev.texts
+        source = dev.documents_as(c.document_form)
         texts = [source[i] for i in idx] if c.text else None
         if c.kind == GAIN:
             base = GainRouter.fit(rows, dev.student_correct[idx], dev.teacher_correct[idx], c.signals, l2=l2,
-                                  texts=texts, reads_answer=c.answer, reads_choice=c.answer, reads_checks=c.answer,
-                                  split_gain=c.answer)
+                                  texts=texts, document=c.document_form, split_gain=c.answer)
         else:
             base = CombinedRouter.fit(rows, dev.student_correct[idx].astype(bool), c.signals, l2=l2, texts=texts,
-                                      reads_answer=c.answer, reads_choice=c.answer, reads_checks=c.answer)
+                                      document=c.document_form)
         if any(s in PRIOR_FEATURES for s in c.signals):
             base.prior = dev.prior
         _FITTED[key] = base
@@ -208,7 +213,7 @@ def candidate_scores(c: Candidate, dev: RoutingData, idx: np.ndarray, model) -> 
     router's is not: it is known before the student answers."""
     if isinstance(model, str):
         return dev.signal_confidence(model)[idx]
-    source = dev.documents if c.answer else dev.texts
+    source = dev.documents_as(c.document_form)
     out = model.predict([dev.features[i] for i in idx], [source[i] for i in idx])
     out = np.where(np.isnan(out), -np.inf, out)
     return out if c.question_only else dev.escalating_unread(out, idx)

@@ -25,7 +25,7 @@ from tourney.harness.types import SampleResult
 from tourney.routers.evaluation.metrics import ArrayLike, CascadeFigures, cascade_figures, figures_of
 from tourney.routers.policies.pertype import TypeCalibration
 from tourney.routers.policies.policy import CASCADE, PRE, ROUTE_CASCADE, ROUTE_UP, TWO_STAGE, PreRouting
-from tourney.routers.fitting.scores import Scorer, question_only
+from tourney.routers.fitting.scores import Scorer, document_form, question_only
 from tourney.routers.features.signals import FEATURE_NAMES, QUESTION_FEATURES, ChoiceLogliks, compute_signals, oriented
 from tourney.routers.policies.thresholds import (  # noqa: F401 -- the threshold functions, re-exported
     LATENCY_STATS, TIE_EPS, split_ties, threshold_for_accuracy, threshold_for_latency, threshold_for_teacher_share,
@@ -147,7 +147,7 @@ class CalibratedRouter:
         primary = getattr(self.model, "primary", None)
         name = {"logistic_regression": "P(student right)", "expected_gain": "expected gain"}.get(self.model.kind,
                                                                                                   self.model.kind)
-        text = (" and the words of type, question and answer" if getattr(self.model, "reads_answer", False)
+        text = (" and the words of type, question and answer" if document_form(self.model).answer
                 else " and question words" if self.model.reads_text else "")
         return f"{primary}, ties broken by {name}" if primary else f"{name} over {', '.join(self.signals)}{text}"
 
