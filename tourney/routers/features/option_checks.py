@@ -12,7 +12,7 @@ different hashed words. Nor can words see where the chosen option lies among the
 largest number, the longest text), which says how the student picked it.
 
 - `check_words`: tokens the words router's documents end with (routers.features.documents,
-  `with_checks`):
+  `DocumentForm.checks`):
   - `k_numeric` or `k_nonnumeric`;
   - for numeric options: `k_chosen_computed` or `k_chosen_not_computed`, `k_other_computed`
     (another option's number was written), `k_none_computed`, `k_last_match` / `k_last_miss` (the

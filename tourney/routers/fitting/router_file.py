@@ -64,7 +64,7 @@ class HashedTextSchema(Strict):
     ngram_max: int = Field(ge=1, le=3)
     buckets: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_LIST)
     weights: list[Finite] = Field(max_length=MAX_LIST)
-    reads_answer: bool = False  # n-grams of type + question + the student's answer (routers.features.documents)
+    reads_answer: bool = False  # n-grams of type + question + the student's answer (routers.features.documents.DocumentForm)
     reads_choice: bool = False  # ... and the chosen option's words (absent in files written before)
     reads_checks: bool = False  # ... and the check tokens (routers.features.option_checks; ditto)
     length_power: float = Field(default=0.5, ge=0.0, le=1.0)  # absent: unit length (routers.fitting.linear)
