@@ -135,6 +135,7 @@ def test_a_router_file_from_before_the_chosen_option_reads_its_documents_as_fitt
                              ("old.json", data.plain_documents, DocumentForm(answer=True))):
         loaded = CalibratedRouter.load(tmp_path / name)
         assert loaded.model.document_form == form
+        assert loaded.model.to_dict() == json.loads((tmp_path / name).read_text())["model"]  # written back as read
         assert all(m.text.unit_length == (name != "new.json") for m in loaded.model.models)
         offline = data.router_confidence(loaded)
         live = [loaded.confidence(rows) for rows in data.student_rows]
