@@ -9,19 +9,16 @@ so every figure is a mean over 2 x splits evaluations, with its standard deviati
 
 Rows (in-process on the same runs, one fit on the calibration half, unread answers escalated as
 the cascade does; routers.fitting.select's code):
-- `words, chosen option`: the gain router over type + question + answer words + the chosen
-  option's words + the check tokens (routers.features.option_checks), penalty 10, its gain
-  estimated twice (routers.fitting.gain, `split_gain`): what `--signals auto` defaults to on
-  1,000+ dev questions;
-- `words, chosen option, unit length`: the same with each document's vector of unit length
+- `words, chosen option, option guesser`: the gain router over type + question + answer words +
+  the chosen option's words + the check tokens (routers.features.option_checks) + the option
+  guesser's tokens (routers.features.option_guess: out of fold on the calibration half, from
+  the guesser fitted on all of it on the held-out half), penalty 10, its gain estimated twice
+  (routers.fitting.gain, `split_gain`): what `--signals auto` defaults to on 1,000+ dev
+  questions;
+- `words, no option guesser`: the same without the guesser's tokens (session 9's router);
+- `words, no option guesser, unit length`: that with each document's vector of unit length
   (before the answer words were weighed by length: routers.fitting.linear.DOCUMENT_LENGTH_POWER);
-- `words, chosen option, no checks`: the same without the check tokens (before they were read);
-- `words, chosen option, no checks, marginal gain only`: neither the checks nor the split
-  estimate;
-- `words, no chosen option, marginal gain only`: neither the chosen option nor the split estimate
-  (before issue 23's follow-up);
-- `words, penalty by CV`: the penalty of routers.fitting.select.ANSWER_L2 with the best 5-fold
-  cross-validated APGR on the calibration half;
+- `words, no option guesser, no checks`: without the check tokens either (session 7's);
 - `dense gain`: the gain router over every dense signal (no words);
 and with `--auto`, the full `--signals auto` choice as a user runs it (`tourney eval` on each
 half, `route calibrate --target share=0.5`, `route eval`): its APGR and the teacher share its
@@ -57,19 +54,25 @@ from tourney.routers.evaluation.rundata import RoutingData, routing_data  # noqa
 from tourney.routers.features.documents import DocumentForm  # noqa: E402
 from tourney.routers.fitting.gain import GainRouter  # noqa: E402
 from tourney.routers.fitting.select import (  # noqa: E402
-    ANSWER_L2, GAIN, Candidate, fold_splits, routing_scores,
+    GAIN, Candidate, routing_scores,
 )
 from tourney.routers.fitting.policy_select import WORDS_L2  # noqa: E402
 from tourney.routers.fitting import linear  # noqa: E402
 
 
+REFERENCE = "words, chosen option, option guesser"  # what --signals auto fits on 1,000+ dev questions
+
+
 def words_scores(cal: RoutingData, held: RoutingData, l2: float, chosen: bool, split: bool = True,
-                 checks: bool = True) -> np.ndarray:
+                 checks: bool = True, guess: bool = True) -> np.ndarray:
+    """The words router fitted on `cal` as calibration fits it (the option guesser's tokens out
+    of fold there, its guesser fitted on all of `cal` for `held`), scored on `held`."""
     checks = checks and chosen
-    form = DocumentForm(True, chosen, checks)
+    form = DocumentForm(True, chosen, checks, guess)
     model = GainRouter.fit(cal.features, cal.student_correct, cal.teacher_correct, (), l2=l2,
-                           texts=cal.documents_as(form), document=form, split_gain=split)
-    return held.escalating_unread(model.predict(held.features, held.documents_as(form)))
+                           texts=cal.calibration_documents(form), document=form, split_gain=split)
+    guesser = cal.option_guesser if form.guess else None
+    return held.escalating_unread(model.predict(held.features, held.documents_as(form, guesser)))
 
 
 def unit_length(fit, *args, **kwargs):
@@ -78,29 +81,13 @@ def unit_length(fit, *args, **kwargs):
         return fit(*args, **kwargs)
 
 
-def cv_penalty(cal: RoutingData, seed: int) -> float:
-    """The penalty of ANSWER_L2 whose words router has the best 5-fold cross-validated APGR on `cal`."""
-    best, best_a = WORDS_L2, -np.inf
-    for l2 in ANSWER_L2:
-        oof = np.empty(cal.n)
-        for _, train, test in fold_splits(cal, 5, 1, seed):
-            oof[test] = words_scores(cal.subset(train), cal.subset(test), l2, True)
-        a = routing_scores(cal, oof)[0]
-        if a > best_a + 1e-9:
-            best, best_a = l2, a
-    return best
-
-
 def variants(cal: RoutingData, held: RoutingData, seed: int) -> dict[str, float]:
     dense = Candidate(tuple(cal.regression_signals()), kind=GAIN).fit(cal)
     scores = {
-        "words, chosen option": words_scores(cal, held, WORDS_L2, True),
-        "words, chosen option, no checks": words_scores(cal, held, WORDS_L2, True, checks=False),
-        "words, chosen option, unit length": unit_length(words_scores, cal, held, WORDS_L2, True),
-        "words, chosen option, no checks, marginal gain only": words_scores(cal, held, WORDS_L2, True, split=False,
-                                                                             checks=False),
-        "words, no chosen option, marginal gain only": words_scores(cal, held, WORDS_L2, False, split=False),
-        "words, penalty by CV": words_scores(cal, held, cv_penalty(cal, seed), True),
+        REFERENCE: words_scores(cal, held, WORDS_L2, True),
+        "words, no option guesser": words_scores(cal, held, WORDS_L2, True, guess=False),
+        "words, no option guesser, unit length": unit_length(words_scores, cal, held, WORDS_L2, True, guess=False),
+        "words, no option guesser, no checks": words_scores(cal, held, WORDS_L2, True, checks=False, guess=False),
         "dense gain": held.escalating_unread(dense.predict(held.features)),
     }
     return {k: routing_scores(held, v)[0] for k, v in scores.items()}
@@ -173,10 +160,10 @@ def main() -> None:
         (work / "curve_results.json").write_text(json.dumps(out, indent=1) + "\n")
         return
     print(f"\n{args.splits} random 50/50 splits x 2 ways (seed {args.seed}): held-out APGR")
-    print("| pair | router | mean | sd | min | max | mean difference from `words, chosen option` (sd) |")
+    print(f"| pair | router | mean | sd | min | max | mean difference from `{REFERENCE}` (sd) |")
     print("|---|---|---|---|---|---|---|")
     for pair, rows in out.items():
-        ref = np.array(rows["words, chosen option"])
+        ref = np.array(rows[REFERENCE])
         for name, v in rows.items():
             x = np.array(v)
             diff = "" if "share" in name else f"{np.mean(x - ref):+.4f} ({np.std(x - ref):.4f})"

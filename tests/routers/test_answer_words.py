@@ -93,9 +93,9 @@ def test_documents_hold_the_chosen_options_words():
 def test_a_document_form_holds_the_option_and_the_checks_only_with_the_answer():
     from tourney.routers.features.documents import QUESTION_TEXT
 
-    assert DocumentForm(choice=True, checks=True) == QUESTION_TEXT  # what the fit did with three flags
-    assert DocumentForm.widest([QUESTION_TEXT, DocumentForm(True, choice=True), DocumentForm(True, checks=True)]) \
-        == FULL_DOCUMENT
+    assert DocumentForm(choice=True, checks=True, guess=True) == QUESTION_TEXT  # what the fit did with three flags
+    assert DocumentForm.widest([QUESTION_TEXT, DocumentForm(True, choice=True), DocumentForm(True, checks=True),
+                                DocumentForm(True, guess=True)]) == FULL_DOCUMENT
 
 
 def test_a_router_file_from_before_the_chosen_option_reads_its_documents_as_fitted(tmp_path):
@@ -121,7 +121,10 @@ def test_a_router_file_from_before_the_chosen_option_reads_its_documents_as_fitt
     texts = [saved["model"][m]["text"] for m in ("student", "teacher", "discord", "winner")]
     assert all((x.pop("length_power"), x.pop("length_pivot")) == (0.25, 25.0) for x in texts)  # all read documents
     unit = json.dumps(saved)
-    no_checks = unit.replace(', "reads_checks": true', "")
+    # too few questions for an option guesser: the documents have no guess tokens, and a file
+    # from before the guesser (no reads_guess) reads them alike
+    assert "guesser" not in saved["model"] and ', "reads_guess": true' in unit
+    no_checks = unit.replace(', "reads_guess": true', "").replace(', "reads_checks": true', "")
     old = no_checks.replace(', "reads_choice": true', "")
     assert old != no_checks != unit != weighted
     (tmp_path / "unit.json").write_text(unit)

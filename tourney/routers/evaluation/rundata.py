@@ -38,6 +38,7 @@ from tourney.routers.runtime.bundle import needs_samples
 from tourney.routers.policies.calibrate import CalibratedRouter
 from tourney.routers.runtime.cascade import unreadable
 from tourney.routers.features.documents import FULL_DOCUMENT, DocumentForm, rows_document
+from tourney.routers.features.option_guess import OptionGuesser, out_of_fold_tokens
 from tourney.routers.policies.policy import TWO_STAGE, PolicyView, policy_view
 from tourney.routers.fitting.scores import scorer_texts
 from tourney.routers.features.signals import FEATURE_NAMES, MIXED_SIGNALS, PRIOR_FEATURES, compute_signals, oriented
@@ -71,7 +72,9 @@ class RoutingData:
     _avail: list[str] | None = field(default=None, repr=False)
     _fingerprint: str | None = field(default=None, repr=False, compare=False)
     _texts: list[str] | None = field(default=None, repr=False, compare=False)
-    _documents: dict[DocumentForm, list[str]] = field(default_factory=dict, repr=False, compare=False)
+    _documents: dict[tuple, list[str]] = field(default_factory=dict, repr=False, compare=False)
+    _guess_tokens: list[list[str]] | None = field(default=None, repr=False, compare=False)
+    _guesser: list = field(default_factory=list, repr=False, compare=False)  # [] until fitted: [OptionGuesser | None]
 
     @property
     def n(self) -> int:
@@ -136,16 +139,52 @@ class RoutingData:
             self._texts = [rows[0].question for rows in self.student_rows]
         return self._texts
 
-    def documents_as(self, form: DocumentForm = FULL_DOCUMENT) -> list[str]:
+    def documents_as(self, form: DocumentForm = FULL_DOCUMENT, guesser: OptionGuesser | None = None) -> list[str]:
         """Each question's document (routers.features.documents) in one form: type, text and
-        student answer, with the chosen option's words and the check tokens or without (what
-        router files written before either was read); each form computed once. A form that does
+        student answer, with the chosen option's words, the check tokens and the option guesser's
+        tokens or without (what router files written before each was read). The guesser's tokens
+        come from `guesser`, a fitted router's (none without one): never from these questions'
+        own gold letters, which a router that routes them must not have seen. A form that does
         not read the answer gives the question texts."""
         if not form.answer:
             return self.texts
-        if form not in self._documents:
-            self._documents[form] = [rows_document(rows, form=form) for rows in self.student_rows]
-        return self._documents[form]
+        if not (form.guess and guesser is not None):
+            return self._documents_with(DocumentForm(form.answer, form.choice, form.checks), None)
+        tokens = guesser.tokens_of([_first(rows) for rows in self.student_rows])
+        return [rows_document(rows, form=form, guess=g) for rows, g in zip(self.student_rows, tokens)]
+
+    def calibration_documents(self, form: DocumentForm = FULL_DOCUMENT) -> list[str]:
+        """The documents a router is fitted on from these (dev) questions: as `documents_as`, but
+        each question's guesser tokens come from a guesser fitted on the other folds' gold
+        letters (routers.features.option_guess.out_of_fold_tokens; computed once)."""
+        if not (form.answer and form.guess):
+            return self.documents_as(form)
+        return self._documents_with(form, "out_of_fold")
+
+    def _documents_with(self, form: DocumentForm, guess: str | None) -> list[str]:
+        key = (form, guess)
+        if key not in self._documents:
+            tokens = self.guess_tokens if guess else [()] * self.n
+            self._documents[key] = [rows_document(rows, form=form, guess=g)
+                                    for rows, g in zip(self.student_rows, tokens)]
+        return self._documents[key]
+
+    @property
+    def guess_tokens(self) -> list[list[str]]:
+        """Out-of-fold option guesser tokens of each question (see calibration_documents)."""
+        if self._guess_tokens is None:
+            self._guess_tokens = out_of_fold_tokens([_first(rows) for rows in self.student_rows])
+        return self._guess_tokens
+
+    @property
+    def option_guesser(self) -> OptionGuesser | None:
+        """The option guesser fitted on all these questions' gold letters, for a router fitted on
+        them to tokenise new questions; None when the out-of-fold tokens are blank (too few
+        multiple-choice questions with a gold letter), so the router reads none either."""
+        if not self._guesser:
+            fitted = OptionGuesser.fit([_first(rows) for rows in self.student_rows]) if any(self.guess_tokens) else None
+            self._guesser.append(fitted)
+        return self._guesser[0]
 
     @property
     def documents(self) -> list[str]:
@@ -199,6 +238,10 @@ class RoutingData:
             features=pick(self.features), student_run=self.student_run, teacher_run=self.teacher_run,
             multi_sample=self.multi_sample, prior=self.prior, prior_out_of_fold=self.prior_out_of_fold,
         )
+
+
+def _first(rows: Sequence[SampleResult]) -> SampleResult:
+    return min(rows, key=lambda r: r.sample)
 
 
 def _missing(ids: Sequence[str]) -> str:

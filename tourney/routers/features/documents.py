@@ -24,9 +24,16 @@ the option it chose, and where that option lies among the others. A hashed word 
 say it. Recorded as `DocumentForm.checks` (the file key `reads_checks`); files written before
 read their documents without them.
 
+After them, the option guesser's tokens (`DocumentForm.guess`, routers.features.option_guess:
+`g_agree`, `g_rank1`, ...): whether the student chose what the options alone point to, by a
+guesser learnt from the dev questions' gold letters. The guesser belongs to the router (a router
+file keeps it beside its models), so the tokens are the caller's to give: `rows_document(...,
+guess=...)`. Recorded as the file key `reads_guess`; files written before read their documents
+without them.
+
 `DocumentForm` names which of these a router's texts are, in one value: the bare question text
-(QUESTION_TEXT), or a document with or without the chosen option and the check tokens
-(FULL_DOCUMENT: what routers are fitted on now).
+(QUESTION_TEXT), or a document with or without the chosen option, the check tokens and the
+guesser's tokens (FULL_DOCUMENT: what routers are fitted on now).
 """
 from __future__ import annotations
 
@@ -45,35 +52,40 @@ _WORD = re.compile(r"\w\w+")
 class DocumentForm:
     """What a words router's texts are: the question's text alone (`answer` False), or documents
     of type, question and the student's answer (`answer`), which may also hold the chosen option's
-    words (`choice`) and end with the check tokens (`checks`). A router file records the three as
-    `reads_answer`, `reads_choice` and `reads_checks` (routers.fitting.router_file), each absent
-    in files written before it was read. The chosen option and the checks are parts of a
-    document: without the answer they are False, whatever was asked."""
+    words (`choice`) and end with the check tokens (`checks`) and the option guesser's (`guess`). A
+    router file records the four as `reads_answer`, `reads_choice`, `reads_checks` and
+    `reads_guess` (routers.fitting.router_file), each absent in files written before it was read.
+    The option, the checks and the guess are parts of a document: without the answer they are
+    False, whatever was asked."""
 
     answer: bool = False
     choice: bool = False
     checks: bool = False
+    guess: bool = False  # the option guesser's tokens (routers.features.option_guess)
 
     def __post_init__(self) -> None:
         if not self.answer:  # frozen: set through object
             object.__setattr__(self, "choice", False)
             object.__setattr__(self, "checks", False)
+            object.__setattr__(self, "guess", False)
 
     @staticmethod
     def widest(forms: "Sequence[DocumentForm]") -> "DocumentForm":
         """The form that holds each part any of `forms` holds (a gain router's models are fitted
         on one form; a file that mixed them was read this way before the form was one value)."""
-        return DocumentForm(any(f.answer for f in forms), any(f.choice for f in forms), any(f.checks for f in forms))
+        return DocumentForm(any(f.answer for f in forms), any(f.choice for f in forms), any(f.checks for f in forms),
+                            any(f.guess for f in forms))
 
 
 QUESTION_TEXT = DocumentForm()  # the bare question text, as question routers read it
-FULL_DOCUMENT = DocumentForm(answer=True, choice=True, checks=True)  # what words routers are fitted on now
+FULL_DOCUMENT = DocumentForm(answer=True, choice=True, checks=True, guess=True)  # what words routers are fitted on now
 
 
 def routing_document(question: str, question_type: str, output: str, chosen: str | None = None,
-                     checks: Sequence[str] = ()) -> str:
+                     checks: Sequence[str] = (), guess: Sequence[str] = ()) -> str:
     """One question's document; `chosen`: the text of the option the student chose (None: no
-    option read, or a document without it); `checks`: the check tokens (option_checks.check_words)."""
+    option read, or a document without it); `checks`: the check tokens (option_checks.check_words);
+    `guess`: the option guesser's (option_guess.OptionGuesser.tokens)."""
     kind = "_".join(_WORD.findall(question_type.lower())) or "default"
     text = output if len(output) <= HEAD_CHARS + TAIL_CHARS else output[:HEAD_CHARS] + " " + output[-TAIL_CHARS:]
     answer = " ".join("a_" + w for w in _WORD.findall(text.lower()))
@@ -82,6 +94,8 @@ def routing_document(question: str, question_type: str, output: str, chosen: str
         doc += " " + " ".join("c_" + w for w in _WORD.findall(chosen[:HEAD_CHARS].lower()))
     if checks:
         doc += " " + " ".join(checks)
+    if guess:
+        doc += " " + " ".join(guess)
     return doc
 
 
@@ -93,16 +107,17 @@ def chosen_option(row: SampleResult) -> str | None:
 
 
 def rows_document(rows: Sequence[SampleResult], question: str | None = None, question_type: str | None = None,
-                  *, form: DocumentForm = FULL_DOCUMENT) -> str:
+                  *, form: DocumentForm = FULL_DOCUMENT, guess: Sequence[str] = ()) -> str:
     """The document of one question from its student samples (the first sample's output; a
     failed sample reads as no answer); with the chosen option's words and the check tokens as far
     as `form` holds them (the documents of router files written before they were read hold
-    neither or only the option). It is a document whatever `form.answer` says: callers ask for
-    one only for a form that reads the answer."""
+    neither or only the option). `guess`: the option guesser's tokens, read when `form.guess`
+    (the caller's guesser gives them: routers.features.option_guess). It is a document whatever
+    `form.answer` says: callers ask for one only for a form that reads the answer."""
     first = min(rows, key=lambda r: r.sample) if rows else None
     output = "" if first is None or first.error is not None else first.output
     text = question if question is not None else (first.question if first is not None else "")
     kind = question_type if question_type is not None else (first.type if first is not None else "default")
     chosen = chosen_option(first) if form.choice and first is not None else None
     checks = check_words(first) if form.checks and first is not None else []
-    return routing_document(text, kind, output, chosen, checks)
+    return routing_document(text, kind, output, chosen, checks, guess if form.guess else ())

@@ -62,6 +62,9 @@ class GainRouter:
     prior: Any = None  # routers.features.prior.DifficultyPrior, when it reads `prior_accuracy`
     discord: LinearModel | None = None  # P(teacher and student disagree) (split_gain)
     winner: LinearModel | None = None  # P(teacher right | they disagree) (split_gain)
+    # routers.features.option_guess.OptionGuesser: gives new questions' documents their `g_`
+    # tokens (the dev documents it was fitted beside had out-of-fold ones); None: no such tokens
+    guesser: Any = None
     kind = KIND
 
     def __post_init__(self) -> None:
@@ -147,4 +150,6 @@ class GainRouter:
             d["prior"] = self.prior.to_dict()
         if self.discord is not None and self.winner is not None:
             d.update(discord=self.discord.to_dict(), winner=self.winner.to_dict())
+        if self.guesser is not None:
+            d["guesser"] = self.guesser.to_dict()
         return d

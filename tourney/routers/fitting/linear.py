@@ -258,7 +258,8 @@ class LinearModel:
             d["text"] = {"n_features": self.text.n_features, "ngram_max": self.text.ngram_max,
                          "buckets": list(self.text.buckets), "weights": list(self.text.weights)}
             form = self.text.form  # the file's keys (routers.fitting.router_file): only the true ones
-            for key, on in (("reads_answer", form.answer), ("reads_choice", form.choice), ("reads_checks", form.checks)):
+            for key, on in (("reads_answer", form.answer), ("reads_choice", form.choice), ("reads_checks", form.checks),
+                            ("reads_guess", form.guess)):
                 if on:
                     d["text"][key] = True
             if not self.text.unit_length:

@@ -16,8 +16,10 @@ from tourney.routers.policies.policy import PreRouting
 from tourney.routers.features.documents import DocumentForm
 from tourney.routers.features.signals import QUESTION_FEATURES
 from tourney.routers.fitting.router_file import (
-    FiguresSchema, GainSchema, IsotonicSchema, LinearSchema, LogisticSchema, PriorSchema, RouterFileSchema,
+    FiguresSchema, GainSchema, GuesserSchema, IsotonicSchema, LinearSchema, LogisticSchema, PriorSchema,
+    RouterFileSchema,
 )
+from tourney.routers.features.option_guess import OptionGuesser
 from tourney.routers.features.prior import DifficultyPrior
 
 
@@ -30,7 +32,8 @@ def linear_from_schema(m: LinearSchema) -> LinearModel:
     if m.text is not None:
         text = HashedText(n_features=m.text.n_features, ngram_max=m.text.ngram_max,
                           buckets=tuple(m.text.buckets), weights=tuple(m.text.weights),
-                          form=DocumentForm(m.text.reads_answer, m.text.reads_choice, m.text.reads_checks),
+                          form=DocumentForm(m.text.reads_answer, m.text.reads_choice, m.text.reads_checks,
+                                            m.text.reads_guess),
                           length_power=m.text.length_power, length_pivot=m.text.length_pivot)
     return LinearModel(features=list(m.features), mean=list(m.mean), scale=list(m.scale), weights=list(m.weights),
                        bias=m.bias, l2=m.l2, unavailable=list(m.unavailable), text=text)
@@ -44,7 +47,14 @@ def gain_from_schema(m: GainSchema) -> GainRouter:
     split = lambda x: None if x is None else linear_from_schema(x)  # noqa: E731
     return GainRouter(linear_from_schema(m.student), linear_from_schema(m.teacher), primary=m.primary,
                       primary_step=m.primary_step, prior=prior_from_schema(m.prior), discord=split(m.discord),
-                      winner=split(m.winner))
+                      winner=split(m.winner), guesser=guesser_from_schema(m.guesser))
+
+
+def guesser_from_schema(m: GuesserSchema | None) -> OptionGuesser | None:
+    if m is None:
+        return None
+    return OptionGuesser(buckets=tuple(m.buckets), weights=tuple(m.weights), n_features=m.n_features,
+                         questions=m.questions)
 
 
 def model_from_schema(m: str | LogisticSchema | GainSchema):

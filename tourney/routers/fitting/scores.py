@@ -47,11 +47,12 @@ def document_form(scorer: Scorer) -> DocumentForm:
 
 
 def scorer_texts(scorer: Scorer, texts: Sequence[str],
-                 documents: Callable[[DocumentForm], Sequence[str]]) -> list[str]:
+                 documents: Callable[[DocumentForm, Any], Sequence[str]]) -> list[str]:
     """What the scorer's hashed n-grams read: the question texts, or the documents
-    (routers.features.documents) in the form it was fitted on: `documents(form)` gives them."""
+    (routers.features.documents) in the form it was fitted on: `documents(form, guesser)` gives
+    them, the option guesser's tokens from the scorer's own guesser."""
     form = document_form(scorer)
-    return list(documents(form)) if form.answer else list(texts)
+    return list(documents(form, getattr(scorer, "guesser", None))) if form.answer else list(texts)
 
 
 def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logliks: ChoiceLogliks = None,
@@ -68,7 +69,9 @@ def score_question(scorer: Scorer, rows: Sequence[SampleResult], *, choice_logli
                                  prior=prior)
     form = document_form(scorer)
     if form.answer:
-        text = rows_document(rows, text, form=form)
+        guesser = getattr(scorer, "guesser", None)
+        guess = guesser.tokens(min(rows, key=lambda r: r.sample)) if form.guess and guesser and rows else ()
+        text = rows_document(rows, text, form=form, guess=guess)
     return float(scorer.predict([values], [text])[0])
 
 

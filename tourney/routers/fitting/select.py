@@ -96,8 +96,13 @@ class Candidate:
                           "permutations_beaten": self.permutations_beaten})
 
     def fit(self, dev: RoutingData, l2: float = 1.0) -> CombinedRouter | GainRouter | str:
-        """This candidate's router fitted on all of `dev` (a signal's name when nothing is fitted)."""
-        return fit_candidate(self, dev, np.arange(dev.n), l2)
+        """This candidate's router fitted on all of `dev` (a signal's name when nothing is fitted),
+        with the option guesser fitted on all of dev where its documents read the guesser's tokens
+        (fitted on their out-of-fold ones: routers.features.option_guess)."""
+        router = fit_candidate(self, dev, np.arange(dev.n), l2)
+        if isinstance(router, GainRouter) and self.document_form.guess:
+            router = replace(router, guesser=dev.option_guesser)
+        return router
 
 
 def candidates(dev: RoutingData) -> list[Candidate]:
@@ -186,7 +191,7 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
     if base is None:
         if len(_FITTED) > 512:
             _FITTED.clear()
-        source = dev.documents_as(c.document_form)
+        source = dev.calibration_documents(c.document_form)
         texts = [source[i] for i in idx] if c.text else None
         if c.kind == GAIN:
             base = GainRouter.fit(rows, dev.student_correct[idx], dev.teacher_correct[idx], c.signals, l2=l2,
@@ -207,13 +212,16 @@ def fit_candidate(c: Candidate, dev: RoutingData, idx: np.ndarray, l2: float) ->
     return CombinedRouter(base.linear, primary=c.primary, primary_step=step, prior=base.prior)
 
 
-def candidate_scores(c: Candidate, dev: RoutingData, idx: np.ndarray, model) -> np.ndarray:
+def candidate_scores(c: Candidate, dev: RoutingData, idx: np.ndarray, model, *, new: bool = False) -> np.ndarray:
     """Scores of dev questions `idx`; a cascade's score is -inf where the student's answer is
     unread (the cascade escalates those whatever the score, RoutingData.unread); a question
-    router's is not: it is known before the student answers."""
+    router's is not: it is known before the student answers. `new`: `dev` holds questions the
+    model was not fitted beside, whose guesser tokens come from the model's own guesser, as a
+    routed question's do (else: the out-of-fold tokens of the questions it was fitted on)."""
     if isinstance(model, str):
         return dev.signal_confidence(model)[idx]
-    source = dev.documents_as(c.document_form)
+    source = (dev.documents_as(c.document_form, getattr(model, "guesser", None)) if new
+              else dev.calibration_documents(c.document_form))
     out = model.predict([dev.features[i] for i in idx], [source[i] for i in idx])
     out = np.where(np.isnan(out), -np.inf, out)
     return out if c.question_only else dev.escalating_unread(out, idx)
@@ -328,8 +336,8 @@ def nested_apgr(dev: RoutingData, *, allowed: Sequence[str] = (CONFIDENCE, GAIN)
         table = select_signals(inner, folds=NESTED_FOLDS, repeats=1, seed=seed, l2=l2, allowed=allowed,
                                question_routers=question_routers)
         best = chosen(table) if pick is None else pick(inner, table)
-        model = fit_candidate(best, inner, np.arange(inner.n), l2)
+        model = best.fit(inner, l2)
         held = dev.subset(test)
-        runs.append(routing_scores(held, candidate_scores(best, held, np.arange(held.n), model))[0])
+        runs.append(routing_scores(held, candidate_scores(best, held, np.arange(held.n), model, new=True))[0])
     ok = [a for a in runs if math.isfinite(a)]
     return float(np.mean(ok)) if ok else math.nan
