@@ -99,3 +99,19 @@ def write_run(path: Path, model: str, rows: list[dict], *, samples: int = 1, tem
         full.append(row)
     (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in full))
     return path
+
+
+def saved_words_router(path: Path, data, *, l2: float = 1.0):
+    """The words router (type + question + answer documents) fitted on all of `data`, calibrated
+    at a 0.5 teacher share and saved at `path`: (the fitted model, the file as JSON)."""
+    import numpy as np
+
+    from tourney.routers.fitting.select import GAIN, Candidate, candidate_scores
+    from tourney.routers.policies.calibrate import calibrate
+
+    c = Candidate((), kind=GAIN, text=True, answer=True, l2=l2)
+    model = c.fit(data)
+    router = calibrate(candidate_scores(c, data, np.arange(data.n), model), data.student_correct,
+                       data.teacher_correct, kind="teacher_share", value=0.5, model=model)
+    router.save(path)
+    return model, json.loads(path.read_text())

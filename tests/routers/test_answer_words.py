@@ -13,7 +13,7 @@ from tourney.routers.features.documents import FULL_DOCUMENT, DocumentForm, rout
 from tourney.routers.evaluation.rundata import routing_data
 from tourney.routers.fitting.select import ANSWER_MIN_QUESTIONS, GAIN, Candidate, candidate_scores, candidates
 
-from tests.routers.fakes import write_run
+from tests.routers.fakes import saved_words_router, write_run
 
 
 def row(output: str, prediction: str | None = "B", choices=("cat", "a big dog", "fish"), **kw) -> SampleResult:
@@ -176,13 +176,7 @@ def test_a_router_file_with_a_bad_length_weighting_names_the_field(tmp_path):
     from tourney.errors import DataError
 
     s, t = runs(tmp_path, 40)
-    data = routing_data(s, t)
-    c = Candidate((), kind=GAIN, text=True, answer=True, l2=1.0)
-    model = c.fit(data)
-    router = calibrate(candidate_scores(c, data, np.arange(data.n), model), data.student_correct,
-                       data.teacher_correct, kind="teacher_share", value=0.5, model=model)
-    router.save(tmp_path / "r.json")
-    saved = json.loads((tmp_path / "r.json").read_text())
+    _, saved = saved_words_router(tmp_path / "r.json", routing_data(s, t))
     for field, bad in (("length_power", 7), ("length_pivot", -1), ("length_pivot", "nan")):
         raw = json.loads(json.dumps(saved))
         raw["model"]["teacher"]["text"][field] = bad

@@ -15,10 +15,9 @@ from tourney.routers.features.documents import FULL_DOCUMENT
 from tourney.routers.features.option_guess import (
     GUESS_MIN_QUESTIONS, OptionGuesser, option_documents, out_of_fold_tokens,
 )
-from tourney.routers.fitting.select import GAIN, Candidate, candidate_scores
-from tourney.routers.policies.calibrate import CalibratedRouter, calibrate
+from tourney.routers.policies.calibrate import CalibratedRouter
 
-from tests.routers.fakes import write_run
+from tests.routers.fakes import saved_words_router, write_run
 
 LETTERS = "ABCDE"
 
@@ -101,13 +100,8 @@ def test_a_router_keeps_its_guesser_in_its_file_and_scores_alike_offline_and_liv
     data = routing_data(s, t)
     assert not any("g_" in d for d in data.documents_as(FULL_DOCUMENT))  # no guesser given: no tokens
     assert all(" g_" in d for d in data.calibration_documents(FULL_DOCUMENT))  # out of fold on dev
-    c = Candidate((), kind=GAIN, text=True, answer=True, l2=1.0)
-    model = c.fit(data)
+    model, saved = saved_words_router(tmp_path / "r.json", data)
     assert model.guesser == data.option_guesser and model.guesser is not None
-    router = calibrate(candidate_scores(c, data, np.arange(data.n), model), data.student_correct,
-                       data.teacher_correct, kind="teacher_share", value=0.5, model=model)
-    router.save(tmp_path / "r.json")
-    saved = json.loads((tmp_path / "r.json").read_text())
     assert saved["model"]["student"]["text"]["reads_guess"] is True and saved["model"]["guesser"]["questions"] == 240
     loaded = CalibratedRouter.load(tmp_path / "r.json")
     assert loaded.model.guesser == model.guesser and loaded.model.document_form == FULL_DOCUMENT
@@ -120,13 +114,7 @@ def test_a_router_keeps_its_guesser_in_its_file_and_scores_alike_offline_and_liv
 
 def test_a_bad_guesser_in_a_router_file_names_the_field(tmp_path):
     s, t = run_dirs(tmp_path, 240)
-    data = routing_data(s, t)
-    c = Candidate((), kind=GAIN, text=True, answer=True, l2=1.0)
-    model = c.fit(data)
-    router = calibrate(candidate_scores(c, data, np.arange(data.n), model), data.student_correct,
-                       data.teacher_correct, kind="teacher_share", value=0.5, model=model)
-    router.save(tmp_path / "r.json")
-    saved = json.loads((tmp_path / "r.json").read_text())
+    _, saved = saved_words_router(tmp_path / "r.json", routing_data(s, t))
     for change in ({"buckets": [saved["model"]["guesser"]["n_features"]], "weights": [1.0]},
                    {"weights": saved["model"]["guesser"]["weights"][:-1]}, {"questions": -1}, {"code": "x"}):
         raw = json.loads(json.dumps(saved))

@@ -59,11 +59,24 @@ def _known(names: list[str]) -> list[str]:
     return names
 
 
-class HashedTextSchema(Strict):
+class _BucketWeights(Strict):
+    """Weights on hash buckets: one per bucket, every bucket below n_features."""
+
     n_features: int = Field(ge=1, le=2 ** 24)
-    ngram_max: int = Field(ge=1, le=3)
     buckets: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_LIST)
     weights: list[Finite] = Field(max_length=MAX_LIST)
+
+    @model_validator(mode="after")
+    def _aligned(self):
+        if len(self.buckets) != len(self.weights):
+            raise ValueError("expected one weight per bucket")
+        if self.buckets and max(self.buckets) >= self.n_features:
+            raise ValueError("a bucket index is not below n_features")
+        return self
+
+
+class HashedTextSchema(_BucketWeights):
+    ngram_max: int = Field(ge=1, le=3)
     reads_answer: bool = False  # n-grams of type + question + the student's answer (routers.features.documents.DocumentForm)
     reads_choice: bool = False  # ... and the chosen option's words (absent in files written before)
     reads_checks: bool = False  # ... and the check tokens (routers.features.option_checks; ditto)
@@ -71,30 +84,11 @@ class HashedTextSchema(Strict):
     length_power: float = Field(default=0.5, ge=0.0, le=1.0)  # absent: unit length (routers.fitting.linear)
     length_pivot: float = Field(default=1.0, gt=0.0, le=1e6)
 
-    @model_validator(mode="after")
-    def _aligned(self):
-        if len(self.buckets) != len(self.weights):
-            raise ValueError("expected one weight per bucket")
-        if self.buckets and max(self.buckets) >= self.n_features:
-            raise ValueError("a bucket index is not below n_features")
-        return self
 
-
-class GuesserSchema(Strict):
+class GuesserSchema(_BucketWeights):
     """routers.features.option_guess.OptionGuesser: weights over the option documents' buckets."""
 
-    n_features: int = Field(ge=1, le=2 ** 24)
-    buckets: list[Annotated[int, Field(ge=0)]] = Field(max_length=MAX_LIST)
-    weights: list[Finite] = Field(max_length=MAX_LIST)
     questions: int = Field(default=0, ge=0)
-
-    @model_validator(mode="after")
-    def _aligned(self):
-        if len(self.buckets) != len(self.weights):
-            raise ValueError("expected one weight per bucket")
-        if self.buckets and max(self.buckets) >= self.n_features:
-            raise ValueError("a bucket index is not below n_features")
-        return self
 
 
 class LinearSchema(Strict):
