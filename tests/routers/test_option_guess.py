@@ -106,6 +106,8 @@ def test_a_router_keeps_its_guesser_in_its_file_and_scores_alike_offline_and_liv
     loaded = CalibratedRouter.load(tmp_path / "r.json")
     assert loaded.model.guesser == model.guesser and loaded.model.document_form == FULL_DOCUMENT
     assert loaded.model.to_dict() == saved["model"]
+    assert loaded.describe_model() == ("expected gain over the words of type, question and answer "
+                                       "(with the option guesser's tokens)")
     offline = data.router_confidence(loaded)
     live = [loaded.confidence(r) for r in data.student_rows]
     assert np.allclose(offline, live)

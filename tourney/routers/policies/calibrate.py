@@ -147,9 +147,12 @@ class CalibratedRouter:
         primary = getattr(self.model, "primary", None)
         name = {"logistic_regression": "P(student right)", "expected_gain": "expected gain"}.get(self.model.kind,
                                                                                                   self.model.kind)
-        text = (" and the words of type, question and answer" if document_form(self.model).answer
-                else " and question words" if self.model.reads_text else "")
-        return f"{primary}, ties broken by {name}" if primary else f"{name} over {', '.join(self.signals)}{text}"
+        text = ("the words of type, question and answer" if document_form(self.model).answer
+                else "question words" if self.model.reads_text else "")
+        if document_form(self.model).guess and getattr(self.model, "guesser", None) is not None:
+            text += " (with the option guesser's tokens)"
+        over = " and ".join(x for x in (", ".join(self.signals), text) if x)  # a words router may read no signal
+        return f"{primary}, ties broken by {name}" if primary else f"{name} over {over}"
 
     def to_dict(self) -> dict[str, Any]:
         from tourney.routers.fitting.router_file import FORMAT
