@@ -41,6 +41,7 @@ from tourney.routers.features.documents import FULL_DOCUMENT, DocumentForm, rows
 from tourney.routers.features.option_guess import OptionGuesser, out_of_fold_tokens
 from tourney.routers.policies.policy import TWO_STAGE, PolicyView, policy_view
 from tourney.routers.fitting.scores import scorer_texts
+from tourney.routers.features.solution_features import first_sample
 from tourney.routers.features.signals import FEATURE_NAMES, MIXED_SIGNALS, PRIOR_FEATURES, compute_signals, oriented
 
 MULTI_SAMPLE = ("sum", "max")
@@ -150,7 +151,7 @@ class RoutingData:
             return self.texts
         if not (form.guess and guesser is not None):
             return self._documents_with(DocumentForm(form.answer, form.choice, form.checks), None)
-        tokens = guesser.tokens_of([_first(rows) for rows in self.student_rows])
+        tokens = guesser.tokens_of([first_sample(rows) for rows in self.student_rows])
         return [rows_document(rows, form=form, guess=g) for rows, g in zip(self.student_rows, tokens)]
 
     def calibration_documents(self, form: DocumentForm = FULL_DOCUMENT) -> list[str]:
@@ -173,7 +174,7 @@ class RoutingData:
     def guess_tokens(self) -> list[list[str]]:
         """Out-of-fold option guesser tokens of each question (see calibration_documents)."""
         if self._guess_tokens is None:
-            self._guess_tokens = out_of_fold_tokens([_first(rows) for rows in self.student_rows])
+            self._guess_tokens = out_of_fold_tokens([first_sample(rows) for rows in self.student_rows])
         return self._guess_tokens
 
     @property
@@ -182,7 +183,7 @@ class RoutingData:
         them to tokenise new questions; None when the out-of-fold tokens are blank (too few
         multiple-choice questions with a gold letter), so the router reads none either."""
         if not self._guesser:
-            fitted = OptionGuesser.fit([_first(rows) for rows in self.student_rows]) if any(self.guess_tokens) else None
+            fitted = OptionGuesser.fit([first_sample(rows) for rows in self.student_rows]) if any(self.guess_tokens) else None
             self._guesser.append(fitted)
         return self._guesser[0]
 
@@ -238,10 +239,6 @@ class RoutingData:
             features=pick(self.features), student_run=self.student_run, teacher_run=self.teacher_run,
             multi_sample=self.multi_sample, prior=self.prior, prior_out_of_fold=self.prior_out_of_fold,
         )
-
-
-def _first(rows: Sequence[SampleResult]) -> SampleResult:
-    return min(rows, key=lambda r: r.sample)
 
 
 def _missing(ids: Sequence[str]) -> str:

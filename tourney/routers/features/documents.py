@@ -81,12 +81,17 @@ QUESTION_TEXT = DocumentForm()  # the bare question text, as question routers re
 FULL_DOCUMENT = DocumentForm(answer=True, choice=True, checks=True, guess=True)  # what words routers are fitted on now
 
 
+def type_word(question_type: str) -> str:
+    """A question type as one token ("Computer Science" -> "computer_science")."""
+    return "_".join(_WORD.findall(question_type.lower())) or "default"
+
+
 def routing_document(question: str, question_type: str, output: str, chosen: str | None = None,
                      checks: Sequence[str] = (), guess: Sequence[str] = ()) -> str:
     """One question's document; `chosen`: the text of the option the student chose (None: no
     option read, or a document without it); `checks`: the check tokens (option_checks.check_words);
     `guess`: the option guesser's (option_guess.OptionGuesser.tokens)."""
-    kind = "_".join(_WORD.findall(question_type.lower())) or "default"
+    kind = type_word(question_type)
     text = output if len(output) <= HEAD_CHARS + TAIL_CHARS else output[:HEAD_CHARS] + " " + output[-TAIL_CHARS:]
     answer = " ".join("a_" + w for w in _WORD.findall(text.lower()))
     doc = f"qtype_{kind} {question} {answer}"

@@ -34,7 +34,8 @@ import numpy as np
 
 from tourney.harness.types import SampleResult
 from tourney.routers.features.option_checks import chosen_index
-from tourney.routers.fitting.linear import CannotFit, common_buckets, fit_logistic
+from tourney.routers.features.documents import type_word
+from tourney.routers.fitting.linear import CannotFit, common_buckets, fit_logistic, hashed_ngrams
 
 GUESS_FEATURES = 2 ** 18  # hash buckets of the option documents
 GUESS_NGRAM_MAX = 2
@@ -65,7 +66,7 @@ def option_documents(question: str, question_type: str, choices: Sequence[str]) 
     """One text per option: its words (`o_` prefixed) and tokens for its place among the others:
     position, count, rank by length (and by length within the type), overlap with the question's
     words and with the other options', rank among numeric options, and duplicates."""
-    kind = "_".join(_WORD.findall(question_type.lower())) or "default"
+    kind = type_word(question_type)
     n = len(choices)
     qwords = _words(question)
     by_length = np.argsort(np.argsort([-len(c) for c in choices], kind="stable"), kind="stable")
@@ -94,15 +95,6 @@ def option_documents(question: str, question_type: str, choices: Sequence[str]) 
     return out
 
 
-def _matrix(texts: Sequence[str], n_features: int = GUESS_FEATURES):
-    """Hashed 1-2 grams, presence, each row of unit length."""
-    from sklearn.feature_extraction.text import HashingVectorizer
-
-    vec = HashingVectorizer(n_features=n_features, ngram_range=(1, GUESS_NGRAM_MAX), binary=True,
-                            alternate_sign=False, norm="l2", lowercase=True)
-    return vec.transform(list(texts)).tocsr()
-
-
 def gold_index(row: SampleResult) -> int | None:
     """The gold option's index of a multiple-choice row (a single letter within its choices)."""
     g = row.gold.strip() if row.gold else ""
@@ -114,6 +106,11 @@ def gold_index(row: SampleResult) -> int | None:
 
 def _guessable(row: SampleResult) -> bool:
     return bool(row.choices) and 2 <= len(row.choices) <= MAX_OPTIONS
+
+
+def _labelled(row: SampleResult) -> bool:
+    """A row a guesser can learn from: options and a gold letter among them."""
+    return _guessable(row) and gold_index(row) is not None
 
 
 @dataclass(frozen=True)
@@ -136,7 +133,7 @@ class OptionGuesser:
     def fit(cls, rows: Sequence[SampleResult]) -> "OptionGuesser | None":
         """Fitted on the rows (one per question) that have options and a gold letter; None when
         fewer than GUESS_MIN_QUESTIONS do."""
-        usable = [r for r in rows if _guessable(r) and gold_index(r) is not None]
+        usable = [r for r in rows if _labelled(r)]
         if len(usable) < GUESS_MIN_QUESTIONS:
             return None
         texts, labels = [], []
@@ -145,7 +142,7 @@ class OptionGuesser:
             docs = option_documents(r.question, r.type, r.choices or [])
             texts += docs
             labels += [1.0 if i == g else 0.0 for i in range(len(docs))]
-        m = _matrix(texts)
+        m = hashed_ngrams(texts, GUESS_FEATURES, GUESS_NGRAM_MAX)  # cached per text: the folds share rows
         keep = common_buckets(m)
         try:
             w, _ = fit_logistic(m[:, keep], np.asarray(labels), GUESS_L2)
@@ -167,7 +164,7 @@ class OptionGuesser:
         out: list[np.ndarray | None] = [None] * len(rows)
         if not docs:
             return out
-        m = _matrix(docs, self.n_features)[:, list(self.buckets)]
+        m = hashed_ngrams(docs, self.n_features, GUESS_NGRAM_MAX)[:, list(self.buckets)]
         z = np.asarray(m @ np.asarray(self.weights, dtype=float)).ravel()
         owner_a = np.asarray(owner)
         starts = np.flatnonzero(np.r_[True, owner_a[1:] != owner_a[:-1]])
@@ -205,7 +202,7 @@ def out_of_fold_tokens(rows: Sequence[SampleResult], *, folds: int = GUESS_FOLDS
     anywhere when the rows cannot fit a guesser (too few with options and a gold letter)."""
     n = len(rows)
     out: list[list[str]] = [[] for _ in range(n)]
-    if sum(1 for r in rows if _guessable(r) and gold_index(r) is not None) < GUESS_MIN_QUESTIONS:
+    if sum(1 for r in rows if _labelled(r)) < GUESS_MIN_QUESTIONS:
         return out
     order = np.random.default_rng(seed).permutation(n)
     for held in np.array_split(order, folds):

@@ -21,20 +21,14 @@ from tourney.harness.types import SampleResult
 from tourney.harness.votes import answer_counts, majority_vote
 from tourney.harness.votes import mean_logprob as mean_of
 from tourney.routers.features.answer_features import ANSWER_ORIENTATION, ANSWER_SIGNALS
-from tourney.routers.features.solution_features import SOLUTION_ORIENTATION, SOLUTION_SIGNALS
+from tourney.routers.features.solution_features import SOLUTION_ORIENTATION, SOLUTION_SIGNALS, first_sample
 
 ChoiceLogliks = Sequence[float] | None
 Signal = Callable[[Sequence[SampleResult], ChoiceLogliks], float | None]
 
 
-def _first(rows: Sequence[SampleResult]) -> SampleResult:
-    if not rows:
-        raise ValueError("a signal needs at least one sample of the question, got none")
-    return min(rows, key=lambda r: r.sample)
-
-
 def _logprobs(rows: Sequence[SampleResult]) -> list[float] | None:
-    lp = _first(rows).token_logprobs
+    lp = first_sample(rows).token_logprobs
     return list(lp) if lp else None  # an empty list (zero tokens) carries no signal either
 
 
@@ -82,7 +76,7 @@ def _answer_logprobs(rows: Sequence[SampleResult]) -> list[float] | None:
     None when there are no logprobs or no marker (no final answer to score).
     """
     lp = _logprobs(rows)
-    text = _first(rows).output
+    text = first_sample(rows).output
     if not lp or not text:
         return None
     span = hashes_answer_span(text)  # the grader's first accepted "#### N" line
@@ -166,7 +160,7 @@ def length(rows: Sequence[SampleResult], choice_logliks: ChoiceLogliks = None) -
     """Completion tokens of the first sample, or its characters when the backend counted no tokens
     (larger = less confident: long solutions are the ones a model struggles with).
     None for a failed request, whose length measures the failure."""
-    first = _first(rows)
+    first = first_sample(rows)
     if first.error is not None:
         return None
     return float(first.completion_tokens if first.completion_tokens > 0 else len(first.output))
@@ -313,18 +307,18 @@ def compute_signals(
     """
     check_names(names)
     if choice_logliks is None and rows:
-        choice_logliks = _first(rows).choice_logliks
+        choice_logliks = first_sample(rows).choice_logliks
     out: dict[str, float | None] = {}
     qf: Mapping[str, float] | None = None
     for name in names:
         if name in SIGNALS:
             out[name] = SIGNALS[name](rows, choice_logliks)
         elif name in PRIOR_FEATURES:
-            text = question_text if question_text is not None else _first(rows).question
+            text = question_text if question_text is not None else first_sample(rows).question
             out[name] = None if prior is None else float(prior.accuracy([text])[0])
         else:
             if qf is None:
-                qf = question_features(question_text if question_text is not None else _first(rows).question)
+                qf = question_features(question_text if question_text is not None else first_sample(rows).question)
             out[name] = qf[name]
     return out
 

@@ -44,7 +44,8 @@ def numbers_in(text: str) -> set[str]:
     return out
 
 
-def _first(rows: Sequence[SampleResult]) -> SampleResult:
+def first_sample(rows: Sequence[SampleResult]) -> SampleResult:
+    """A question's first sample (the lowest `sample`)."""
     if not rows:
         raise ValueError("a signal needs at least one sample of the question, got none")
     return min(rows, key=lambda r: r.sample)
@@ -58,7 +59,7 @@ def _coverage(question: str, output: str) -> float | None:
 
 
 def _answer_value(rows: Sequence[SampleResult]) -> Fraction | None:
-    first = _first(rows)
+    first = first_sample(rows)
     if first.error is not None or first.prediction is None:
         return None
     try:
@@ -68,7 +69,7 @@ def _answer_value(rows: Sequence[SampleResult]) -> Fraction | None:
 
 
 def question_number_coverage(rows: Sequence[SampleResult], choice_logliks=None) -> float | None:
-    first = _first(rows)
+    first = first_sample(rows)
     return None if first.error is not None else _coverage(first.question, first.output)
 
 
@@ -80,7 +81,7 @@ def mean_question_number_coverage(rows: Sequence[SampleResult], choice_logliks=N
 
 
 def answer_in_question(rows: Sequence[SampleResult], choice_logliks=None) -> float | None:
-    first = _first(rows)
+    first = first_sample(rows)
     if _answer_value(rows) is None or not numbers_in(first.question):
         return None
     return float(first.prediction in numbers_in(first.question))
@@ -109,14 +110,14 @@ def answer_negative(rows: Sequence[SampleResult], choice_logliks=None) -> float 
 
 
 def solution_steps(rows: Sequence[SampleResult], choice_logliks=None) -> float | None:
-    first = _first(rows)
+    first = first_sample(rows)
     if first.error is not None:
         return None
     return float(sum(1 for line in first.output[:MAX_SCAN].splitlines() if line.strip()))
 
 
 def solution_new_numbers(rows: Sequence[SampleResult], choice_logliks=None) -> float | None:
-    first = _first(rows)
+    first = first_sample(rows)
     if first.error is not None:
         return None
     return float(len(numbers_in(first.output) - numbers_in(first.question)))

@@ -86,7 +86,7 @@ _ROWS: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}  # text ->
 _MAX_ROWS = 200_000
 
 
-def _hashed(texts: Sequence[str], n_features: int, ngram_max: int):
+def hashed_ngrams(texts: Sequence[str], n_features: int, ngram_max: int):
     """The hashed n-gram matrix (CSR) of a list of texts. Rows are kept per text: cross-validation
     hashes the same dev questions for every fold, and each is hashed once."""
     from scipy.sparse import csr_matrix
@@ -140,7 +140,7 @@ class HashedText:
         text's length (class doc)."""
         from scipy.sparse import diags
 
-        m = _hashed(list(texts), self.n_features, self.ngram_max)
+        m = hashed_ngrams(list(texts), self.n_features, self.ngram_max)
         if self.unit_length:  # the rows as hashed: files written before read exactly as fitted
             return m
         n = np.maximum(np.diff(m.indptr), 1).astype(float)
